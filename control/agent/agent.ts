@@ -1,0 +1,371 @@
+// One Agent per node: Add / Del / Check / Gc / Status over the durable store,
+// the pool source and the dataplane. Used in-process by the CNI binaries
+// (standalone) and by the node daemon; only the transport differs.
+//
+// Crash safety: every ADD first records its intent (IP + endpoint in phase
+// "creating") durably, then touches the kernel, then marks the endpoint
+// "ready". A kill -9 anywhere leaves a record that a rerun, DEL or GC
+// converges from; the kernel side is always found by deterministic names.
+import type { Logger } from 'pino';
+import { existsSync } from 'node:fs';
+import type { AgentApi, Attachment, CniCall, CniResult, NetConf, DataplaneMode } from '../types.js';
+import { NodeStore, endpointKey, type EndpointRecord, type NodeState } from '../store/node-store.js';
+import { createPoolSource, selectNic } from '../ipam/index.js';
+import { allocate, applyPool, release, lookup, poolSummary, allocations } from '../ipam/allocator.js';
+import type { NicPool } from '../ipam/types.js';
+import type { Dataplane, EndpointPlan, NodeNetwork } from '../dataplane/types.js';
+import { linkInfo } from '../netlink/ip.js';
+import { createVethPair, configurePodSide, deleteHostVeth, checkPodSide, hostVethName, randomMac } from '../netlink/veth.js';
+import {
+  DataplaneUnavailableError, InvalidConfigError, NotReadyError, PoolExhaustedError, PoolSourceError,
+  UnknownContainerError, VnetError,
+} from '../errors.js';
+import { Rollback } from './rollback.js';
+import { assertSafeNetns } from './safety.js';
+import { createDataplane } from '../dataplane/index.js';
+
+const WIRESERVER_IP = '168.63.129.16/32';
+/** Re-read the pool source at most this often on the ADD path (ms). */
+const POOL_MAX_AGE_MS = 30_000;
+
+export interface AgentOptions {
+  logger: Logger;
+  /** Override the dataplane factory (tests). */
+  dataplaneFor?: (mode: DataplaneMode) => Promise<Dataplane>;
+}
+
+function ownerOf(call: Pick<CniCall, 'containerId' | 'ifName'>): { containerId: string; ifName: string } {
+  return { containerId: call.containerId, ifName: call.ifName };
+}
+
+function planOf(rec: EndpointRecord): EndpointPlan {
+  return {
+    containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, ip: rec.ip, prefixLength: rec.prefixLength,
+    gateway: rec.gateway, hostVeth: rec.hostVeth, hostMac: rec.hostMac, podMac: rec.podMac, mtu: rec.mtu,
+  };
+}
+
+function dnsOf(config: NetConf): CniResult['dns'] {
+  const fromRuntime = (config.raw.runtimeConfig as { dns?: CniResult['dns'] } | undefined)?.dns;
+  const dns = fromRuntime ?? (config.raw.dns as CniResult['dns'] | undefined);
+  return dns && typeof dns === 'object' ? dns : {};
+}
+
+export class Agent implements AgentApi {
+  private readonly dataplanes = new Map<DataplaneMode, Promise<Dataplane>>();
+  private readonly log: Logger;
+
+  constructor(
+    readonly store: NodeStore,
+    private readonly opts: AgentOptions,
+  ) {
+    this.log = opts.logger;
+  }
+
+  private dataplane(mode: DataplaneMode): Promise<Dataplane> {
+    let dp = this.dataplanes.get(mode);
+    if (!dp) {
+      dp = (this.opts.dataplaneFor ?? createDataplane)(mode);
+      this.dataplanes.set(mode, dp);
+    }
+    return dp;
+  }
+
+  // ---- pool -------------------------------------------------------------
+
+  /** Fetch the NIC's pool from the source, matched by the NIC's MAC. */
+  private async fetchPool(config: NetConf, nicMac: string): Promise<NicPool> {
+    const source = createPoolSource(config.ipam);
+    const pools = await source.fetch();
+    return selectNic(pools, nicMac);
+  }
+
+  /** Refresh the pool inside a transaction, keeping the cached pool if the source is down. */
+  private async refreshPool(state: NodeState, config: NetConf, nicMac: string, force: boolean): Promise<void> {
+    const fresh = state.poolFetchedAt !== undefined && Date.now() - state.poolFetchedAt < POOL_MAX_AGE_MS;
+    if (fresh && !force) return;
+    try {
+      const pool = await this.fetchPool(config, nicMac);
+      const change = applyPool(state.ipam, pool);
+      state.poolFetchedAt = Date.now();
+      if (change.added.length || change.removed.length || change.orphaned.length) {
+        this.log.info({ added: change.added, removed: change.removed, orphaned: change.orphaned }, 'pool changed');
+      }
+      for (const o of change.orphaned) {
+        this.log.warn({ ip: o.ip, owner: o.owner }, 'an address in use left the NIC; it stays with its pod and will not be reused');
+      }
+    } catch (err) {
+      const summary = poolSummary(state.ipam);
+      if (summary.size > 0 && !(err instanceof InvalidConfigError)) {
+        this.log.warn({ err }, 'pool source failed; using the cached pool');
+        return;
+      }
+      throw err;
+    }
+  }
+
+  private async nodeNetwork(config: NetConf, state: NodeState): Promise<NodeNetwork> {
+    const nic = await linkInfo(config.master);
+    if (!nic) throw new DataplaneUnavailableError(`host interface ${config.master} not found; set "master" in the conflist to the VM's NIC`);
+    const s = poolSummary(state.ipam);
+    if (!s.subnet || !s.gateway || !s.primaryIp) throw new PoolSourceError('the pool has no subnet yet; the pool source has not answered');
+    const prefixLength = Number(s.subnet.split('/')[1]);
+    return {
+      nic: config.master,
+      nicMac: nic.address,
+      primaryIp: s.primaryIp,
+      prefixLength,
+      subnet: s.subnet,
+      gateway: s.gateway,
+      noSnatCidrs: [...new Set([s.subnet, ...config.vnetCidrs, WIRESERVER_IP])],
+      mtu: nic.mtu,
+      bridge: config.bridge,
+      bpfRoot: `${config.bpfRoot}/${config.nodeName}`,
+    };
+  }
+
+  /** Bring node-wide state to `config.dataplane`, cleaning the other mode if the node switched. */
+  private async ensureNode(state: NodeState, config: NetConf, node: NodeNetwork): Promise<Dataplane> {
+    const dp = await this.dataplane(config.dataplane);
+    const previous = state.node?.mode;
+    if (previous && previous !== config.dataplane) {
+      const others = Object.values(state.endpoints).filter((e) => e.mode === previous);
+      if (others.length > 0) {
+        throw new DataplaneUnavailableError(
+          `this node has ${others.length} pod(s) in ${previous} mode; drain the node (or delete those pods) before switching the dataplane to ${config.dataplane}`,
+        );
+      }
+      const old = await this.dataplane(previous);
+      await old.teardownNode(state.node!.network);
+      state.node = undefined;
+      this.log.info({ from: previous, to: config.dataplane }, 'node switched dataplane mode');
+    }
+    try {
+      await dp.probe(node);
+    } catch (err) {
+      if (config.dataplane === 'ebpf' && config.dataplaneFallback && err instanceof DataplaneUnavailableError) {
+        this.log.warn({ err }, 'ebpf dataplane unavailable; falling back to iptables as the conflist allows');
+        return this.ensureNode(state, { ...config, dataplane: 'iptables', dataplaneFallback: false }, node);
+      }
+      throw err;
+    }
+    await dp.ensureNode(node);
+    state.node = { mode: dp.mode, network: node };
+    return dp;
+  }
+
+  private resultOf(rec: EndpointRecord, config: NetConf): CniResult {
+    return {
+      cniVersion: config.cniVersion,
+      interfaces: [
+        { name: rec.hostVeth, mac: rec.hostMac },
+        { name: rec.ifName, mac: rec.podMac, sandbox: rec.netns },
+      ],
+      ips: [{ address: `${rec.ip}/${rec.prefixLength}`, gateway: rec.gateway, interface: 1 }],
+      routes: [{ dst: '0.0.0.0/0', gw: rec.gateway }],
+      dns: dnsOf(config),
+    };
+  }
+
+  // ---- verbs ------------------------------------------------------------
+
+  async add(call: CniCall): Promise<CniResult> {
+    assertSafeNetns();
+    const { config } = call;
+    const key = endpointKey(call.containerId, call.ifName);
+    const nic = await linkInfo(config.master);
+    if (!nic) throw new DataplaneUnavailableError(`host interface ${config.master} not found; set "master" in the conflist to the VM's NIC`);
+
+    const prepared = await this.store.transaction(async (state) => {
+      const existing = state.endpoints[key];
+      if (existing?.phase === 'ready' && existing.netns === call.netns) return { rec: existing, reused: true, dp: await this.dataplane(existing.mode), node: state.node!.network };
+      await this.refreshPool(state, config, nic.address, false);
+      const node = await this.nodeNetwork(config, state);
+      const dp = await this.ensureNode(state, config, node);
+      let ip: string;
+      try {
+        ip = allocate(state.ipam, ownerOf(call), this.allocOpts(call)).ip;
+      } catch (err) {
+        if (!(err instanceof PoolExhaustedError)) throw err;
+        // The NIC may have gained addresses since the last fetch.
+        await this.refreshPool(state, config, nic.address, true);
+        ip = allocate(state.ipam, ownerOf(call), this.allocOpts(call)).ip;
+      }
+      const rec: EndpointRecord = {
+        containerId: call.containerId, ifName: call.ifName, netns: call.netns, ip,
+        prefixLength: node.prefixLength, gateway: node.gateway,
+        hostVeth: hostVethName(call.containerId, call.ifName),
+        hostMac: existing?.hostMac ?? randomMac(), podMac: existing?.podMac ?? randomMac(),
+        mtu: node.mtu, mode: dp.mode, phase: 'creating', network: config.name,
+        createdAt: new Date().toISOString(),
+        ...(call.args.K8S_POD_NAME ? { podName: call.args.K8S_POD_NAME } : {}),
+        ...(call.args.K8S_POD_NAMESPACE ? { podNamespace: call.args.K8S_POD_NAMESPACE } : {}),
+      };
+      state.endpoints[key] = rec;
+      return { rec, reused: false, dp, node };
+    });
+
+    const { rec, dp, node } = prepared;
+    if (prepared.reused) {
+      // Same container and ifname again: hand back the same IP if the pod is intact, else rebuild it.
+      try {
+        await checkPodSide(planOf(rec));
+        await dp.checkEndpoint(node, planOf(rec));
+        return this.resultOf(rec, config);
+      } catch (err) {
+        this.log.info({ err, key }, 'repeated ADD found a damaged endpoint; rebuilding it');
+      }
+    }
+
+    const log = this.log.child({ containerId: call.containerId, ifName: call.ifName, ip: rec.ip });
+    const undo = new Rollback(log);
+    try {
+      const plan = planOf(rec);
+      await deleteHostVeth(plan.hostVeth); // a crashed earlier attempt may have left it
+      await createVethPair(plan);
+      undo.push('delete veth', () => deleteHostVeth(plan.hostVeth));
+      await configurePodSide(plan);
+      await dp.attachEndpoint(node, plan);
+      undo.push('detach endpoint', () => dp.detachEndpoint(node, plan));
+      await this.store.transaction((state) => {
+        const cur = state.endpoints[key];
+        if (cur) cur.phase = 'ready';
+      });
+      log.info({ hostVeth: plan.hostVeth, mode: dp.mode, pod: rec.podName, podNamespace: rec.podNamespace }, 'endpoint added');
+      return this.resultOf({ ...rec, phase: 'ready' }, config);
+    } catch (err) {
+      log.error({ err }, 'ADD failed; rolling back');
+      await undo.run();
+      await this.store
+        .transaction((state) => {
+          delete state.endpoints[key];
+          release(state.ipam, ownerOf(call));
+        })
+        .catch((e: unknown) => log.error({ err: e }, 'could not release the IP after a failed ADD; GC will'));
+      throw err;
+    }
+  }
+
+  private allocOpts(call: CniCall): { maxPods: number; podName?: string; podNamespace?: string } {
+    return {
+      maxPods: call.config.maxPods,
+      ...(call.args.K8S_POD_NAME ? { podName: call.args.K8S_POD_NAME } : {}),
+      ...(call.args.K8S_POD_NAMESPACE ? { podNamespace: call.args.K8S_POD_NAMESPACE } : {}),
+    };
+  }
+
+  async del(call: CniCall): Promise<void> {
+    assertSafeNetns();
+    const key = endpointKey(call.containerId, call.ifName);
+    const found = await this.store.transaction((state) => {
+      const rec = state.endpoints[key];
+      if (rec) rec.phase = 'deleting';
+      return rec ? { rec, node: state.node?.network } : undefined;
+    });
+    if (found?.node) {
+      const dp = await this.dataplane(found.rec.mode);
+      await dp.detachEndpoint(found.node, planOf(found.rec));
+    }
+    // The veth name is deterministic, so even without a record nothing leaks.
+    await deleteHostVeth(found?.rec.hostVeth ?? hostVethName(call.containerId, call.ifName));
+    await this.store.transaction(async (state) => {
+      delete state.endpoints[key];
+      release(state.ipam, ownerOf(call));
+      await this.teardownIfIdle(state);
+    });
+    this.log.info({ containerId: call.containerId, ifName: call.ifName, ip: found?.rec.ip }, found ? 'endpoint deleted' : 'DEL for an unknown endpoint: nothing to do');
+  }
+
+  /** The last endpoint left: restore the NIC and remove node-wide rules/programs. */
+  private async teardownIfIdle(state: NodeState): Promise<void> {
+    if (!state.node || Object.keys(state.endpoints).length > 0) return;
+    const dp = await this.dataplane(state.node.mode);
+    await dp.teardownNode(state.node.network);
+    this.log.info({ mode: state.node.mode }, 'last endpoint gone; node dataplane state removed');
+    state.node = undefined;
+  }
+
+  async check(call: CniCall): Promise<void> {
+    const key = endpointKey(call.containerId, call.ifName);
+    const state = await this.store.peek();
+    const rec = state.endpoints[key];
+    if (!rec || rec.phase !== 'ready') throw new UnknownContainerError(`no endpoint for container ${call.containerId} interface ${call.ifName}`);
+    const node = state.node?.network;
+    if (!node) throw new UnknownContainerError('the node has no dataplane state');
+    const prev = call.prevResult?.ips?.[0]?.address;
+    if (prev && prev !== `${rec.ip}/${rec.prefixLength}`) {
+      throw new VnetError(`prevResult says ${prev} but the endpoint has ${rec.ip}/${rec.prefixLength}`);
+    }
+    await checkPodSide(planOf(rec));
+    await (await this.dataplane(rec.mode)).checkEndpoint(node, planOf(rec));
+  }
+
+  async gc(config: NetConf, valid: Attachment[]): Promise<void> {
+    assertSafeNetns();
+    const keep = new Set(valid.map((a) => endpointKey(a.containerId, a.ifName)));
+    const state = await this.store.peek();
+    const stale = Object.values(state.endpoints).filter((e) => e.network === config.name && !keep.has(endpointKey(e.containerId, e.ifName)));
+    for (const rec of stale) {
+      this.log.info({ containerId: rec.containerId, ifName: rec.ifName, ip: rec.ip }, 'GC: removing an attachment the runtime no longer has');
+      await this.del({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config });
+    }
+    // Allocations without an endpoint (azure-vnet-ipam used on its own, or a crash) for owners the runtime does not list.
+    await this.store.transaction(async (s) => {
+      for (const a of allocations(s.ipam)) {
+        const k = endpointKey(a.owner.containerId, a.owner.ifName);
+        if (!keep.has(k) && !s.endpoints[k]) release(s.ipam, a.owner);
+      }
+      await this.teardownIfIdle(s);
+    });
+  }
+
+  async status(config: NetConf): Promise<void> {
+    const nic = await linkInfo(config.master);
+    if (!nic) throw new NotReadyError(`host interface ${config.master} not found`);
+    await this.store.transaction((state) => this.refreshPool(state, config, nic.address, true)).catch((err: unknown) => {
+      throw new NotReadyError(`pool source unavailable: ${(err as Error).message}`, { cause: err });
+    });
+    const s = poolSummary((await this.store.peek()).ipam);
+    if (s.free === 0) throw new NotReadyError(`no free pod IP on this node (pool ${s.size}, in use ${s.used})`);
+  }
+
+  async ipamAdd(call: CniCall): Promise<CniResult> {
+    const nicMac = (await linkInfo(call.config.master))?.address;
+    if (!nicMac) throw new DataplaneUnavailableError(`host interface ${call.config.master} not found; set "master" in the conflist to the VM's NIC`);
+    return this.store.transaction(async (state) => {
+      await this.refreshPool(state, call.config, nicMac, false);
+      let ip: string;
+      try {
+        ip = allocate(state.ipam, ownerOf(call), this.allocOpts(call)).ip;
+      } catch (err) {
+        if (!(err instanceof PoolExhaustedError)) throw err;
+        await this.refreshPool(state, call.config, nicMac, true);
+        ip = allocate(state.ipam, ownerOf(call), this.allocOpts(call)).ip;
+      }
+      const s = poolSummary(state.ipam);
+      return {
+        cniVersion: call.config.cniVersion,
+        ips: [{ address: `${ip}/${s.subnet!.split('/')[1]}`, gateway: s.gateway! }],
+        routes: [{ dst: '0.0.0.0/0', gw: s.gateway! }],
+        dns: dnsOf(call.config),
+      };
+    });
+  }
+
+  async ipamDel(call: CniCall): Promise<void> {
+    await this.store.transaction((state) => {
+      release(state.ipam, ownerOf(call));
+    });
+  }
+
+  /** Does this endpoint's netns still exist? (reconciliation helper) */
+  static netnsAlive(rec: EndpointRecord): boolean {
+    return rec.netns !== '' && existsSync(rec.netns);
+  }
+
+  lookupIp(state: NodeState, call: Pick<CniCall, 'containerId' | 'ifName'>): string | undefined {
+    return lookup(state.ipam, ownerOf(call));
+  }
+
+  async close(): Promise<void> {}
+}

@@ -1,0 +1,123 @@
+// The iptables dataplane (the original plugin's shape): pods are ports of a
+// bridge that also holds the NIC; ebtables satisfies the fabric's MAC rules;
+// iptables MASQUERADE gives pods the internet as the primary IP.
+import { run, runOk } from '../../exec.js';
+import { ip, linkInfo } from '../../netlink/ip.js';
+import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
+import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
+import { detectIptablesBackend, type IptablesTools } from './backend.js';
+import { ensureBridge, restoreNic } from './bridge.js';
+import {
+  EB_POST_CHAIN, EB_PRE_CHAIN, FORWARD_CHAIN, SNAT_CHAIN,
+  ebtablesEndpointRule, ebtablesNodeRules, jumpRules, renderIptablesRestore,
+} from './rules.js';
+
+const EBTABLES = 'ebtables';
+
+async function ebtables(args: readonly string[]): Promise<{ code: number; stderr: string }> {
+  return run([EBTABLES, '--concurrent', '-t', 'nat', ...args], { timeoutMs: 30_000 });
+}
+
+/** Append a rule unless an identical one exists (ebtables -C). */
+async function ebEnsure(chain: string, spec: readonly string[]): Promise<void> {
+  if ((await ebtables(['--check', chain, ...spec])).code === 0) return;
+  const res = await ebtables(['-A', chain, ...spec]);
+  if (res.code !== 0) throw new DataplaneError(`ebtables -A ${chain} ${spec.join(' ')}: ${res.stderr.trim()}`);
+}
+
+async function ebDelete(chain: string, spec: readonly string[]): Promise<void> {
+  // Repeat in case a crash left duplicates; bounded.
+  for (let i = 0; i < 8; i++) {
+    if ((await ebtables(['-D', chain, ...spec])).code !== 0) return;
+  }
+}
+
+async function ebEnsureChain(chain: string, hook: string): Promise<void> {
+  const list = await ebtables(['-L', chain]);
+  if (list.code !== 0) {
+    const res = await ebtables(['-N', chain, '-P', 'RETURN']);
+    if (res.code !== 0 && !/already exists|File exists/i.test(res.stderr)) throw new DataplaneError(`ebtables -N ${chain}: ${res.stderr.trim()}`);
+  }
+  await ebEnsure(hook, ['-j', chain]);
+}
+
+export class IptablesDataplane implements Dataplane {
+  readonly mode = 'iptables' as const;
+  private tools: IptablesTools | undefined;
+
+  private async ipt(): Promise<IptablesTools> {
+    this.tools ??= await detectIptablesBackend();
+    return this.tools;
+  }
+
+  async probe(node: NodeNetwork): Promise<void> {
+    const missing: string[] = [];
+    for (const tool of ['ip', 'nsenter', EBTABLES, 'iptables-nft-restore']) {
+      const res = await run(['sh', '-c', 'command -v "$0"', tool]).catch(() => undefined);
+      if (!res || res.code !== 0) missing.push(tool);
+    }
+    if (missing.length) throw new DataplaneUnavailableError(`iptables dataplane needs ${missing.join(', ')} on the node; install iproute2, util-linux, ebtables and iptables`);
+    const nic = (await linkInfo(node.nic)) ?? (await linkInfo(node.bridge));
+    if (!nic) throw new DataplaneUnavailableError(`host interface ${node.nic} not found; set "master" in the conflist to the VM's NIC`);
+  }
+
+  async ensureNode(node: NodeNetwork): Promise<void> {
+    await ensureBridge(node);
+    const tools = await this.ipt();
+    await runOk([tools.restore, '--noflush', '-w', '5'], { input: renderIptablesRestore(node) }).catch((err: unknown) => {
+      throw new DataplaneError(`programming ${SNAT_CHAIN}/${FORWARD_CHAIN} failed: ${(err as Error).message}`, { cause: err });
+    });
+    for (const j of jumpRules()) {
+      const check = await run([tools.iptables, '-w', '5', '-t', j.table, '-C', j.chain, ...j.spec]);
+      if (check.code === 0) continue;
+      await runOk([tools.iptables, '-w', '5', '-t', j.table, '-I', j.chain, '1', ...j.spec]).catch((err: unknown) => {
+        throw new DataplaneError(`inserting the ${j.chain} jump failed: ${(err as Error).message}`, { cause: err });
+      });
+    }
+    await ebEnsureChain(EB_PRE_CHAIN, 'PREROUTING');
+    await ebEnsureChain(EB_POST_CHAIN, 'POSTROUTING');
+    for (const r of ebtablesNodeRules(node)) await ebEnsure(r.chain, r.spec);
+  }
+
+  async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
+    await ip(['link', 'set', ep.hostVeth, 'master', node.bridge, 'up']);
+    const r = ebtablesEndpointRule(node, ep);
+    await ebEnsure(r.chain, r.spec);
+  }
+
+  async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
+    const r = ebtablesEndpointRule(node, ep);
+    await ebDelete(r.chain, r.spec);
+  }
+
+  async checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
+    const host = await linkInfo(ep.hostVeth);
+    if (!host) throw new DataplaneError(`host veth ${ep.hostVeth} not found`);
+    if (host.master !== node.bridge) throw new DataplaneError(`host veth ${ep.hostVeth} is not a port of ${node.bridge}`);
+    const r = ebtablesEndpointRule(node, ep);
+    if ((await ebtables(['--check', r.chain, ...r.spec])).code !== 0) throw new DataplaneError(`ebtables rule for ${ep.ip} missing from ${r.chain}`);
+  }
+
+  async teardownNode(node: NodeNetwork): Promise<void> {
+    const tools = await this.ipt();
+    for (const j of jumpRules()) {
+      for (let i = 0; i < 8; i++) {
+        if ((await run([tools.iptables, '-w', '5', '-t', j.table, '-D', j.chain, ...j.spec])).code !== 0) break;
+      }
+    }
+    for (const [table, chain] of [['nat', SNAT_CHAIN], ['filter', FORWARD_CHAIN]] as const) {
+      await run([tools.iptables, '-w', '5', '-t', table, '-F', chain]);
+      await run([tools.iptables, '-w', '5', '-t', table, '-X', chain]);
+    }
+    for (const [chain, hook] of [[EB_PRE_CHAIN, 'PREROUTING'], [EB_POST_CHAIN, 'POSTROUTING']] as const) {
+      await ebDelete(hook, ['-j', chain]);
+      await ebtables(['-F', chain]);
+      await ebtables(['-X', chain]);
+    }
+    await restoreNic(node);
+  }
+
+  async hasNodeState(node: NodeNetwork): Promise<boolean> {
+    return (await linkInfo(node.bridge)) !== undefined;
+  }
+}

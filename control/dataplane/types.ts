@@ -1,0 +1,60 @@
+// The dataplane interface. Both implementations (iptables: bridge + ebtables +
+// iptables; ebpf: routed veths + TC programs) satisfy it, so the agent and the
+// lab tests never branch on the mode.
+import type { DataplaneMode } from '../types.js';
+
+/** Facts about the node's NIC and VNet, from the pool source and the host. */
+export interface NodeNetwork {
+  /** Host NIC, e.g. eth0 */
+  nic: string;
+  nicMac: string;
+  primaryIp: string;
+  prefixLength: number;
+  subnet: string;
+  gateway: string;
+  /** Destinations never SNATed: subnet, vnetCidrs, 168.63.129.16/32 */
+  noSnatCidrs: string[];
+  mtu: number;
+  /** Bridge name for bridge mode, e.g. azure0 */
+  bridge: string;
+  /** bpffs root for this node (ebpf mode) */
+  bpfRoot: string;
+}
+
+/** Everything needed to build or remove one pod endpoint. */
+export interface EndpointPlan {
+  containerId: string;
+  ifName: string;
+  netns: string;
+  ip: string;
+  prefixLength: number;
+  gateway: string;
+  hostVeth: string;
+  hostMac: string;
+  podMac: string;
+  mtu: number;
+}
+
+/** What the kernel really has for an endpoint, for CHECK and reconciliation. */
+export interface KernelEndpoint {
+  hostVeth: string;
+  ip?: string;
+}
+
+export interface Dataplane {
+  readonly mode: DataplaneMode;
+  /** Verify prerequisites; throws DataplaneUnavailableError naming what is missing. */
+  probe(node: NodeNetwork): Promise<void>;
+  /** Idempotently prepare node-wide state (bridge, SNAT rules, programs). Called under the node lock. */
+  ensureNode(node: NodeNetwork): Promise<void>;
+  /** Host-side wiring for a pod whose veth exists and whose pod side is configured. Idempotent. */
+  attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void>;
+  /** Undo attachEndpoint; succeeds if already gone. */
+  detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void>;
+  /** Throws DataplaneError describing the first mismatch with what attachEndpoint programs. */
+  checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void>;
+  /** Remove node-wide state after the last endpoint left. Called under the node lock. */
+  teardownNode(node: NodeNetwork): Promise<void>;
+  /** True if this mode's node-wide state is present (used when the node switches modes). */
+  hasNodeState(node: NodeNetwork): Promise<boolean>;
+}

@@ -1,0 +1,78 @@
+// Pod-side plumbing shared by both dataplanes: the veth pair, the pod's
+// address, its default route. The host side is the dataplane's business.
+import { createHash, randomBytes } from 'node:crypto';
+import { ip, ipBatch, linkInfo, ipv4Addrs, ipv4Routes } from './ip.js';
+import { DataplaneError } from '../errors.js';
+import type { EndpointPlan } from '../dataplane/types.js';
+
+/** Deterministic host-side name: the same container+ifname always maps to the same veth. */
+export function hostVethName(containerId: string, ifName: string): string {
+  const digest = createHash('sha256').update(`${containerId}/${ifName}`).digest('hex');
+  return `azv${digest.slice(0, 12)}`;
+}
+
+/** A random unicast, locally administered MAC. */
+export function randomMac(): string {
+  const b = randomBytes(6);
+  b[0] = (b[0]! & 0xfe) | 0x02;
+  return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
+}
+
+/** Create the veth pair with the pod end already inside the pod netns under its final name. */
+export async function createVethPair(ep: EndpointPlan): Promise<void> {
+  await ip([
+    'link', 'add', ep.hostVeth, 'mtu', String(ep.mtu), 'address', ep.hostMac,
+    'type', 'veth', 'peer', 'name', ep.ifName, 'mtu', String(ep.mtu), 'address', ep.podMac, 'netns', ep.netns,
+  ]);
+}
+
+/** Address, link state and default route inside the pod. */
+export async function configurePodSide(ep: EndpointPlan): Promise<void> {
+  await ipBatch(
+    [
+      'link set lo up',
+      `addr replace ${ep.ip}/${ep.prefixLength} dev ${ep.ifName}`,
+      `link set ${ep.ifName} up`,
+      `route replace default via ${ep.gateway} dev ${ep.ifName} onlink`,
+    ],
+    ep.netns,
+  );
+}
+
+/** Delete the host end (the kernel removes the pod end with it). Succeeds if absent. */
+export async function deleteHostVeth(hostVeth: string): Promise<void> {
+  try {
+    await ip(['link', 'del', hostVeth]);
+  } catch (err) {
+    if (err instanceof DataplaneError && /Cannot find device|does not exist/i.test(err.message)) return;
+    throw err;
+  }
+}
+
+/** Delete the pod's interface from inside its netns, if the netns still exists. */
+export async function deletePodInterface(netns: string, ifName: string): Promise<void> {
+  try {
+    await ip(['link', 'del', ifName], netns);
+  } catch {
+    // netns gone or link gone: nothing left to remove
+  }
+}
+
+/** CHECK: the pod interface exists, is up, has the IP and the default route. */
+export async function checkPodSide(ep: EndpointPlan): Promise<void> {
+  const link = await linkInfo(ep.ifName, ep.netns).catch(() => undefined);
+  if (!link) throw new DataplaneError(`interface ${ep.ifName} not found in ${ep.netns}`);
+  if (link.address.toLowerCase() !== ep.podMac.toLowerCase()) {
+    throw new DataplaneError(`interface ${ep.ifName} in ${ep.netns} has MAC ${link.address}, expected ${ep.podMac}`);
+  }
+  const addrs = await ipv4Addrs(ep.ifName, ep.netns);
+  if (!addrs.some((a) => a.local === ep.ip && a.prefixlen === ep.prefixLength)) {
+    throw new DataplaneError(`interface ${ep.ifName} in ${ep.netns} lacks ${ep.ip}/${ep.prefixLength}`);
+  }
+  const routes = await ipv4Routes(['default'], ep.netns);
+  if (!routes.some((r) => r.gateway === ep.gateway)) {
+    throw new DataplaneError(`pod ${ep.netns} has no default route via ${ep.gateway}`);
+  }
+  const host = await linkInfo(ep.hostVeth);
+  if (!host) throw new DataplaneError(`host veth ${ep.hostVeth} not found`);
+}

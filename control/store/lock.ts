@@ -1,0 +1,41 @@
+// The node lock: flock(2) on a file in the state directory. The kernel drops
+// it when the holder dies, so kill -9 never leaves a stale lock behind (the
+// original plugin's most reported failure).
+import { open, mkdir } from 'node:fs/promises';
+import path from 'node:path';
+import { native } from '../../native/index.js';
+import { StoreError, TryAgainError } from '../errors.js';
+
+export interface HeldLock {
+  release(): Promise<void>;
+}
+
+export async function acquireLock(file: string, timeoutMs: number): Promise<HeldLock> {
+  await mkdir(path.dirname(file), { recursive: true, mode: 0o700 }).catch((err: unknown) => {
+    throw new StoreError(`cannot create state directory ${path.dirname(file)}: ${(err as Error).message}`, { cause: err });
+  });
+  const fh = await open(file, 'a', 0o600).catch((err: unknown) => {
+    throw new StoreError(`cannot open lock file ${file}: ${(err as Error).message}`, { cause: err });
+  });
+  try {
+    await native().flock(fh.fd, true, timeoutMs);
+  } catch (err) {
+    await fh.close();
+    if ((err as { code?: string }).code === 'ETIMEDOUT') {
+      throw new TryAgainError(`timed out after ${timeoutMs} ms waiting for the node lock ${file}; another CNI call holds it`, { cause: err });
+    }
+    throw new StoreError(`cannot lock ${file}: ${(err as Error).message}`, { cause: err });
+  }
+  let released = false;
+  return {
+    async release() {
+      if (released) return;
+      released = true;
+      try {
+        native().funlock(fh.fd);
+      } finally {
+        await fh.close();
+      }
+    },
+  };
+}
