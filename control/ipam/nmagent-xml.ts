@@ -125,6 +125,7 @@ class InterfacesXmlReader {
     for (;;) {
       const before = this.pos;
       this.skipWhitespace();
+      if (this.pos >= this.text.length) this.fail(`document ends inside <${name}> tag (truncated?)`);
       if (this.text.startsWith('/>', this.pos)) {
         this.pos += 2;
         selfClosing = true;

@@ -1,0 +1,114 @@
+/* Map key/value layouts shared by bpf/ (built against vmlinux.h) and native/
+ * (built against <linux/types.h>). TS mirrors them in
+ * control/dataplane/ebpf/layouts.ts; test/bpf/layouts.test.ts checks that the
+ * sizes and offsets the kernel reports for the loaded object match.
+ *
+ * Byte order: addresses and ports are in network byte order (as on the wire),
+ * everything else is host order.
+ */
+#ifndef VNET_MAPS_H
+#define VNET_MAPS_H
+
+/* Capacities (max_entries). Changing one changes the map definition, so a
+ * pinned map from an older build is no longer reusable: unloadAll() first. */
+#define VNET_ENDPOINTS_MAX 1024
+#define VNET_CIDRS_MAX 256
+#define VNET_NAT_MAX 65536
+#define VNET_INBOUND_MAX 65536
+
+/* The single key of the vnet_config array map. */
+#define VNET_CONFIG_KEY 0
+
+/* vnet_config.flags */
+#define VNET_CFG_F_READY (1u << 0)             /* config written; until then every program passes */
+#define VNET_CFG_F_FASTPATH_EXTERNAL (1u << 1) /* redirect non-VNet traffic too (no kube-proxy services) */
+#define VNET_CFG_F_CT_CHECK (1u << 2)          /* consult kernel conntrack before bypassing the stack */
+
+/* vnet_cidr_info.flags */
+#define VNET_CIDR_F_NOSNAT (1u << 0) /* VNet, peered, on-prem, wireserver: never SNAT */
+#define VNET_CIDR_F_STACK (1u << 1)  /* e.g. the service CIDR: always hand to the kernel stack */
+
+/* vnet_endpoints: key = pod IPv4 (__u32, network order). */
+struct vnet_endpoint {
+	__u32 ifindex; /* host-side veth */
+	__u32 flags;   /* reserved, 0 */
+	__u8 pod_mac[6];
+	__u8 host_mac[6]; /* MAC of the host-side veth */
+};
+
+/* vnet_cidrs: LPM trie. */
+struct vnet_lpm_key {
+	__u32 prefixlen;
+	__u32 addr;
+};
+struct vnet_cidr_info {
+	__u32 flags;
+};
+
+struct vnet_config {
+	__u32 primary_ip;  /* NIC primary IP, SNAT source */
+	__u32 nic_ifindex; /* eth0 */
+	__u8 nic_mac[6];
+	__u16 flags;        /* VNET_CFG_F_* */
+	__u16 nat_port_min; /* host order, inclusive */
+	__u16 nat_port_max; /* host order, inclusive */
+	__u32 pad;
+	__u64 tcp_timeout_ns;
+	__u64 udp_timeout_ns;
+	__u64 icmp_timeout_ns;
+};
+
+/* A 5-tuple, always in the egress orientation (s = the pod side, d = remote).
+ * ICMP echo: sport = echo id, dport = 0.
+ *   vnet_snat_fwd key: {pod ip, remote ip, pod port, remote port}
+ *   vnet_snat_rev key: {primary ip, remote ip, nat port, remote port}
+ *   vnet_inbound  key: {pod ip, remote ip, pod port, remote port} */
+struct vnet_nat_tuple {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* Forward value: the translated source; reverse value: the original source. */
+struct vnet_nat_entry {
+	__u32 addr;
+	__u16 port;
+	__u16 flags; /* reserved, 0 */
+	__u64 last_seen_ns; /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
+};
+
+struct vnet_flow_entry {
+	__u64 last_seen_ns;
+};
+
+/* Counter reasons: one central list. X(name, "label"); the label is what
+ * counters() reports. Append only: the index is the vnet_counters key. */
+#define VNET_REASONS(X)                                   \
+	X(FWD_LOCAL, "forwarded-local")                   \
+	X(REDIRECT_NIC, "redirected-to-nic")              \
+	X(FWD_FROM_NIC, "forwarded-from-nic")             \
+	X(SNAT_NEW, "snat-new")                           \
+	X(SNAT_HIT, "snat-hit")                           \
+	X(REV_SNAT, "rev-snat")                           \
+	X(PASS_STACK, "pass-to-stack")                    \
+	X(PASS_CT_NAT, "pass-conntrack-nat")              \
+	X(PASS_INBOUND_REPLY, "pass-inbound-reply")       \
+	X(PASS_UNTRACKED, "pass-untracked")               \
+	X(PASS_FRAGMENT, "pass-fragment")                 \
+	X(PASS_IP_OPTIONS, "pass-ip-options")             \
+	X(PASS_NOT_READY, "pass-not-ready")               \
+	X(DROP_MALFORMED, "drop-malformed")               \
+	X(DROP_SPOOFED, "drop-spoofed-source")            \
+	X(DROP_FRAG_NEEDS_NAT, "drop-fragment-needs-nat") \
+	X(DROP_NAT_NO_PORT, "drop-nat-port-exhausted")    \
+	X(DROP_NO_ENDPOINT, "drop-no-endpoint")           \
+	X(DROP_REWRITE, "drop-rewrite-failed")
+
+#define VNET_REASON_ENUM(name, label) VNET_REASON_##name,
+enum vnet_reason { VNET_REASONS(VNET_REASON_ENUM) VNET_REASON_MAX };
+#undef VNET_REASON_ENUM
+
+#endif /* VNET_MAPS_H */

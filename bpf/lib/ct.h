@@ -1,0 +1,39 @@
+/* Kernel conntrack lookups (kfuncs, Linux >= 6.0 with CONFIG_NF_CONNTRACK).
+ * Used only to decide "does the stack own this flow?": a connection that
+ * netfilter NAT touched (kube-proxy's ClusterIP/NodePort DNAT, masquerade)
+ * must keep going through the stack in both directions, or its replies
+ * would skip the un-NAT and reach the client from the wrong address. */
+#ifndef VNET_LIB_CT_H
+#define VNET_LIB_CT_H
+
+extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple_sz,
+					 struct bpf_ct_opts *opts, __u32 opts_sz) __ksym;
+extern void bpf_ct_release(struct nf_conn *ct) __ksym;
+
+/* True if kernel conntrack holds this TCP/UDP flow (either direction) with
+ * NAT applied. No entry (or conntrack unused in this netns) is the common,
+ * cheap case. */
+static __always_inline int ct_v4_is_natted(struct __sk_buff *skb, const struct vnet_pkt *p)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_ct_opts opts = {};
+	struct nf_conn *ct;
+	int natted;
+
+	if (!p->has_l4 || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP))
+		return 0;
+	tuple.ipv4.saddr = p->saddr;
+	tuple.ipv4.daddr = p->daddr;
+	tuple.ipv4.sport = p->sport;
+	tuple.ipv4.dport = p->dport;
+	opts.netns_id = BPF_F_CURRENT_NETNS;
+	opts.l4proto = p->proto;
+	ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
+	if (!ct)
+		return 0;
+	natted = (ct->status & (IPS_SRC_NAT | IPS_DST_NAT)) != 0;
+	bpf_ct_release(ct);
+	return natted;
+}
+
+#endif

@@ -1,0 +1,203 @@
+// SPDX-License-Identifier: GPL-2.0
+/* The ebpf dataplane's three tc programs (docs/ebpf.md has the packet walk):
+ *   from_pod  tc ingress, every host-side pod veth
+ *   to_nic    tc egress, eth0: SNAT pods -> outside the VNet
+ *   from_nic  tc ingress, eth0: reverse SNAT, deliver to pods */
+#include "vmlinux.h"
+#include <bpf/bpf_helpers.h>
+#include <bpf/bpf_endian.h>
+
+#include "lib/defs.h"
+#include "lib/maps.h"
+#include "lib/pkt.h"
+#include "lib/rewrite.h"
+#include "lib/ct.h"
+#include "lib/nat.h"
+#include "lib/fwd.h"
+
+char LICENSE[] SEC("license") = "GPL";
+
+SEC("tc")
+int from_pod(struct __sk_buff *skb)
+{
+	const struct vnet_config *cfg = config_get();
+	struct vnet_endpoint *src_ep, *dst_ep;
+	struct vnet_pkt p;
+	__u32 cidr;
+	int rc;
+
+	if (!cfg)
+		return pass(VNET_REASON_PASS_NOT_READY);
+	rc = pkt_parse(skb, &p);
+	if (rc == PARSE_NOT_IPV4)
+		return TC_ACT_OK; /* ARP (answered by proxy_arp), IPv6: the stack's business */
+	if (rc == PARSE_MALFORMED)
+		return drop(VNET_REASON_DROP_MALFORMED);
+
+	/* Anti-spoofing: the fabric would drop it anyway, but only after it
+	 * left with the node's MAC. */
+	src_ep = endpoint_lookup(p.saddr);
+	if (!src_ep || src_ep->ifindex != skb->ingress_ifindex)
+		return drop(VNET_REASON_DROP_SPOOFED);
+
+	if (p.ihl != sizeof(struct iphdr))
+		return pass(VNET_REASON_PASS_IP_OPTIONS);
+	/* Fragments go to the stack: only the first carries ports, so the
+	 * conntrack check below cannot see the others. */
+	if (pkt_is_fragment(&p))
+		return pass(VNET_REASON_PASS_FRAGMENT);
+	if (p.ttl <= 1 || ipv4_is_multicast_or_broadcast(p.daddr))
+		return pass(VNET_REASON_PASS_STACK);
+	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && ct_v4_is_natted(skb, &p))
+		return pass(VNET_REASON_PASS_CT_NAT);
+
+	dst_ep = endpoint_lookup(p.daddr);
+	if (dst_ep)
+		return fwd_to_endpoint(skb, &p, dst_ep, VNET_REASON_FWD_LOCAL);
+
+	cidr = cidr_flags(p.daddr);
+	if (cidr & VNET_CIDR_F_STACK)
+		return pass(VNET_REASON_PASS_STACK);
+	/* Outside the VNet: by default the stack routes it (kube-proxy may have
+	 * to DNAT a ClusterIP we cannot recognise); to_nic SNATs it on eth0
+	 * either way. Replies of inbound flows took the fast path in, so they
+	 * take it out too (conntrack would see half a connection otherwise). */
+	if (!(cidr & VNET_CIDR_F_NOSNAT) && !(cfg->flags & VNET_CFG_F_FASTPATH_EXTERNAL) &&
+	    !inbound_is_reply(cfg, &p, bpf_ktime_get_ns()))
+		return pass(VNET_REASON_PASS_STACK);
+	return fwd_to_nic(skb, &p, cfg);
+}
+
+SEC("tc")
+int to_nic(struct __sk_buff *skb)
+{
+	const struct vnet_config *cfg = config_get();
+	struct vnet_nat_entry *fwd;
+	struct vnet_nat_tuple key;
+	struct vnet_pkt p;
+	__u16 nat_port;
+	__u64 now;
+	int rc;
+
+	if (!cfg)
+		return pass(VNET_REASON_PASS_NOT_READY);
+	rc = pkt_parse(skb, &p);
+	if (rc == PARSE_NOT_IPV4)
+		return TC_ACT_OK;
+	if (!endpoint_lookup(p.saddr))
+		return TC_ACT_OK; /* the node's own traffic */
+	if (rc == PARSE_MALFORMED)
+		return drop(VNET_REASON_DROP_MALFORMED);
+	if (cidr_flags(p.daddr) & VNET_CIDR_F_NOSNAT)
+		return TC_ACT_OK;
+	/* Below: a pod talking outside the VNet. Anything we cannot translate
+	 * leaves untouched; the fabric drops it unless it is a reply via the
+	 * pod's public IP, which is exactly right. */
+	if (p.ihl != sizeof(struct iphdr))
+		return pass(VNET_REASON_PASS_IP_OPTIONS);
+	if (p.frag & IP_OFFSET)
+		return pass(VNET_REASON_PASS_FRAGMENT);
+	if (!p.has_l4 || (p.proto == IPPROTO_ICMP && p.icmp_type != ICMP_ECHO))
+		return pass(VNET_REASON_PASS_UNTRACKED);
+
+	now = bpf_ktime_get_ns();
+	if (inbound_is_reply(cfg, &p, now))
+		return pass(VNET_REASON_PASS_INBOUND_REPLY);
+	/* A first fragment we would translate while the rest of the datagram
+	 * kept the pod's address: drop it rather than send half a rewrite. */
+	if (p.frag & IP_MF)
+		return drop(VNET_REASON_DROP_FRAG_NEEDS_NAT);
+
+	pkt_egress_tuple(&p, &key);
+	fwd = snat_v4_lookup(cfg, &key, now);
+	if (fwd) {
+		if (rewrite_v4_nat(skb, &p, 1, fwd->addr, fwd->port) < 0)
+			return drop(VNET_REASON_DROP_REWRITE);
+		return pass(VNET_REASON_SNAT_HIT);
+	}
+	if (!snat_may_create(&p))
+		return pass(VNET_REASON_PASS_UNTRACKED);
+	if (snat_v4_new(cfg, &key, now, &nat_port) < 0)
+		return drop(VNET_REASON_DROP_NAT_NO_PORT);
+	if (rewrite_v4_nat(skb, &p, 1, cfg->primary_ip, nat_port) < 0)
+		return drop(VNET_REASON_DROP_REWRITE);
+	return pass(VNET_REASON_SNAT_NEW);
+}
+
+/* Replies to SNATed flows: dst is the primary IP and a reverse entry matches. */
+static __always_inline int rev_snat(struct __sk_buff *skb, const struct vnet_pkt *p, const struct vnet_config *cfg)
+{
+	struct vnet_nat_entry *rev, *fwd;
+	struct vnet_endpoint *ep;
+	struct vnet_nat_tuple rkey, fkey;
+	struct vnet_pkt rewritten;
+	__u64 now, timeout;
+
+	if (!p->has_l4 || pkt_is_fragment(p) || (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY))
+		return TC_ACT_OK; /* the node's own traffic */
+	pkt_ingress_tuple(p, &rkey);
+	rev = bpf_map_lookup_elem(&vnet_snat_rev, &rkey);
+	if (!rev)
+		return TC_ACT_OK;
+	now = bpf_ktime_get_ns();
+	timeout = nat_timeout(cfg, p->proto);
+	if (is_stale(rev->last_seen_ns, now, timeout)) {
+		nat_fwd_key(&fkey, rev, &rkey);
+		fwd = bpf_map_lookup_elem(&vnet_snat_fwd, &fkey);
+		if (!fwd || fwd->port != rkey.sport || is_stale(fwd->last_seen_ns, now, timeout)) {
+			if (fwd && fwd->port == rkey.sport)
+				bpf_map_delete_elem(&vnet_snat_fwd, &fkey);
+			bpf_map_delete_elem(&vnet_snat_rev, &rkey);
+			return TC_ACT_OK;
+		}
+	}
+	rev->last_seen_ns = now;
+	if (rewrite_v4_nat(skb, p, 0, rev->addr, rev->port) < 0)
+		return drop(VNET_REASON_DROP_REWRITE);
+	counter_inc(VNET_REASON_REV_SNAT);
+
+	ep = endpoint_lookup(rev->addr);
+	if (!ep)
+		return drop(VNET_REASON_DROP_NO_ENDPOINT);
+	/* Outbound went through the stack unless fast-path-external is on;
+	 * keep both directions on the same path (see from_pod). */
+	if (!(cfg->flags & VNET_CFG_F_FASTPATH_EXTERNAL))
+		return TC_ACT_OK;
+	rewritten = *p;
+	rewritten.daddr = rev->addr;
+	rewritten.dport = rev->port;
+	return fwd_to_endpoint(skb, &rewritten, ep, VNET_REASON_FWD_FROM_NIC);
+}
+
+SEC("tc")
+int from_nic(struct __sk_buff *skb)
+{
+	const struct vnet_config *cfg = config_get();
+	struct vnet_endpoint *ep;
+	struct vnet_pkt p;
+	int rc;
+
+	if (!cfg)
+		return pass(VNET_REASON_PASS_NOT_READY);
+	if (skb->pkt_type != PACKET_HOST)
+		return TC_ACT_OK;
+	rc = pkt_parse(skb, &p);
+	if (rc != PARSE_OK)
+		return TC_ACT_OK; /* not ours to judge: the stack validates host traffic */
+	if (p.daddr == cfg->primary_ip)
+		return rev_snat(skb, &p, cfg);
+
+	ep = endpoint_lookup(p.daddr);
+	if (!ep)
+		return TC_ACT_OK;
+	if (p.ihl != sizeof(struct iphdr))
+		return pass(VNET_REASON_PASS_IP_OPTIONS);
+	if (pkt_is_fragment(&p))
+		return pass(VNET_REASON_PASS_FRAGMENT);
+	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && ct_v4_is_natted(skb, &p))
+		return pass(VNET_REASON_PASS_CT_NAT);
+	if (p.has_l4 && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) &&
+	    !(cidr_flags(p.saddr) & VNET_CIDR_F_NOSNAT))
+		inbound_record(&p, bpf_ktime_get_ns());
+	return fwd_to_endpoint(skb, &p, ep, VNET_REASON_FWD_FROM_NIC);
+}

@@ -1,0 +1,45 @@
+// IPAM's front door: build the pool source the config names, pick the node's
+// NIC pool, and the allocator's pure functions over the durable state.
+import { InvalidConfigError, PoolSourceError } from '../errors.js';
+import type { IpamConfig } from '../types.js';
+import { InterfacesFileSource } from './file-source.js';
+import { StaticSource } from './static-source.js';
+import type { NicPool, PoolSource } from './types.js';
+import { DEFAULT_WIRESERVER_URL, WireserverSource } from './wireserver.js';
+
+export * from './types.js';
+export * from './allocator.js';
+export { selectNic } from './select-nic.js';
+export { WireserverSource, DEFAULT_WIRESERVER_URL, interfaceInfoUrl } from './wireserver.js';
+export { InterfacesFileSource, DEFAULT_INTERFACES_FILE, parseInterfacesJson } from './file-source.js';
+export { StaticSource, staticPool } from './static-source.js';
+export { parseInterfacesXml } from './nmagent-xml.js';
+export { poolsFromInterfaces } from './interfaces-doc.js';
+
+export const DEFAULT_WIRESERVER_TIMEOUT_MS = 10_000;
+
+/** Placeholder until the Kubernetes (pool CRD) source lands in control/k8s. */
+export class KubernetesSourceUnavailable implements PoolSource {
+  readonly kind = 'kubernetes' as const;
+  async fetch(): Promise<NicPool[]> {
+    throw new PoolSourceError('the kubernetes pool source is not available yet; use ipam.environment "azure", "fileIpam" or "static"');
+  }
+}
+
+/** The source for `cfg.environment`. Throws InvalidConfigError for a config it cannot use. */
+export function createPoolSource(cfg: IpamConfig): PoolSource {
+  switch (cfg.environment) {
+    case 'azure':
+      return new WireserverSource(cfg.wireserverUrl || DEFAULT_WIRESERVER_URL, cfg.wireserverTimeoutMs ?? DEFAULT_WIRESERVER_TIMEOUT_MS);
+    case 'fileIpam':
+      return new InterfacesFileSource(cfg.interfacesFile || undefined);
+    case 'static':
+      return new StaticSource(cfg);
+    case 'kubernetes':
+      return new KubernetesSourceUnavailable();
+    default:
+      throw new InvalidConfigError(
+        `ipam.environment ${JSON.stringify((cfg as { environment: unknown }).environment)} is not one of azure, fileIpam, static, kubernetes`,
+      );
+  }
+}

@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Installs azure-vnet and azure-vnet-ipam (and vnetctl) plus the default
+# conflist, the way the original's install-cni-plugin.sh does.
+#
+#   install-cni-plugin.sh [version] [--bin-dir D] [--conf-dir D] [--app-dir D] [--conflist FILE]
+#
+# Defaults: --bin-dir /opt/cni/bin, --conf-dir /etc/cni/net.d, --app-dir /opt/vnet-cni.
+# The built tree (dist/, native addon, BPF objects, runtime node_modules) is
+# copied to <app-dir>/<version>; the binaries in <bin-dir> are small shims
+# that exec node on it, so replacing a version is one atomic symlink flip.
+set -euo pipefail
+src="$(cd "$(dirname "$0")/.." && pwd)"
+version="" bin_dir=/opt/cni/bin conf_dir=/etc/cni/net.d app_dir=/opt/vnet-cni conflist="$src/docker/10-azure.conflist"
+while [ $# -gt 0 ]; do
+  case "$1" in
+    --bin-dir) bin_dir="$2"; shift 2 ;;
+    --conf-dir) conf_dir="$2"; shift 2 ;;
+    --app-dir) app_dir="$2"; shift 2 ;;
+    --conflist) conflist="$2"; shift 2 ;;
+    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    -*) echo "install-cni-plugin.sh: unknown option $1" >&2; exit 2 ;;
+    *) version="$1"; shift ;;
+  esac
+done
+built="$(node -p "require('$src/package.json').version")"
+version="${version:-v$built}"
+if [ "${version#v}" != "$built" ]; then
+  echo "install-cni-plugin.sh: this tree builds v$built, not $version" >&2
+  exit 1
+fi
+[ -f "$src/dist/cni/azure-vnet.js" ] || { echo "install-cni-plugin.sh: not built; run npm run build first" >&2; exit 1; }
+node_bin="$(command -v node)"
+
+dest="$app_dir/$version"
+tmp="$dest.tmp.$$"
+rm -rf "$tmp"; mkdir -p "$tmp"
+cp -a "$src/dist" "$src/package.json" "$tmp/"
+mkdir -p "$tmp/native/build/Release" "$tmp/bpf"
+cp -a "$src/native/build/Release/vnet_native.node" "$tmp/native/build/Release/"
+cp -a "$src"/bpf/*.o "$tmp/bpf/" 2>/dev/null || true
+# Runtime dependencies only.
+(cd "$src" && npm ls --omit=dev --parseable --all 2>/dev/null | tail -n +2) | while read -r dir; do
+  rel="${dir#"$src"/}"
+  # npm's layout is flat: copying top-level packages brings nested ones along.
+  [[ "$rel" =~ ^node_modules/(@[^/]+/)?[^/]+$ ]] || continue
+  mkdir -p "$tmp/$(dirname "$rel")"; cp -a "$dir" "$tmp/$rel"
+done
+rm -rf "$dest"; mv "$tmp" "$dest"
+ln -sfn "$version" "$app_dir/current.tmp" && mv -T "$app_dir/current.tmp" "$app_dir/current"
+
+mkdir -p "$bin_dir" "$conf_dir"
+for b in azure-vnet azure-vnet-ipam vnetctl; do
+  case "$b" in vnetctl) entry=control/cli/vnetctl.js ;; *) entry="cni/$b.js" ;; esac
+  printf '#!/bin/sh\nexec %s %s "$@"\n' "$node_bin" "$app_dir/current/dist/$entry" > "$bin_dir/.$b.tmp"
+  chmod 0755 "$bin_dir/.$b.tmp"; mv "$bin_dir/.$b.tmp" "$bin_dir/$b"
+done
+install -m 0644 "$conflist" "$conf_dir/.10-azure.conflist.tmp" && mv "$conf_dir/.10-azure.conflist.tmp" "$conf_dir/10-azure.conflist"
+echo "installed vnet-cni $version: $bin_dir/{azure-vnet,azure-vnet-ipam,vnetctl}, $conf_dir/10-azure.conflist"
