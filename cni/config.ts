@@ -160,8 +160,8 @@ function mainPluginKeys(f: Fields): Pick<NetConf, 'mode' | 'dataplane' | 'datapl
  */
 export function parseNetConf(raw: Json, plugin: PluginName): NetConf {
   const f = new Fields(raw);
-  const name = f.string('name');
-  if (name === undefined || !NETWORK_NAME.test(name)) {
+  const name = raw.name;
+  if (typeof name !== 'string' || !NETWORK_NAME.test(name)) {
     throw invalid('name', "a network name starting with a letter or digit, then letters, digits, '_', '.' or '-'", name);
   }
   const type = f.nonEmpty('type');

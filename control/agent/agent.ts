@@ -15,7 +15,7 @@ import { allocate, applyPool, release, lookup, poolSummary, allocations } from '
 import type { NicPool } from '../ipam/types.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../dataplane/types.js';
 import { linkInfo } from '../netlink/ip.js';
-import { createVethPair, configurePodSide, deleteHostVeth, checkPodSide, hostVethName, randomMac } from '../netlink/veth.js';
+import { createVethPair, configurePodSide, deleteHostVeth, checkPodSide, hostVethName, randomMac, listHostVeths } from '../netlink/veth.js';
 import {
   DataplaneUnavailableError, InvalidConfigError, NotReadyError, PoolExhaustedError, PoolSourceError,
   UnknownContainerError, VnetError,
@@ -150,7 +150,7 @@ export class Agent implements AgentApi {
       throw err;
     }
     await dp.ensureNode(node);
-    state.node = { mode: dp.mode, network: node };
+    state.node = { mode: dp.mode, network: node, config: { ...config, dataplane: dp.mode } };
     return dp;
   }
 
@@ -358,9 +358,62 @@ export class Agent implements AgentApi {
     });
   }
 
-  /** Does this endpoint's netns still exist? (reconciliation helper) */
-  static netnsAlive(rec: EndpointRecord): boolean {
-    return rec.netns !== '' && existsSync(rec.netns);
+  /**
+   * Make the kernel and the store agree (daemon start, after a crash):
+   * endpoints whose sandbox is gone or whose ADD/DEL never finished are
+   * removed, live ones whose kernel side is damaged are rebuilt, and host
+   * veths nobody owns are deleted. Returns what it fixed.
+   */
+  async reconcile(): Promise<{ removed: string[]; rebuilt: string[]; strayVeths: string[] }> {
+    assertSafeNetns();
+    const report = { removed: [] as string[], rebuilt: [] as string[], strayVeths: [] as string[] };
+    const state = await this.store.peek();
+    const config = state.node?.config;
+    if (!config) return report;
+    for (const [key, rec] of Object.entries(state.endpoints)) {
+      const alive = rec.netns !== '' && existsSync(rec.netns);
+      const cfg = { ...config, name: rec.network, dataplane: rec.mode };
+      if (!alive || rec.phase !== 'ready') {
+        await this.del({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config: cfg });
+        report.removed.push(key);
+        continue;
+      }
+      try {
+        await checkPodSide(planOf(rec));
+        if (state.node) await (await this.dataplane(rec.mode)).checkEndpoint(state.node.network, planOf(rec));
+      } catch (err) {
+        this.log.warn({ err, key }, 'reconcile: endpoint damaged; rebuilding');
+        await this.del({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config: cfg });
+        await this.add({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {
+          ...(rec.podName ? { K8S_POD_NAME: rec.podName } : {}), ...(rec.podNamespace ? { K8S_POD_NAMESPACE: rec.podNamespace } : {}),
+        }, config: cfg });
+        report.rebuilt.push(key);
+      }
+    }
+    const owned = new Set(Object.values((await this.store.peek()).endpoints).map((e) => e.hostVeth));
+    for (const name of await listHostVeths()) {
+      if (!owned.has(name)) {
+        await deleteHostVeth(name);
+        report.strayVeths.push(name);
+      }
+    }
+    if (report.removed.length || report.rebuilt.length || report.strayVeths.length) this.log.info(report, 'reconciled');
+    return report;
+  }
+
+  /** Re-read the pool source now (the daemon's poller); reports orphaned addresses through the log. */
+  async refresh(): Promise<void> {
+    const config = (await this.store.peek()).node?.config;
+    if (!config) return;
+    const nic = await linkInfo(config.master);
+    if (!nic) return;
+    await this.store.transaction((state) => this.refreshPool(state, config, nic.address, true));
+  }
+
+  /** The store as JSON, for `vnetctl debug` and the daemon's DUMP. */
+  async dump(): Promise<NodeState & { pool: ReturnType<typeof poolSummary> }> {
+    const state = await this.store.peek();
+    return { ...state, pool: poolSummary(state.ipam) };
   }
 
   lookupIp(state: NodeState, call: Pick<CniCall, 'containerId' | 'ifName'>): string | undefined {

@@ -1,10 +1,25 @@
-// createAgent: what the CNI binaries call. Daemon forwarding plugs in here
-// later; today every call runs the Agent in-process (standalone mode).
+// createAgent: what the CNI binaries call. With a configured and live daemon
+// socket the call is forwarded to the node daemon; otherwise the same Agent
+// runs in-process (standalone mode, for plain Docker/podman hosts).
 import type { Logger } from 'pino';
 import type { AgentApi, NetConf } from '../types.js';
 import { Agent } from './agent.js';
 import { NodeStore } from '../store/node-store.js';
 
 export async function createAgent(config: NetConf, opts: { plugin: 'azure-vnet' | 'azure-vnet-ipam'; logger: Logger }): Promise<AgentApi> {
-  return new Agent(new NodeStore(config.stateDir), { logger: opts.logger });
+  if (config.daemonSocket) {
+    const { connectDaemon, RemoteAgent } = await import('../daemon/client.js');
+    try {
+      const sock = await connectDaemon(config.daemonSocket);
+      opts.logger.debug({ socket: config.daemonSocket }, 'forwarding to the node daemon');
+      return new RemoteAgent(sock);
+    } catch (err) {
+      opts.logger.info({ err, socket: config.daemonSocket }, 'node daemon not reachable; running standalone');
+    }
+  }
+  return createLocalAgent(config, opts.logger);
+}
+
+export function createLocalAgent(config: Pick<NetConf, 'stateDir'>, logger: Logger): Agent {
+  return new Agent(new NodeStore(config.stateDir), { logger });
 }

@@ -1,7 +1,7 @@
 // Pod-side plumbing shared by both dataplanes: the veth pair, the pod's
 // address, its default route. The host side is the dataplane's business.
 import { createHash, randomBytes } from 'node:crypto';
-import { ip, ipBatch, linkInfo, ipv4Addrs, ipv4Routes } from './ip.js';
+import { ip, ipBatch, ipJson, linkInfo, ipv4Addrs, ipv4Routes } from './ip.js';
 import { DataplaneError } from '../errors.js';
 import type { EndpointPlan } from '../dataplane/types.js';
 
@@ -75,4 +75,10 @@ export async function checkPodSide(ep: EndpointPlan): Promise<void> {
   }
   const host = await linkInfo(ep.hostVeth);
   if (!host) throw new DataplaneError(`host veth ${ep.hostVeth} not found`);
+}
+
+/** Host-side veths this plugin names (azv + 12 hex), whoever owns them. */
+export async function listHostVeths(): Promise<string[]> {
+  const links = await ipJson<{ ifname: string }[]>(['link', 'show', 'type', 'veth']);
+  return links.map((l) => l.ifname).filter((n) => /^azv[0-9a-f]{12}$/.test(n));
 }

@@ -7,7 +7,7 @@ import { writeFileAtomic } from './atomic-file.js';
 import { acquireLock } from './lock.js';
 import { StoreError } from '../errors.js';
 import { emptyIpamState, validateIpamState, type IpamState } from '../ipam/allocator.js';
-import type { DataplaneMode } from '../types.js';
+import type { DataplaneMode, NetConf } from '../types.js';
 import type { NodeNetwork } from '../dataplane/types.js';
 
 export type EndpointPhase = 'creating' | 'ready' | 'deleting';
@@ -34,6 +34,8 @@ export interface EndpointRecord {
 export interface NodeRecord {
   mode: DataplaneMode;
   network: NodeNetwork;
+  /** The network configuration of the last ADD, so the daemon can reconcile and refresh without a CNI call. */
+  config?: NetConf;
 }
 
 export interface NodeState {

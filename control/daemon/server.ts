@@ -1,0 +1,123 @@
+// The node daemon's socket server: decodes protobuf requests, runs them on
+// the node's one Agent, encodes the answer. A request that is not valid
+// protobuf gets an error frame and its connection is closed; the daemon
+// itself never goes down for a bad client.
+import net from 'node:net';
+import { chmod, mkdir, unlink } from 'node:fs/promises';
+import path from 'node:path';
+import type { Logger } from 'pino';
+import type { AgentApi, CniCall, CniResult, NetConf } from '../types.js';
+import { asVnetError, CniCode, DecodeError } from '../errors.js';
+import { FrameReader, Verb, decodeRequest, encodeResponse, frame, type WireRequest, type WireResponse } from './codec.js';
+
+export interface DaemonServerOptions {
+  socketPath: string;
+  agent: AgentApi & { dump?(): Promise<unknown> };
+  logger: Logger;
+  /** Called after each request, for metrics. */
+  onRequest?: (verb: string, ok: boolean, seconds: number, code?: number) => void;
+}
+
+function callOf(req: WireRequest, config: NetConf): CniCall {
+  const call: CniCall = { containerId: req.containerId, netns: req.netns, ifName: req.ifName, args: req.args ?? {}, config };
+  if (req.prevResultJson) call.prevResult = JSON.parse(req.prevResultJson) as CniResult;
+  return call;
+}
+
+async function dispatch(agent: DaemonServerOptions['agent'], req: WireRequest): Promise<unknown> {
+  if (req.verb === Verb.DUMP) return agent.dump ? agent.dump() : {};
+  let config: NetConf;
+  try {
+    config = JSON.parse(req.configJson) as NetConf;
+  } catch (err) {
+    throw new DecodeError(`request config_json is not JSON: ${(err as Error).message}`);
+  }
+  if (typeof config !== 'object' || config === null || typeof config.name !== 'string') throw new DecodeError('request config_json is not a network configuration');
+  switch (req.verb) {
+    case Verb.ADD: return agent.add(callOf(req, config));
+    case Verb.DEL: return agent.del(callOf(req, config));
+    case Verb.CHECK: return agent.check(callOf(req, config));
+    case Verb.GC: return agent.gc(config, req.validAttachments ?? []);
+    case Verb.STATUS: return agent.status(config);
+    case Verb.IPAM_ADD: return agent.ipamAdd(callOf(req, config));
+    case Verb.IPAM_DEL: return agent.ipamDel(callOf(req, config));
+    default: throw new DecodeError(`unknown verb ${String(req.verb)}`);
+  }
+}
+
+export class DaemonServer {
+  private server: net.Server | undefined;
+  private readonly sockets = new Set<net.Socket>();
+
+  constructor(private readonly opts: DaemonServerOptions) {}
+
+  async listen(): Promise<void> {
+    const { socketPath } = this.opts;
+    await mkdir(path.dirname(socketPath), { recursive: true, mode: 0o700 });
+    await unlink(socketPath).catch(() => {});
+    const server = net.createServer((sock) => this.serve(sock));
+    const oldMask = process.umask(0o177); // the socket is born 0600: root only
+    try {
+      await new Promise<void>((resolve, reject) => {
+        server.once('error', reject);
+        server.listen(socketPath, () => resolve());
+      });
+    } finally {
+      process.umask(oldMask);
+    }
+    await chmod(socketPath, 0o600);
+    this.server = server;
+  }
+
+  private serve(sock: net.Socket): void {
+    this.sockets.add(sock);
+    sock.on('close', () => this.sockets.delete(sock));
+    sock.on('error', () => {});
+    const reader = new FrameReader();
+    sock.on('data', (chunk: Buffer) => {
+      let frames: Buffer[];
+      try {
+        frames = reader.push(chunk);
+      } catch (err) {
+        this.reject(sock, err);
+        return;
+      }
+      for (const f of frames) void this.handle(sock, f);
+    });
+  }
+
+  private reject(sock: net.Socket, err: unknown): void {
+    const res: WireResponse = { ok: false, resultJson: '', error: { cniCode: CniCode.DecodeFailure, code: 'EDECODE', message: (err as Error).message, details: '' } };
+    sock.end(frame(encodeResponse(res)));
+  }
+
+  private async handle(sock: net.Socket, payload: Buffer): Promise<void> {
+    let req: WireRequest;
+    try {
+      req = decodeRequest(payload);
+    } catch (err) {
+      this.opts.logger.warn({ err }, 'undecodable request');
+      this.reject(sock, new Error(`request is not a valid vnetcni.v1.Request: ${(err as Error).message}`));
+      return;
+    }
+    const started = process.hrtime.bigint();
+    const verbName = Verb[req.verb] ?? String(req.verb);
+    let res: WireResponse;
+    try {
+      const out = await dispatch(this.opts.agent, req);
+      res = { ok: true, resultJson: out === undefined ? '' : JSON.stringify(out) };
+    } catch (err) {
+      const e = asVnetError(err);
+      res = { ok: false, resultJson: '', error: { cniCode: e.cniCode, code: e.code, message: e.message, details: e.details ?? '' } };
+    }
+    const seconds = Number(process.hrtime.bigint() - started) / 1e9;
+    this.opts.onRequest?.(verbName, res.ok, seconds, res.error?.cniCode);
+    if (!sock.destroyed) sock.write(frame(encodeResponse(res)));
+  }
+
+  async close(): Promise<void> {
+    for (const s of this.sockets) s.destroy();
+    await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
+    await unlink(this.opts.socketPath).catch(() => {});
+  }
+}

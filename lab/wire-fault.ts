@@ -1,0 +1,42 @@
+// The wireserver's fault knob, for tests of the plugin's failure paths.
+import { LabSpecError } from './errors.js';
+
+export type WireFault =
+  /** answer normally */
+  | { mode: 'ok' }
+  /** stop listening: connections are refused */
+  | { mode: 'down' }
+  /** accept, read the request, never answer */
+  | { mode: 'hang' }
+  /** answer normally after delayMs */
+  | { mode: 'slow'; delayMs: number }
+  /** 200 OK with a body that is not the XML document */
+  | { mode: 'garbage' }
+  /** 200 OK with the first half of the XML document */
+  | { mode: 'truncated' }
+  /** an HTTP error status (default 500) */
+  | { mode: 'error'; status: number };
+
+export function parseWireFault(input: unknown): WireFault {
+  const raw = (typeof input === 'object' && input !== null ? input : {}) as Record<string, unknown>;
+  switch (raw.mode) {
+    case 'ok':
+    case 'down':
+    case 'hang':
+    case 'garbage':
+    case 'truncated':
+      return { mode: raw.mode };
+    case 'slow': {
+      const delayMs = raw.delayMs;
+      if (typeof delayMs !== 'number' || !(delayMs >= 0 && delayMs <= 600_000)) throw new LabSpecError('wireserver fault slow: delayMs must be 0..600000');
+      return { mode: 'slow', delayMs };
+    }
+    case 'error': {
+      const status = raw.status ?? 500;
+      if (typeof status !== 'number' || !Number.isInteger(status) || status < 400 || status > 599) throw new LabSpecError('wireserver fault error: status must be 400..599');
+      return { mode: 'error', status };
+    }
+    default:
+      throw new LabSpecError(`wireserver fault: unknown mode ${JSON.stringify(raw.mode)} (ok, down, hang, slow, garbage, truncated, error)`);
+  }
+}
