@@ -46,18 +46,18 @@ table netdev guard {
 }
 table ip vnet {
   set egress { type ipv4_addr;${elements(egress)} }
-  map snat { type ipv4_addr : ipv4_addr;${elements(snat)} }
-  map dnat { type ipv4_addr : ipv4_addr;${elements(dnat)} }
-  chain lb {
+  map snat_pub { type ipv4_addr : ipv4_addr;${elements(snat)} }
+  map dnat_pub { type ipv4_addr : ipv4_addr;${elements(dnat)} }
+  chain loadbal {
   }
   chain prerouting {
     type nat hook prerouting priority dstnat; policy accept;
-    jump lb
-    iifname "${INET}" dnat ip to ip daddr map @dnat comment "public IP 1:1 to its ipconfig"
+    jump loadbal
+    iifname "${INET}" dnat ip to ip daddr map @dnat_pub comment "public IP 1:1 to its ipconfig"
   }
   chain postrouting {
     type nat hook postrouting priority srcnat; policy accept;
-    oifname "${INET}" snat ip to ip saddr map @snat comment "primary IP to the VM's public IP"
+    oifname "${INET}" snat ip to ip saddr map @snat_pub comment "primary IP to the VM's public IP"
   }
   chain input {
     type filter hook input priority filter; policy drop;
@@ -125,12 +125,12 @@ export function publicIpCommands(
   const cmds: string[] = [];
   const primary = privateIp === vm.primaryIp;
   if (before !== undefined) {
-    cmds.push(`delete element ip vnet dnat { ${before} }`);
-    if (primary) cmds.push(`delete element ip vnet snat { ${privateIp} }`, `delete element ip vnet egress { ${privateIp} }`);
+    cmds.push(`delete element ip vnet dnat_pub { ${before} }`);
+    if (primary) cmds.push(`delete element ip vnet snat_pub { ${privateIp} }`, `delete element ip vnet egress { ${privateIp} }`);
   }
   if (after !== undefined) {
-    cmds.push(`add element ip vnet dnat { ${after} : ${privateIp} }`);
-    if (primary) cmds.push(`add element ip vnet snat { ${privateIp} : ${after} }`, `add element ip vnet egress { ${privateIp} }`);
+    cmds.push(`add element ip vnet dnat_pub { ${after} : ${privateIp} }`);
+    if (primary) cmds.push(`add element ip vnet snat_pub { ${privateIp} : ${after} }`, `add element ip vnet egress { ${privateIp} }`);
   }
   return cmds;
 }
@@ -185,15 +185,15 @@ export function nsgRuleText(rule: NsgRule): string {
  */
 export function lbScript(spec: ResolvedLabSpec, healthy: Map<string, string[]>): string {
   const subnet = parseCidr(spec.subnet);
-  const lines = ['flush chain ip vnet lb'];
+  const lines = ['flush chain ip vnet loadbal'];
   for (const lb of spec.loadBalancers) {
     const match = lbMatch(lb, isUsableHost(subnet, parseIpv4(lb.frontend)));
     const up = healthy.get(lb.name) ?? [];
     if (up.length === 0) {
-      lines.push(`add rule ip vnet lb ${match} counter drop comment "lb ${lb.name}: no healthy backend"`);
+      lines.push(`add rule ip vnet loadbal ${match} counter drop comment "lb ${lb.name}: no healthy backend"`);
     } else {
       const map = up.map((ip, i) => `${i} : ${ip} . ${lb.backendPort}`).join(', ');
-      lines.push(`add rule ip vnet lb ${match} counter dnat ip to numgen inc mod ${up.length} map { ${map} } comment "lb ${lb.name}"`);
+      lines.push(`add rule ip vnet loadbal ${match} counter dnat ip to numgen inc mod ${up.length} map { ${map} } comment "lb ${lb.name}"`);
     }
   }
   return lines.join('\n') + '\n';

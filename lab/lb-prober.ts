@@ -17,6 +17,8 @@ export interface BackendHealth {
   healthy: boolean;
   consecutiveFailures: number;
   lastError?: string;
+  /** in the fabric's DNAT rule right now (health changes apply within the same probe round) */
+  inRotation?: boolean;
 }
 export interface LbHealth {
   name: string;
@@ -44,6 +46,8 @@ export function probeTcp(ip: string, port: number, timeoutMs = PROBE_TIMEOUT_MS)
 export class LbProber {
   private readonly state = new Map<string, BackendHealth>();
   private applied = '';
+  /** lb name -> backends in the rules last written to the fabric */
+  private rotation = new Map<string, Set<string>>();
   private running: Promise<void> = Promise.resolve();
   cycles = 0;
   lastApplyError: string | undefined;
@@ -68,7 +72,10 @@ export class LbProber {
       frontend: lb.frontend,
       port: lb.port,
       probePort: lb.probePort,
-      backends: lb.backends.map((ip) => this.state.get(key(lb.name, ip, lb.probePort)) ?? { ip, healthy: false, consecutiveFailures: 0 }),
+      backends: lb.backends.map((ip) => ({
+        ...(this.state.get(key(lb.name, ip, lb.probePort)) ?? { ip, healthy: false, consecutiveFailures: 0 }),
+        inRotation: this.rotation.get(lb.name)?.has(ip) ?? false,
+      })),
     }));
   }
 
@@ -99,6 +106,7 @@ export class LbProber {
       this.applied = script;
       this.lastApplyError = undefined;
     }
+    this.rotation = new Map([...healthy].map(([name, ips]) => [name, new Set(ips)]));
   }
 }
 

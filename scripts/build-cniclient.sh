@@ -11,5 +11,7 @@ fi
 cd "$src"
 GOPATH=/usr/share/gocode GO111MODULE=off GOFLAGS= CGO_ENABLED=0 \
   GOCACHE="${GOCACHE:-${XDG_CACHE_HOME:-$HOME/.cache}/go-build}" \
-  go build -trimpath -o "$src/cniclient" .
+  go build -trimpath -o "$src/.cniclient.$$" .
+# rename: atomic, so a concurrent build or a running client never sees a half-written file
+mv -f "$src/.cniclient.$$" "$src/cniclient"
 echo "$src/cniclient"

@@ -24,6 +24,9 @@
 #define VNET_CFG_F_FASTPATH_EXTERNAL (1u << 1) /* redirect non-VNet traffic too (no kube-proxy services) */
 #define VNET_CFG_F_CT_CHECK (1u << 2)          /* consult kernel conntrack before bypassing the stack */
 
+/* vnet_config.ctl_flags */
+#define VNET_CTL_F_NIC_HOOK_CREATED (1u << 0) /* we created eth0's clsact qdisc: only then may we remove it */
+
 /* vnet_cidr_info.flags */
 #define VNET_CIDR_F_NOSNAT (1u << 0) /* VNet, peered, on-prem, wireserver: never SNAT */
 #define VNET_CIDR_F_STACK (1u << 1)  /* e.g. the service CIDR: always hand to the kernel stack */
@@ -52,7 +55,7 @@ struct vnet_config {
 	__u16 flags;        /* VNET_CFG_F_* */
 	__u16 nat_port_min; /* host order, inclusive */
 	__u16 nat_port_max; /* host order, inclusive */
-	__u32 pad;
+	__u32 ctl_flags;    /* VNET_CTL_F_*: control-plane bookkeeping, never read by programs */
 	__u64 tcp_timeout_ns;
 	__u64 udp_timeout_ns;
 	__u64 icmp_timeout_ns;

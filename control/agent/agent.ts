@@ -14,7 +14,7 @@ import { createPoolSource, selectNic } from '../ipam/index.js';
 import { allocate, applyPool, release, lookup, poolSummary, allocations } from '../ipam/allocator.js';
 import type { NicPool } from '../ipam/types.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../dataplane/types.js';
-import { linkInfo } from '../netlink/ip.js';
+import { linkInfo, ipv4Addrs } from '../netlink/ip.js';
 import { createVethPair, configurePodSide, deleteHostVeth, checkPodSide, hostVethName, randomMac, listHostVeths } from '../netlink/veth.js';
 import {
   DataplaneUnavailableError, InvalidConfigError, NotReadyError, PoolExhaustedError, PoolSourceError,
@@ -43,6 +43,15 @@ function planOf(rec: EndpointRecord): EndpointPlan {
     containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, ip: rec.ip, prefixLength: rec.prefixLength,
     gateway: rec.gateway, hostVeth: rec.hostVeth, hostMac: rec.hostMac, podMac: rec.podMac, mtu: rec.mtu,
   };
+}
+
+/** The first IPv4 address on the NIC, or on the bridge that took the NIC's addresses. */
+async function nicIpv4(nic: string, bridge: string): Promise<string | undefined> {
+  for (const dev of [nic, bridge]) {
+    const addrs = await ipv4Addrs(dev).catch(() => []);
+    if (addrs[0]) return addrs[0].local;
+  }
+  return undefined;
 }
 
 function dnsOf(config: NetConf): CniResult['dns'] {
@@ -108,12 +117,15 @@ export class Agent implements AgentApi {
     const nic = await linkInfo(config.master);
     if (!nic) throw new DataplaneUnavailableError(`host interface ${config.master} not found; set "master" in the conflist to the VM's NIC`);
     const s = poolSummary(state.ipam);
-    if (!s.subnet || !s.gateway || !s.primaryIp) throw new PoolSourceError('the pool has no subnet yet; the pool source has not answered');
+    if (!s.subnet || !s.gateway) throw new PoolSourceError('the pool has no subnet yet; the pool source has not answered');
+    // Static pools do not know the VM's address: take it from the NIC (or the bridge holding the NIC's addresses).
+    const primaryIp = s.primaryIp || state.node?.network.primaryIp || (await nicIpv4(config.master, config.bridge));
+    if (!primaryIp) throw new DataplaneUnavailableError(`cannot tell the VM's primary IP: the pool source names none and ${config.master} has no IPv4 address`);
     const prefixLength = Number(s.subnet.split('/')[1]);
     return {
       nic: config.master,
       nicMac: nic.address,
-      primaryIp: s.primaryIp,
+      primaryIp,
       prefixLength,
       subnet: s.subnet,
       gateway: s.gateway,

@@ -104,14 +104,15 @@ function poolSize(state: IpamState): number {
 export function applyPool(state: IpamState, pool: NicPool): PoolChange {
   const facts = checkedFacts(pool);
   const cidr = parseCidr(facts.subnet)!;
-  const next = new Set<string>();
+  const next = new Map<string, number>(); // ip -> numeric value, parsed once for sorting
   for (const ip of pool.addresses) {
     const value = parseIPv4(ip);
     if (value === undefined || !cidrContains(cidr, value)) {
       throw new PoolSourceError(`pool for ${facts.subnet}: ${JSON.stringify(ip)} is not an IPv4 address inside the subnet`);
     }
-    next.add(ip);
+    next.set(ip, value);
   }
+  const ascending = (ips: string[]): string[] => ips.sort((a, b) => (next.get(a) ?? parseIPv4(a)!) - (next.get(b) ?? parseIPv4(b)!));
 
   const unused = queueValues(state.unused);
   const released = queueValues(state.released);
@@ -132,13 +133,13 @@ export function applyPool(state: IpamState, pool: NicPool): PoolChange {
     }
   }
 
-  const added = [...next].filter((ip) => !before.has(ip));
+  const added = [...next.keys()].filter((ip) => !before.has(ip));
   const removed = [...unused, ...released].filter((ip) => !next.has(ip));
   const newUnused = [...unused.filter((ip) => next.has(ip)), ...added.filter((ip) => !held.has(ip))];
-  queueReplace(state.unused, newUnused.sort(compareIPv4));
+  queueReplace(state.unused, ascending(newUnused));
   queueReplace(state.released, released.filter((ip) => next.has(ip)));
   state.nic = facts;
-  return { added: added.sort(compareIPv4), removed: removed.sort(compareIPv4), orphaned: orphaned.sort((a, b) => compareIPv4(a.ip, b.ip)) };
+  return { added: ascending(added), removed: removed.sort(compareIPv4), orphaned: orphaned.sort((a, b) => compareIPv4(a.ip, b.ip)) };
 }
 
 function checkedFacts(pool: NicPool): NicFacts {

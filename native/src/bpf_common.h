@@ -155,5 +155,6 @@ class BpfMap : public Napi::ObjectWrap<BpfMap> {
 
 Napi::Object InitBpf(Napi::Env env, Napi::Object exports);
 Napi::Object InitTc(Napi::Env env, Napi::Object exports);
+Napi::Object InitLayouts(Napi::Env env, Napi::Object exports);
 
 }  // namespace vnet

@@ -171,7 +171,7 @@ Napi::Value BpfMap::Update(const Napi::CallbackInfo& info) {
   std::vector<uint8_t> key, value;
   if (!CopyBuffer(env, info[0], key_size_, "key", &key) || !CopyBuffer(env, info[1], ValueBytes(), "value", &value))
     return env.Undefined();
-  uint64_t flags = info.Length() > 2 && info[2].IsNumber() ? info[2].As<Napi::Number>().Int64Value() : BPF_ANY;
+  uint64_t flags = info.Length() > 2 && info[2].IsNumber() ? static_cast<uint64_t>(info[2].As<Napi::Number>().Int64Value()) : static_cast<uint64_t>(BPF_ANY);
   if (bpf_map_update_elem(fd_, key.data(), value.data(), flags) != 0)
     ThrowError(env, "bpf_map_update_elem", errno, name_);
   return env.Undefined();

@@ -190,7 +190,7 @@ func (c *execChain) status(ctx context.Context) error {
 }
 
 // eachPlugin runs a container-less verb on every plugin in order, stopping at
-// the first error (libcni 1.2 skips both verbs for configs older than 1.1.0).
+// the first error.
 func (c *execChain) eachPlugin(ctx context.Context, verb string, extra map[string]interface{}) error {
 	for _, p := range c.list.Plugins {
 		saved := c.rt

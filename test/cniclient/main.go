@@ -121,19 +121,39 @@ func parseFlags(argv []string, stderr io.Writer) (*options, error) {
 }
 
 // refuseRootNetns keeps the client (and every plugin it runs) out of the
-// machine's own network namespace: tests run it via `ip netns exec`.
+// machine's own network namespace: tests run it via `ip netns exec`. Where
+// PID 1's namespace cannot be read (a sandbox without ptrace rights over
+// PID 1), only a named namespace (/run/netns/*) counts as safe: fail closed.
 func refuseRootNetns() error {
-	var self, init syscall.Stat_t
-	if err := syscall.Stat("/proc/self/ns/net", &self); err != nil {
-		return fmt.Errorf("stat /proc/self/ns/net: %w", err)
+	self, err := nsID("/proc/self/ns/net")
+	if err != nil {
+		return err
 	}
-	if err := syscall.Stat("/proc/1/ns/net", &init); err != nil {
-		return fmt.Errorf("stat /proc/1/ns/net: %w", err)
+	if init, err := nsID("/proc/1/ns/net"); err == nil {
+		if init == self {
+			return usageError{"refusing to run in the root network namespace; run me via `ip netns exec <ns>`"}
+		}
+		return nil
 	}
-	if self.Ino == init.Ino && self.Dev == init.Dev {
-		return usageError{"refusing to run in the root network namespace; run me via `ip netns exec <ns>`"}
+	for _, dir := range []string{"/run/netns", "/var/run/netns"} {
+		entries, _ := os.ReadDir(dir)
+		for _, e := range entries {
+			if id, err := nsID(filepath.Join(dir, e.Name())); err == nil && id == self {
+				return nil
+			}
+		}
 	}
-	return nil
+	return usageError{"refusing to run: /proc/1/ns/net is unreadable and this network namespace is not a named one under /run/netns; run me via `ip netns exec <ns>`"}
+}
+
+type nsIdentity struct{ dev, ino uint64 }
+
+func nsID(path string) (nsIdentity, error) {
+	var st syscall.Stat_t
+	if err := syscall.Stat(path, &st); err != nil {
+		return nsIdentity{}, fmt.Errorf("stat %s: %w", path, err)
+	}
+	return nsIdentity{dev: uint64(st.Dev), ino: st.Ino}, nil
 }
 
 func runVerb(ctx context.Context, o *options) ([]byte, error) {
@@ -146,6 +166,13 @@ func runVerb(ctx context.Context, o *options) ([]byte, error) {
 		return nil, err
 	}
 	paths := filepath.SplitList(o.cniPath)
+	if (o.verb == "gc" || o.verb == "status") && !o.forceExec {
+		// As libcni 1.2: configs older than 1.1.0 know neither verb.
+		if ok, err := version.GreaterThanOrEqualTo(list.CNIVersion, "1.1.0"); err != nil || !ok {
+			fmt.Fprintf(os.Stderr, "cniclient: %s skipped: cniVersion %q predates it (1.1.0); --exec sends it anyway\n", o.verb, list.CNIVersion)
+			return nil, nil
+		}
+	}
 	if o.forceExec || o.verb == "gc" || o.verb == "status" || !libcniSpeaks(list.CNIVersion) {
 		chain := &execChain{list: list, rt: rt, paths: paths, cacheDir: o.cacheDir}
 		switch o.verb {

@@ -1,0 +1,248 @@
+// TS encoders/decoders for the map layouts of bpf/include/vnet_maps.h. The
+// header is the source of truth; test/bpf/layouts.test.ts checks these
+// sizes and offsets against the addon (same header) and the kernel's maps.
+// Addresses and ports are network byte order in the maps, the rest host order.
+import { InvalidConfigError } from '../../errors.js';
+
+export const MAPS = {
+  endpoints: 'vnet_endpoints',
+  cidrs: 'vnet_cidrs',
+  config: 'vnet_config',
+  snatFwd: 'vnet_snat_fwd',
+  snatRev: 'vnet_snat_rev',
+  inbound: 'vnet_inbound',
+  counters: 'vnet_counters',
+} as const;
+export type MapKey = keyof typeof MAPS;
+
+export const PROGRAMS = { fromPod: 'from_pod', toNic: 'to_nic', fromNic: 'from_nic' } as const;
+
+export const SIZES = {
+  endpointKey: 4,
+  endpoint: 20,
+  lpmKey: 8,
+  cidrInfo: 4,
+  configKey: 4,
+  config: 48,
+  natTuple: 16,
+  natEntry: 16,
+  flowEntry: 8,
+  counterKey: 4,
+  counter: 8,
+} as const;
+
+/** vnet_config.flags */
+export const CFG_F = { READY: 1, FASTPATH_EXTERNAL: 2, CT_CHECK: 4 } as const;
+/** vnet_config.ctl_flags (bookkeeping of the control plane; programs ignore it) */
+export const CTL_F = { NIC_HOOK_CREATED: 1 } as const;
+/** vnet_cidr_info.flags */
+export const CIDR_F = { NOSNAT: 1, STACK: 2 } as const;
+
+export const IPPROTO = { ICMP: 1, TCP: 6, UDP: 17 } as const;
+export type ProtoName = 'icmp' | 'tcp' | 'udp';
+export function protoName(proto: number): ProtoName | `proto-${number}` {
+  return proto === 6 ? 'tcp' : proto === 17 ? 'udp' : proto === 1 ? 'icmp' : `proto-${proto}`;
+}
+
+// ---- addresses ---------------------------------------------------------
+
+const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
+
+/** 4 bytes in wire order. */
+export function ipToBytes(ip: string): Buffer {
+  const m = IPV4.exec(ip);
+  const octets = m ? m.slice(1).map(Number) : [];
+  if (octets.length !== 4 || octets.some((o) => o > 255)) throw new InvalidConfigError(`invalid IPv4 address: ${ip}`);
+  return Buffer.from(octets);
+}
+
+export function bytesToIp(buf: Buffer, offset = 0): string {
+  return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
+}
+
+export function macToBytes(mac: string): Buffer {
+  const parts = mac.split(/[:-]/);
+  if (parts.length !== 6 || parts.some((p) => !/^[0-9a-fA-F]{2}$/.test(p))) throw new InvalidConfigError(`invalid MAC address: ${mac}`);
+  return Buffer.from(parts.map((p) => parseInt(p, 16)));
+}
+
+export function bytesToMac(buf: Buffer, offset = 0): string {
+  return [...buf.subarray(offset, offset + 6)].map((b) => b.toString(16).padStart(2, '0')).join(':');
+}
+
+export interface Cidr {
+  addr: string;
+  prefixlen: number;
+}
+
+/** Parses a.b.c.d/n (a bare address is /32); host bits are cleared. */
+export function parseCidr(cidr: string): Cidr {
+  const [ip, len, extra] = cidr.split('/');
+  const prefixlen = len === undefined ? 32 : Number(len);
+  if (extra !== undefined || ip === undefined || !Number.isInteger(prefixlen) || prefixlen < 0 || prefixlen > 32 || (len !== undefined && !/^\d+$/.test(len)))
+    throw new InvalidConfigError(`invalid IPv4 CIDR: ${cidr}`);
+  const value = ipToBytes(ip).readUInt32BE(0);
+  const mask = prefixlen === 0 ? 0 : (0xffffffff << (32 - prefixlen)) >>> 0;
+  const net = Buffer.alloc(4);
+  net.writeUInt32BE((value & mask) >>> 0, 0);
+  return { addr: bytesToIp(net), prefixlen };
+}
+
+// ---- vnet_endpoints ------------------------------------------------------
+
+export interface EndpointValue {
+  /** Host-side veth ifindex. */
+  ifindex: number;
+  podMac: string;
+  /** MAC of the host-side veth. */
+  hostMac: string;
+  flags?: number;
+}
+
+export const encodeEndpointKey = ipToBytes;
+export const decodeEndpointKey = (b: Buffer): string => bytesToIp(b);
+
+export function encodeEndpoint(v: EndpointValue): Buffer {
+  const b = Buffer.alloc(SIZES.endpoint);
+  b.writeUInt32LE(v.ifindex, 0);
+  b.writeUInt32LE(v.flags ?? 0, 4);
+  macToBytes(v.podMac).copy(b, 8);
+  macToBytes(v.hostMac).copy(b, 14);
+  return b;
+}
+
+export function decodeEndpoint(b: Buffer): Required<EndpointValue> {
+  return { ifindex: b.readUInt32LE(0), flags: b.readUInt32LE(4), podMac: bytesToMac(b, 8), hostMac: bytesToMac(b, 14) };
+}
+
+// ---- vnet_cidrs ------------------------------------------------------------
+
+export function encodeLpmKey(cidr: string | Cidr): Buffer {
+  const c = typeof cidr === 'string' ? parseCidr(cidr) : cidr;
+  const b = Buffer.alloc(SIZES.lpmKey);
+  b.writeUInt32LE(c.prefixlen, 0);
+  ipToBytes(c.addr).copy(b, 4);
+  return b;
+}
+
+export function decodeLpmKey(b: Buffer): string {
+  return `${bytesToIp(b, 4)}/${b.readUInt32LE(0)}`;
+}
+
+export function encodeCidrInfo(flags: number): Buffer {
+  const b = Buffer.alloc(SIZES.cidrInfo);
+  b.writeUInt32LE(flags, 0);
+  return b;
+}
+
+export const decodeCidrInfo = (b: Buffer): number => b.readUInt32LE(0);
+
+// ---- vnet_config -----------------------------------------------------------
+
+export interface ConfigValue {
+  primaryIp: string;
+  nicIfindex: number;
+  nicMac: string;
+  flags: number;
+  natPortMin: number;
+  natPortMax: number;
+  ctlFlags: number;
+  tcpTimeoutNs: bigint;
+  udpTimeoutNs: bigint;
+  icmpTimeoutNs: bigint;
+}
+
+export function encodeU32Key(n: number): Buffer {
+  const b = Buffer.alloc(4);
+  b.writeUInt32LE(n, 0);
+  return b;
+}
+
+export function encodeConfig(c: ConfigValue): Buffer {
+  const b = Buffer.alloc(SIZES.config);
+  ipToBytes(c.primaryIp).copy(b, 0);
+  b.writeUInt32LE(c.nicIfindex, 4);
+  macToBytes(c.nicMac).copy(b, 8);
+  b.writeUInt16LE(c.flags, 14);
+  b.writeUInt16LE(c.natPortMin, 16);
+  b.writeUInt16LE(c.natPortMax, 18);
+  b.writeUInt32LE(c.ctlFlags, 20);
+  b.writeBigUInt64LE(c.tcpTimeoutNs, 24);
+  b.writeBigUInt64LE(c.udpTimeoutNs, 32);
+  b.writeBigUInt64LE(c.icmpTimeoutNs, 40);
+  return b;
+}
+
+export function decodeConfig(b: Buffer): ConfigValue {
+  return {
+    primaryIp: bytesToIp(b, 0),
+    nicIfindex: b.readUInt32LE(4),
+    nicMac: bytesToMac(b, 8),
+    flags: b.readUInt16LE(14),
+    natPortMin: b.readUInt16LE(16),
+    natPortMax: b.readUInt16LE(18),
+    ctlFlags: b.readUInt32LE(20),
+    tcpTimeoutNs: b.readBigUInt64LE(24),
+    udpTimeoutNs: b.readBigUInt64LE(32),
+    icmpTimeoutNs: b.readBigUInt64LE(40),
+  };
+}
+
+// ---- NAT and inbound flows -------------------------------------------------
+
+/** Egress orientation: s = pod side (or the NAT address in reverse keys), d = remote. ICMP: sport = echo id, dport = 0. */
+export interface NatTuple {
+  saddr: string;
+  daddr: string;
+  sport: number;
+  dport: number;
+  proto: number;
+}
+
+export function encodeNatTuple(t: NatTuple): Buffer {
+  const b = Buffer.alloc(SIZES.natTuple);
+  ipToBytes(t.saddr).copy(b, 0);
+  ipToBytes(t.daddr).copy(b, 4);
+  b.writeUInt16BE(t.sport, 8);
+  b.writeUInt16BE(t.dport, 10);
+  b.writeUInt8(t.proto, 12);
+  return b;
+}
+
+export function decodeNatTuple(b: Buffer): NatTuple {
+  return { saddr: bytesToIp(b, 0), daddr: bytesToIp(b, 4), sport: b.readUInt16BE(8), dport: b.readUInt16BE(10), proto: b.readUInt8(12) };
+}
+
+/** Forward: the translated source; reverse: the original pod source. */
+export interface NatEntryValue {
+  addr: string;
+  port: number;
+  lastSeenNs: bigint;
+}
+
+export function encodeNatEntry(e: NatEntryValue): Buffer {
+  const b = Buffer.alloc(SIZES.natEntry);
+  ipToBytes(e.addr).copy(b, 0);
+  b.writeUInt16BE(e.port, 4);
+  b.writeBigUInt64LE(e.lastSeenNs, 8);
+  return b;
+}
+
+export function decodeNatEntry(b: Buffer): NatEntryValue {
+  return { addr: bytesToIp(b, 0), port: b.readUInt16BE(4), lastSeenNs: b.readBigUInt64LE(8) };
+}
+
+export function encodeFlowEntry(lastSeenNs: bigint): Buffer {
+  const b = Buffer.alloc(SIZES.flowEntry);
+  b.writeBigUInt64LE(lastSeenNs, 0);
+  return b;
+}
+
+export const decodeFlowEntry = (b: Buffer): bigint => b.readBigUInt64LE(0);
+
+/** Sum of a per-CPU u64 value (one 8-byte slot per possible CPU). */
+export function sumPerCpuU64(b: Buffer): bigint {
+  let sum = 0n;
+  for (let off = 0; off + 8 <= b.length; off += 8) sum += b.readBigUInt64LE(off);
+  return sum;
+}

@@ -1,0 +1,555 @@
+// The loader of the ebpf dataplane: loads bpf/vnet.bpf.o once per node, pins
+// its maps and programs under a root the caller names, and from then on every
+// process (the daemon after a restart, a short-lived CNI call) reopens the
+// pins instead of loading again, so attached programs and NAT state never
+// stop. It also attaches the tc hooks and edits the maps, with typed values.
+//
+// Pin layout: <pinRoot>/maps/<map>, <pinRoot>/progs/<program>.
+// A flock on the <pinRoot> directory serialises load/pin/unpin across processes.
+import fs from 'node:fs';
+import path from 'node:path';
+import { DataplaneError, DataplaneUnavailableError, InvalidConfigError, TryAgainError } from '../../errors.js';
+import { isNativeError, native, repoRoot, type BpfMap, type BpfProgram, type TcTarget } from '../../../native/index.js';
+import {
+  CFG_F,
+  CIDR_F,
+  CTL_F,
+  MAPS,
+  PROGRAMS,
+  decodeCidrInfo,
+  decodeConfig,
+  decodeEndpoint,
+  decodeEndpointKey,
+  decodeFlowEntry,
+  decodeLpmKey,
+  decodeNatEntry,
+  decodeNatTuple,
+  encodeCidrInfo,
+  encodeConfig,
+  encodeEndpoint,
+  encodeEndpointKey,
+  encodeLpmKey,
+  encodeNatTuple,
+  encodeU32Key,
+  parseCidr,
+  protoName,
+  sumPerCpuU64,
+  type ConfigValue,
+  type EndpointValue,
+  type MapKey,
+  type NatTuple,
+} from './layouts.js';
+
+export { probeKernel } from './probe.js';
+
+/** Wireserver / Azure DNS: always reachable without SNAT. */
+export const WIRESERVER_CIDR = '168.63.129.16/32';
+/** tc filter identity of our programs on every hook (priority 1: run before anything else). */
+export const TC_HANDLE = 0x564e;
+export const TC_PRIORITY = 1;
+const BPFFS_MAGIC = 0xcafe4a11;
+const LOCK_TIMEOUT_MS = 10_000;
+
+export interface EbpfConfig {
+  /** The NIC's primary IP: the SNAT source. */
+  primaryIp: string;
+  /** The NIC, by ifindex or by name (resolved in the dataplane's netns). */
+  nicIfindex?: number;
+  nicName?: string;
+  nicMac: string;
+  /** Never SNATed: the NIC's subnet plus vnetCidrs (peered, on-prem). 168.63.129.16/32 is always added. */
+  noSnatCidrs: string[];
+  /** Always handed to the kernel stack (e.g. the service CIDR, so kube-proxy sees it even if it overlaps noSnatCidrs). */
+  stackCidrs?: string[];
+  /**
+   * Redirect pod traffic for outside the VNet straight to the NIC as well. Off by default: such traffic goes through
+   * the kernel stack, where kube-proxy can DNAT a ClusterIP we cannot recognise; it is SNATed on eth0 egress either way.
+   */
+  fastPathExternal?: boolean;
+  /** Consult kernel conntrack so flows netfilter NAT touched stay in the stack (default true). */
+  conntrackCheck?: boolean;
+  /** SNAT ports (also ICMP echo ids), inclusive. Default 61000-65535: outside Linux's ephemeral range. */
+  natPortRange?: { min: number; max: number };
+  /** Idle timeouts of SNAT entries and inbound-flow records. Defaults: TCP 3600 s, UDP 60 s, ICMP 30 s. */
+  timeouts?: { tcpMs?: number; udpMs?: number; icmpMs?: number };
+}
+
+export interface OpenOptions {
+  /** netns (path) holding the NIC and the pod veths, for attach/detach/link lookups. Default: the caller's. */
+  netns?: string;
+  /** The BPF object. Default: <repo>/bpf/vnet.bpf.o. */
+  objectPath?: string;
+  /** Load the object even if pins exist (upgrade): maps are reused, programs re-pinned and re-attached in place. */
+  reload?: boolean;
+}
+
+export interface EndpointEntry extends Required<EndpointValue> {
+  ip: string;
+}
+
+export interface NatEntry {
+  proto: ReturnType<typeof protoName>;
+  pod: { ip: string; port: number };
+  remote: { ip: string; port: number };
+  nat: { ip: string; port: number };
+  /** Newest of the two directions, bpf_ktime_get_ns() clock (CLOCK_MONOTONIC). */
+  lastSeenNs: bigint;
+  /** The reverse entry is missing (evicted): replies cannot be translated. */
+  orphan: boolean;
+}
+
+export interface InboundFlow {
+  proto: ReturnType<typeof protoName>;
+  pod: { ip: string; port: number };
+  remote: { ip: string; port: number };
+  lastSeenNs: bigint;
+}
+
+export interface AttachedHook {
+  ifname: string;
+  ifindex: number;
+  direction: 'ingress' | 'egress';
+  /** Our program's name, or null if a program we do not own sits at our handle/priority. */
+  program: string | null;
+  progId: number;
+}
+
+const PROGRAM_NAMES = Object.values(PROGRAMS);
+type ProgramName = (typeof PROGRAM_NAMES)[number];
+
+export class EbpfPrograms {
+  private closed = false;
+
+  private constructor(
+    readonly pinRoot: string,
+    private readonly maps: Record<MapKey, BpfMap>,
+    private readonly progs: Record<ProgramName, BpfProgram>,
+    private readonly netns: string | undefined,
+  ) {}
+
+  /**
+   * Open the dataplane at pinRoot: reuse the pins if they exist, else load and pin. With cfg, (re)write the config
+   * and the CIDR sets; without, the pins must exist (a CNI call that only edits endpoints).
+   */
+  static async open(pinRoot: string, cfg?: EbpfConfig, options: OpenOptions = {}): Promise<EbpfPrograms> {
+    const root = path.resolve(pinRoot);
+    ensurePinDirs(root);
+    const self = await withPinLock(root, async () => {
+      const pinned = allPinned(root);
+      if (!pinned && !cfg) throw new DataplaneUnavailableError(`no ebpf dataplane pinned at ${root}`);
+      const loaded = pinned && !options.reload ? openPins(root) : await loadAndPin(root, options.objectPath);
+      const programs = new EbpfPrograms(root, loaded.maps, loaded.progs, options.netns);
+      if (loaded.replacedProgramIds.size > 0) await programs.reattach(loaded.replacedProgramIds);
+      return programs;
+    });
+    if (cfg) {
+      try {
+        await self.configure(cfg);
+      } catch (err) {
+        self.close();
+        throw err;
+      }
+    }
+    return self;
+  }
+
+  /** Rewrite the config map and the CIDR sets (keeps the bookkeeping flags). */
+  async configure(cfg: EbpfConfig): Promise<void> {
+    const nicIfindex = cfg.nicIfindex ?? (cfg.nicName ? await this.ifindexOf(cfg.nicName) : 0);
+    if (!nicIfindex) throw new InvalidConfigError('ebpf config needs nicIfindex or nicName');
+    const range = cfg.natPortRange ?? { min: 61000, max: 65535 };
+    if (!(Number.isInteger(range.min) && Number.isInteger(range.max) && range.min >= 1 && range.max <= 65535 && range.min <= range.max))
+      throw new InvalidConfigError(`invalid natPortRange ${range.min}-${range.max}`);
+    const ms = (v: number | undefined, dflt: number): bigint => BigInt(Math.round((v ?? dflt) * 1e6));
+    let flags = CFG_F.READY;
+    if (cfg.fastPathExternal) flags |= CFG_F.FASTPATH_EXTERNAL;
+    if (cfg.conntrackCheck ?? true) flags |= CFG_F.CT_CHECK;
+    const value: ConfigValue = {
+      primaryIp: cfg.primaryIp,
+      nicIfindex,
+      nicMac: cfg.nicMac,
+      flags,
+      natPortMin: range.min,
+      natPortMax: range.max,
+      ctlFlags: this.config()?.ctlFlags ?? 0,
+      tcpTimeoutNs: ms(cfg.timeouts?.tcpMs, 3_600_000),
+      udpTimeoutNs: ms(cfg.timeouts?.udpMs, 60_000),
+      icmpTimeoutNs: ms(cfg.timeouts?.icmpMs, 30_000),
+    };
+    const cidrs = new Map<string, number>();
+    const add = (c: string, flag: number): void => {
+      const p = parseCidr(c);
+      const key = `${p.addr}/${p.prefixlen}`;
+      cidrs.set(key, (cidrs.get(key) ?? 0) | flag);
+    };
+    for (const c of [...cfg.noSnatCidrs, WIRESERVER_CIDR]) add(c, CIDR_F.NOSNAT);
+    for (const c of cfg.stackCidrs ?? []) add(c, CIDR_F.STACK);
+    await this.syncCidrs(cidrs);
+    // Config last: it carries READY, so the programs never act on half a configuration.
+    this.maps.config.update(encodeU32Key(0), encodeConfig(value));
+  }
+
+  /** The current config map value, or null before the first configure(). */
+  config(): ConfigValue | null {
+    const raw = this.maps.config.lookup(encodeU32Key(0));
+    if (!raw) return null;
+    const c = decodeConfig(raw);
+    return c.flags & CFG_F.READY ? c : null;
+  }
+
+  /** The CIDR sets as written: cidr -> CIDR_F flags. */
+  async cidrs(): Promise<Map<string, number>> {
+    const out = new Map<string, number>();
+    for (const [k, v] of await this.maps.cidrs.entries()) out.set(decodeLpmKey(k), decodeCidrInfo(v));
+    return out;
+  }
+
+  // ---- attachments ---------------------------------------------------------
+
+  /** from_nic on ingress and to_nic on egress of the NIC (default: the configured one). Idempotent. */
+  async attachNic(ifname?: string): Promise<void> {
+    const target = await this.nicTarget(ifname);
+    const ingress = await native().tcAttach(this.progs.from_nic, { ...target, direction: 'ingress', replace: true });
+    await native().tcAttach(this.progs.to_nic, { ...target, direction: 'egress', replace: true });
+    if (ingress.createdHook) this.setCtlFlag(CTL_F.NIC_HOOK_CREATED, true);
+  }
+
+  /** Remove our NIC programs; the clsact qdisc goes too, but only if we created it. */
+  async detachNic(ifname?: string): Promise<void> {
+    const target = await this.nicTarget(ifname);
+    await native().tcDetach({ ...target, direction: 'ingress' });
+    await native().tcDetach({ ...target, direction: 'egress' });
+    if ((this.config()?.ctlFlags ?? 0) & CTL_F.NIC_HOOK_CREATED) {
+      await native().tcDestroyHook({ ...target, direction: 'both' });
+      this.setCtlFlag(CTL_F.NIC_HOOK_CREATED, false);
+    }
+  }
+
+  /** from_pod on ingress of a host-side pod veth (name or ifindex). Idempotent. Resolves with its ifindex. */
+  async attachPod(hostVeth: string | number): Promise<number> {
+    const r = await native().tcAttach(this.progs.from_pod, { ...this.filter(hostVeth), direction: 'ingress', replace: true });
+    return r.ifindex;
+  }
+
+  /** false if nothing of ours was attached. Deleting the veth removes the hook anyway. */
+  async detachPod(hostVeth: string | number): Promise<boolean> {
+    return native().tcDetach({ ...this.filter(hostVeth), direction: 'ingress' });
+  }
+
+  /** Every hook in the dataplane's netns that holds a filter at our handle/priority. */
+  async attachedHooks(): Promise<AttachedHook[]> {
+    const byId = this.programIds();
+    const out: AttachedHook[] = [];
+    for (const link of await native().listLinks(this.netns)) {
+      for (const direction of ['ingress', 'egress'] as const) {
+        const q = await native().tcQuery({ ...this.filter(link.index), direction });
+        if (q) out.push({ ifname: link.name, ifindex: link.index, direction, program: byId.get(q.progId) ?? null, progId: q.progId });
+      }
+    }
+    return out;
+  }
+
+  // ---- endpoints -------------------------------------------------------------
+
+  setEndpoint(ip: string, ep: EndpointValue): void {
+    if (!Number.isInteger(ep.ifindex) || ep.ifindex <= 0) throw new InvalidConfigError(`invalid ifindex ${ep.ifindex} for ${ip}`);
+    this.maps.endpoints.update(encodeEndpointKey(ip), encodeEndpoint(ep));
+  }
+
+  getEndpoint(ip: string): EndpointEntry | null {
+    const raw = this.maps.endpoints.lookup(encodeEndpointKey(ip));
+    return raw ? { ip, ...decodeEndpoint(raw) } : null;
+  }
+
+  /** Removes the endpoint and its NAT/inbound state (so a reused IP starts clean). false if it was absent. */
+  async deleteEndpoint(ip: string): Promise<boolean> {
+    const existed = this.maps.endpoints.delete(encodeEndpointKey(ip));
+    await this.purgeFlows((podIp) => podIp === ip);
+    return existed;
+  }
+
+  async listEndpoints(): Promise<EndpointEntry[]> {
+    const entries = await this.maps.endpoints.entries();
+    return entries.map(([k, v]) => ({ ip: decodeEndpointKey(k), ...decodeEndpoint(v) })).sort((a, b) => a.ip.localeCompare(b.ip));
+  }
+
+  // ---- state views -------------------------------------------------------------
+
+  /** SNAT flows, joined from the forward and reverse maps. */
+  async natEntries(): Promise<NatEntry[]> {
+    const fwd = await this.maps.snatFwd.entries();
+    const out: NatEntry[] = [];
+    for (const [k, v] of fwd) {
+      const t = decodeNatTuple(k);
+      const f = decodeNatEntry(v);
+      const revRaw = this.maps.snatRev.lookup(encodeNatTuple({ saddr: f.addr, daddr: t.daddr, sport: f.port, dport: t.dport, proto: t.proto }));
+      const rev = revRaw ? decodeNatEntry(revRaw) : null;
+      const orphan = !rev || rev.addr !== t.saddr || rev.port !== t.sport;
+      const lastSeenNs = !orphan && rev && rev.lastSeenNs > f.lastSeenNs ? rev.lastSeenNs : f.lastSeenNs;
+      out.push({
+        proto: protoName(t.proto),
+        pod: { ip: t.saddr, port: t.sport },
+        remote: { ip: t.daddr, port: t.dport },
+        nat: { ip: f.addr, port: f.port },
+        lastSeenNs,
+        orphan,
+      });
+    }
+    return out;
+  }
+
+  async inboundFlows(): Promise<InboundFlow[]> {
+    return (await this.maps.inbound.entries()).map(([k, v]) => {
+      const t = decodeNatTuple(k);
+      return { proto: protoName(t.proto), pod: { ip: t.saddr, port: t.sport }, remote: { ip: t.daddr, port: t.dport }, lastSeenNs: decodeFlowEntry(v) };
+    });
+  }
+
+  /** Per-reason packet counts, summed over CPUs. Labels come from bpf/include/vnet_maps.h. */
+  counters(): Record<string, bigint> {
+    const out: Record<string, bigint> = {};
+    native()
+      .reasons()
+      .forEach((label, index) => {
+        const raw = this.maps.counters.lookup(encodeU32Key(index));
+        out[label] = raw ? sumPerCpuU64(raw) : 0n;
+      });
+    return out;
+  }
+
+  /**
+   * Sweep idle SNAT pairs and inbound records (the programs also expire entries they meet; this frees the rest).
+   * A pair is dead when both directions are idle longer than the protocol's timeout. nowNs: CLOCK_MONOTONIC ns.
+   */
+  async expireNat(nowNs: bigint = process.hrtime.bigint()): Promise<{ nat: number; inbound: number }> {
+    const cfg = this.config();
+    if (!cfg) return { nat: 0, inbound: 0 };
+    const timeout = (proto: number): bigint => (proto === 6 ? cfg.tcpTimeoutNs : proto === 17 ? cfg.udpTimeoutNs : cfg.icmpTimeoutNs);
+    const stale = (last: bigint, proto: number): boolean => nowNs > last && nowNs - last > timeout(proto);
+    // Forward first: a flow created between the two walks then has a reverse entry we see, never an orphan forward.
+    const fwd = new Map((await this.maps.snatFwd.entries()).map(([k, v]) => [k.toString('hex'), { k, t: decodeNatTuple(k), e: decodeNatEntry(v) }]));
+    const rev = await this.maps.snatRev.entries();
+    const fwdDead: Buffer[] = [];
+    const revDead: Buffer[] = [];
+    const paired = new Set<string>();
+    for (const [rk, rv] of rev) {
+      const rt = decodeNatTuple(rk);
+      const re = decodeNatEntry(rv);
+      const fkey = encodeNatTuple({ saddr: re.addr, daddr: rt.daddr, sport: re.port, dport: rt.dport, proto: rt.proto }).toString('hex');
+      const f = fwd.get(fkey);
+      const fwdMatches = f !== undefined && f.e.port === rt.sport && f.e.addr === rt.saddr;
+      if (fwdMatches) paired.add(fkey);
+      if (!stale(re.lastSeenNs, rt.proto) || (fwdMatches && !stale(f.e.lastSeenNs, rt.proto))) continue;
+      revDead.push(rk);
+      if (fwdMatches) fwdDead.push(f.k);
+    }
+    for (const [hex, f] of fwd) if (!paired.has(hex) && stale(f.e.lastSeenNs, f.t.proto)) fwdDead.push(f.k);
+    const inboundDead = (await this.maps.inbound.entries()).filter(([k, v]) => stale(decodeFlowEntry(v), decodeNatTuple(k).proto)).map(([k]) => k);
+    await this.maps.snatRev.deleteBatch(revDead);
+    const nat = await this.maps.snatFwd.deleteBatch(fwdDead);
+    const inbound = await this.maps.inbound.deleteBatch(inboundDead);
+    return { nat, inbound };
+  }
+
+  // ---- lifecycle -----------------------------------------------------------------
+
+  /** Detach every hook of ours, remove the NIC's clsact if we created it, remove all pins. */
+  async unloadAll(): Promise<void> {
+    const nicIfindex = this.config()?.nicIfindex;
+    const createdNicHook = ((this.config()?.ctlFlags ?? 0) & CTL_F.NIC_HOOK_CREATED) !== 0;
+    for (const hook of await this.attachedHooks()) {
+      if (hook.program === null) continue;
+      await native().tcDetach({ ...this.filter(hook.ifindex), direction: hook.direction });
+    }
+    if (createdNicHook && nicIfindex) await native().tcDestroyHook({ ifindex: nicIfindex, netns: this.netns, direction: 'both' });
+    await withPinLock(this.pinRoot, async () => {
+      for (const dir of ['progs', 'maps']) {
+        const d = path.join(this.pinRoot, dir);
+        for (const name of safeReaddir(d)) fs.unlinkSync(path.join(d, name));
+        rmdirIfPresent(d);
+      }
+    });
+    rmdirIfPresent(this.pinRoot);
+    this.close();
+  }
+
+  /** Release this process's handles. Pins, maps and attachments stay. Idempotent. */
+  close(): void {
+    if (this.closed) return;
+    this.closed = true;
+    for (const m of Object.values(this.maps)) m.close();
+    for (const p of Object.values(this.progs)) p.close();
+  }
+
+  // ---- internals -------------------------------------------------------------------
+
+  private filter(iface: string | number): Omit<TcTarget, 'direction'> {
+    const base = { handle: TC_HANDLE, priority: TC_PRIORITY, netns: this.netns };
+    return typeof iface === 'number' ? { ...base, ifindex: iface } : { ...base, ifname: iface };
+  }
+
+  private async nicTarget(ifname?: string): Promise<Omit<TcTarget, 'direction'>> {
+    if (ifname) return this.filter(ifname);
+    const nic = this.config()?.nicIfindex;
+    if (!nic) throw new DataplaneError('attachNic: no NIC configured and none named');
+    return this.filter(nic);
+  }
+
+  private async ifindexOf(ifname: string): Promise<number> {
+    const link = (await native().listLinks(this.netns)).find((l) => l.name === ifname);
+    if (!link) throw new DataplaneUnavailableError(`interface ${ifname} not found`);
+    return link.index;
+  }
+
+  private programIds(): Map<number, string> {
+    return new Map(PROGRAM_NAMES.map((name) => [this.progs[name].info().id, name]));
+  }
+
+  private setCtlFlag(flag: number, on: boolean): void {
+    const raw = this.maps.config.lookup(encodeU32Key(0));
+    if (!raw) return;
+    const c = decodeConfig(raw);
+    c.ctlFlags = on ? c.ctlFlags | flag : c.ctlFlags & ~flag;
+    this.maps.config.update(encodeU32Key(0), encodeConfig(c));
+  }
+
+  private async syncCidrs(want: Map<string, number>): Promise<void> {
+    const have = await this.cidrs();
+    for (const [cidr, flags] of want) if (have.get(cidr) !== flags) this.maps.cidrs.update(encodeLpmKey(cidr), encodeCidrInfo(flags));
+    for (const cidr of have.keys()) if (!want.has(cidr)) this.maps.cidrs.delete(encodeLpmKey(cidr));
+  }
+
+  /** Drop SNAT pairs and inbound records whose pod IP matches. */
+  private async purgeFlows(match: (podIp: string) => boolean): Promise<void> {
+    const fwdDead: Buffer[] = [];
+    const revDead: Buffer[] = [];
+    for (const [k, v] of await this.maps.snatFwd.entries()) {
+      const t = decodeNatTuple(k);
+      if (!match(t.saddr)) continue;
+      const e = decodeNatEntry(v);
+      fwdDead.push(k);
+      revDead.push(encodeNatTuple({ saddr: e.addr, daddr: t.daddr, sport: e.port, dport: t.dport, proto: t.proto }));
+    }
+    for (const [k, v] of await this.maps.snatRev.entries()) if (match(decodeNatEntry(v).addr)) revDead.push(k);
+    const inbound = (await this.maps.inbound.entries()).filter(([k]) => match(decodeNatTuple(k).saddr)).map(([k]) => k);
+    await this.maps.snatFwd.deleteBatch(fwdDead);
+    await this.maps.snatRev.deleteBatch(revDead);
+    await this.maps.inbound.deleteBatch(inbound);
+  }
+
+  /** After a reload: put the new programs wherever the old ones were attached (atomic replace). */
+  private async reattach(oldIds: Map<number, ProgramName>): Promise<void> {
+    for (const link of await native().listLinks(this.netns)) {
+      for (const direction of ['ingress', 'egress'] as const) {
+        const q = await native().tcQuery({ ...this.filter(link.index), direction });
+        const name = q ? oldIds.get(q.progId) : undefined;
+        if (name) await native().tcAttach(this.progs[name], { ...this.filter(link.index), direction, replace: true });
+      }
+    }
+  }
+}
+
+// ---- pins -----------------------------------------------------------------------------
+
+interface Loaded {
+  maps: Record<MapKey, BpfMap>;
+  progs: Record<ProgramName, BpfProgram>;
+  /** Program ids that were pinned before a reload replaced them. */
+  replacedProgramIds: Map<number, ProgramName>;
+}
+
+function ensurePinDirs(root: string): void {
+  const parent = path.dirname(root);
+  let type: number;
+  try {
+    type = fs.statfsSync(fs.existsSync(root) ? root : parent).type;
+  } catch (err) {
+    throw new DataplaneUnavailableError(`pin root ${root}: ${(err as Error).message}`, { cause: err });
+  }
+  if (type !== BPFFS_MAGIC) throw new DataplaneUnavailableError(`pin root ${root} is not on a bpffs (mount -t bpf bpf /sys/fs/bpf)`);
+  for (const dir of [root, path.join(root, 'maps'), path.join(root, 'progs')]) fs.mkdirSync(dir, { recursive: true });
+}
+
+function allPinned(root: string): boolean {
+  const mapsOk = Object.values(MAPS).every((m) => fs.existsSync(path.join(root, 'maps', m)));
+  const progsOk = PROGRAM_NAMES.every((p) => fs.existsSync(path.join(root, 'progs', p)));
+  return mapsOk && progsOk;
+}
+
+function openPins(root: string): Loaded {
+  const maps = {} as Record<MapKey, BpfMap>;
+  const progs = {} as Record<ProgramName, BpfProgram>;
+  try {
+    for (const [key, name] of Object.entries(MAPS) as Array<[MapKey, string]>) maps[key] = native().openPinnedMap(path.join(root, 'maps', name));
+    for (const name of PROGRAM_NAMES) progs[name] = native().openPinnedProgram(path.join(root, 'progs', name));
+  } catch (err) {
+    for (const h of [...Object.values(maps), ...Object.values(progs)]) h.close();
+    throw new DataplaneError(`cannot open pins under ${root}: ${(err as Error).message}`, { cause: err });
+  }
+  return { maps, progs, replacedProgramIds: new Map() };
+}
+
+async function loadAndPin(root: string, objectPath = defaultObjectPath()): Promise<Loaded> {
+  if (!fs.existsSync(objectPath)) throw new DataplaneUnavailableError(`BPF object ${objectPath} is missing (npm run build:bpf)`);
+  let obj;
+  try {
+    obj = await native().loadObject(objectPath, { pinMapsDir: path.join(root, 'maps') });
+  } catch (err) {
+    const detail = isNativeError(err) ? err.verifierLog ?? err.libbpfLog : undefined;
+    throw new DataplaneError(`loading ${objectPath} failed: ${(err as Error).message}`, { cause: err, details: detail?.slice(-4000) });
+  }
+  try {
+    const maps = {} as Record<MapKey, BpfMap>;
+    for (const [key, name] of Object.entries(MAPS) as Array<[MapKey, string]>) maps[key] = obj.map(name);
+    const progs = {} as Record<ProgramName, BpfProgram>;
+    const replacedProgramIds = new Map<number, ProgramName>();
+    for (const name of PROGRAM_NAMES) {
+      progs[name] = obj.program(name);
+      const pin = path.join(root, 'progs', name);
+      if (fs.existsSync(pin)) {
+        const old = native().openPinnedProgram(pin);
+        replacedProgramIds.set(old.info().id, name);
+        old.close();
+        fs.unlinkSync(pin);
+      }
+      progs[name].pin(pin);
+    }
+    return { maps, progs, replacedProgramIds };
+  } finally {
+    obj.close();
+  }
+}
+
+export function defaultObjectPath(): string {
+  return path.join(repoRoot(), 'bpf', 'vnet.bpf.o');
+}
+
+async function withPinLock<T>(root: string, fn: () => Promise<T>): Promise<T> {
+  const fd = fs.openSync(root, 'r');
+  try {
+    try {
+      await native().flock(fd, true, LOCK_TIMEOUT_MS);
+    } catch (err) {
+      throw new TryAgainError(`pin root ${root} is locked by another process`, { cause: err });
+    }
+    return await fn();
+  } finally {
+    fs.closeSync(fd); // closing the fd releases the flock
+  }
+}
+
+function safeReaddir(dir: string): string[] {
+  try {
+    return fs.readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+function rmdirIfPresent(dir: string): void {
+  try {
+    fs.rmdirSync(dir);
+  } catch (err) {
+    if ((err as NodeJS.ErrnoException).code !== 'ENOENT') throw err;
+  }
+}

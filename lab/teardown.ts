@@ -1,0 +1,76 @@
+// Removing everything a lab prefix owns: processes inside its namespaces,
+// the namespaces, its bpffs dirs and its state dir. Used by Lab.down(), by
+// the exit handler (synchronously: no event loop is left) and by the sweeper.
+import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import path from 'node:path';
+import { run } from '../control/exec.js';
+import { BPFFS_ROOT, LabNames, NETNS_DIR } from './naming.js';
+
+function listDir(dir: string): string[] {
+  try {
+    return readdirSync(dir);
+  } catch {
+    return [];
+  }
+}
+
+/** Netns names of this lab (VMs, pods, fabric, hosts). */
+export function labNetns(names: LabNames): string[] {
+  return listDir(NETNS_DIR).filter((name) => names.owns(name));
+}
+
+export function labBpfDirs(names: LabNames): string[] {
+  return listDir(BPFFS_ROOT)
+    .filter((name) => names.owns(name))
+    .map((name) => path.join(BPFFS_ROOT, name));
+}
+
+function parsePids(stdout: string): number[] {
+  return stdout
+    .split(/\s+/)
+    .filter((word) => /^\d+$/.test(word))
+    .map(Number)
+    .filter((pid) => pid !== process.pid && pid > 1);
+}
+
+function killAll(pids: number[]): void {
+  for (const pid of pids) {
+    try {
+      process.kill(pid, 'SIGKILL');
+    } catch {
+      // already gone
+    }
+  }
+}
+
+function removeFiles(names: LabNames): void {
+  for (const dir of labBpfDirs(names)) rmSync(dir, { recursive: true, force: true });
+  if (existsSync(names.stateDir)) rmSync(names.stateDir, { recursive: true, force: true });
+}
+
+export async function teardownPrefix(names: LabNames): Promise<void> {
+  const namespaces = labNetns(names);
+  // Processes first: a process inside a VM (a daemon, a whoami server, vm-exec)
+  // keeps its netns and mounts alive.
+  for (const ns of namespaces) killAll(parsePids((await run(['ip', 'netns', 'pids', ns], { timeoutMs: 10_000 })).stdout));
+  if (namespaces.length > 0) {
+    await run(['ip', '-force', '-batch', '-'], { input: namespaces.map((ns) => `netns del ${ns}\n`).join(''), timeoutMs: 60_000 });
+  }
+  removeFiles(names);
+}
+
+/** The same, for process 'exit' handlers, where only synchronous work runs. */
+export function teardownPrefixSync(names: LabNames): void {
+  const namespaces = labNetns(names);
+  for (const ns of namespaces) killAll(parsePids(spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', timeout: 10_000 }).stdout ?? ''));
+  if (namespaces.length > 0) {
+    spawnSync('ip', ['-force', '-batch', '-'], { input: namespaces.map((ns) => `netns del ${ns}\n`).join(''), timeout: 60_000 });
+  }
+  removeFiles(names);
+}
+
+/** What of a prefix is still on the machine (for tests and `lab status`). */
+export function leftovers(names: LabNames): { netns: string[]; bpffs: string[]; stateDir: boolean } {
+  return { netns: labNetns(names), bpffs: labBpfDirs(names), stateDir: existsSync(names.stateDir) };
+}

@@ -1,0 +1,181 @@
+// Helpers tests use to send real packets between lab namespaces. Every helper
+// is bounded by a timeout; servers exit with the process that started them.
+// `netns` is a netns name (`vl123-vm1`) or a path (`/run/netns/vl123-vm1-pod1`).
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import type { ChildProcess } from 'node:child_process';
+import { run } from '../../control/exec.js';
+import { LabError, LabTimeoutError } from '../errors.js';
+import { startChild, stopChild, waitForLine } from '../children.js';
+
+const here = path.dirname(fileURLToPath(import.meta.url));
+const tool = (name: string): string => path.join(here, `${name}.js`);
+
+function inNetns(netns: string, argv: string[]): string[] {
+  return netns.includes('/') ? ['nsenter', `--net=${netns}`, '--', ...argv] : ['ip', 'netns', 'exec', netns, ...argv];
+}
+
+/** A server started inside a netns; stop() is safe to call twice. */
+export interface ToolServer {
+  readonly pid: number;
+  stop(): Promise<void>;
+}
+
+async function startServer(netns: string, argv: string[], what: string): Promise<ChildProcess> {
+  const child = startChild(inNetns(netns, [process.execPath, ...argv]));
+  try {
+    await waitForLine(child, /^LISTENING /, 10_000, `${what} in ${netns}`);
+  } catch (err) {
+    await stopChild(child, 500);
+    throw err;
+  }
+  child.unref();
+  return child;
+}
+
+/** Start a TCP whoami server (replies "<client ip> <server ip> <name>" and closes). */
+export async function startWhoami(netns: string, port: number, options: { name?: string; bind?: string } = {}): Promise<ToolServer> {
+  const child = await startServer(netns, [tool('whoami-server'), '--port', String(port), '--name', options.name ?? '-', '--bind', options.bind ?? '0.0.0.0'], 'whoami');
+  return { pid: child.pid!, stop: () => stopChild(child, 1000) };
+}
+
+export interface WhoamiAnswer {
+  /** the client's address as the server saw it */
+  client: string;
+  /** the address the server was reached on (after any DNAT) */
+  server: string;
+  /** the server's --name */
+  name: string;
+}
+
+interface ClientResult {
+  error?: string;
+  data?: string;
+  from?: string;
+  port?: number;
+  payload?: string;
+  status?: number;
+  body?: string;
+}
+
+async function client(fromNetns: string, args: string[], timeoutMs: number): Promise<ClientResult> {
+  const result = await run(inNetns(fromNetns, [process.execPath, tool('net-client'), ...args, '--timeout', String(timeoutMs)]), { timeoutMs: timeoutMs + 5000 });
+  const line = result.stdout.trim().split('\n').pop() ?? '';
+  try {
+    return JSON.parse(line) as ClientResult;
+  } catch {
+    return { error: `net-client: ${(result.stderr || result.stdout).trim().slice(0, 500)}` };
+  }
+}
+
+/** Connect from `fromNetns` to ip:port; resolves with what the whoami server answered. Rejects on failure or timeout. */
+export async function tcpWhoamiDetail(fromNetns: string, ip: string, port: number, options: { source?: string; timeoutMs?: number } = {}): Promise<WhoamiAnswer> {
+  const timeoutMs = options.timeoutMs ?? 3000;
+  const args = ['tcp', ip, String(port), ...(options.source ? ['--source', options.source] : [])];
+  const result = await client(fromNetns, args, timeoutMs);
+  if (result.error !== undefined || result.data === undefined) {
+    const Err = result.error?.startsWith('timeout') ? LabTimeoutError : LabError;
+    throw new Err(`tcp ${fromNetns} -> ${ip}:${port}: ${result.error ?? 'no answer'}`);
+  }
+  const [clientIp = '', server = '', name = ''] = result.data.trim().split(' ');
+  return { client: clientIp, server, name };
+}
+
+/** The client's address as the whoami server at ip:port sees it. */
+export async function tcpWhoami(fromNetns: string, ip: string, port: number, options: { source?: string; timeoutMs?: number } = {}): Promise<string> {
+  return (await tcpWhoamiDetail(fromNetns, ip, port, options)).client;
+}
+
+/** One ping; true if a reply came back within timeoutSec. */
+export async function ping(fromNetns: string, ip: string, options: { source?: string; timeoutSec?: number; count?: number } = {}): Promise<boolean> {
+  const count = options.count ?? 1;
+  const timeoutSec = options.timeoutSec ?? 1;
+  const argv = ['ping', '-n', '-q', '-c', String(count), '-W', String(timeoutSec), '-w', String(timeoutSec * count + 1), ...(options.source ? ['-I', options.source] : []), ip];
+  const result = await run(inNetns(fromNetns, argv), { timeoutMs: (timeoutSec * count + 5) * 1000 });
+  return result.code === 0;
+}
+
+export interface Datagram {
+  from: string;
+  port: number;
+  payload: string;
+}
+
+/** A UDP sink in a netns that records every datagram it receives. */
+export interface UdpSink extends ToolServer {
+  readonly received: Datagram[];
+  /** Resolve with the first datagram (already received or arriving) with this payload; reject after timeoutMs. */
+  waitFor(payload: string, timeoutMs?: number): Promise<Datagram>;
+}
+
+export async function startUdpSink(netns: string, port: number, options: { echo?: boolean } = {}): Promise<UdpSink> {
+  const child = await startServer(netns, [tool('udp-sink'), '--port', String(port), ...(options.echo ? ['--echo'] : [])], 'udp-sink');
+  const received: Datagram[] = [];
+  const waiters = new Set<() => void>();
+  let buffered = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString('utf8');
+    let newline: number;
+    while ((newline = buffered.indexOf('\n')) >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      if (line.startsWith('{')) received.push(JSON.parse(line) as Datagram);
+    }
+    for (const wake of waiters) wake();
+  });
+  return {
+    pid: child.pid!,
+    received,
+    stop: () => stopChild(child, 1000),
+    waitFor(payload: string, timeoutMs = 5000): Promise<Datagram> {
+      return new Promise((resolve, reject) => {
+        const check = (): boolean => {
+          const hit = received.find((d) => d.payload === payload);
+          if (!hit) return false;
+          waiters.delete(check);
+          clearTimeout(timer);
+          resolve(hit);
+          return true;
+        };
+        const timer = setTimeout(() => {
+          waiters.delete(check);
+          reject(new LabTimeoutError(`udp sink in ${netns}:${port}: no datagram '${payload}' within ${timeoutMs} ms`));
+        }, timeoutMs);
+        waiters.add(check);
+        check();
+      });
+    },
+  };
+}
+
+/**
+ * Send one UDP datagram. With awaitReply, resolves with the reply (whose
+ * `from` is the source address the reply really carried); otherwise undefined.
+ * A `source` that is not configured locally needs net.ipv4.ip_nonlocal_bind=1 in fromNetns.
+ */
+export async function udpSend(
+  fromNetns: string,
+  ip: string,
+  port: number,
+  payload: string,
+  options: { source?: string; awaitReply?: boolean; timeoutMs?: number } = {},
+): Promise<Datagram | undefined> {
+  const timeoutMs = options.timeoutMs ?? 3000;
+  const args = ['udp', ip, String(port), payload, ...(options.source ? ['--source', options.source] : []), ...(options.awaitReply ? ['--reply'] : [])];
+  const result = await client(fromNetns, args, timeoutMs);
+  if (result.error !== undefined) {
+    const Err = result.error.startsWith('timeout') ? LabTimeoutError : LabError;
+    throw new Err(`udp ${fromNetns} -> ${ip}:${port}: ${result.error}`);
+  }
+  return options.awaitReply ? { from: result.from!, port: result.port!, payload: result.payload! } : undefined;
+}
+
+/** HTTP GET from a netns. Rejects on connection failure or timeout; any HTTP status resolves. */
+export async function httpGet(fromNetns: string, url: string, timeoutMs = 3000): Promise<{ status: number; body: string }> {
+  const result = await client(fromNetns, ['http', url], timeoutMs);
+  if (result.error !== undefined || result.status === undefined) {
+    const Err = result.error?.startsWith('timeout') ? LabTimeoutError : LabError;
+    throw new Err(`GET ${url} from ${fromNetns}: ${result.error ?? 'no answer'}`);
+  }
+  return { status: result.status, body: result.body ?? '' };
+}
