@@ -1,7 +1,7 @@
 // Removing everything a lab prefix owns: processes inside its namespaces,
 // the namespaces, its bpffs dirs and its state dir. Used by Lab.down(), by
 // the exit handler (synchronously: no event loop is left) and by the sweeper.
-import { existsSync, readdirSync, rmSync } from 'node:fs';
+import { existsSync, readdirSync, rmSync, statSync } from 'node:fs';
 import { spawnSync } from 'node:child_process';
 import path from 'node:path';
 import { run } from '../control/exec.js';
@@ -12,6 +12,23 @@ function listDir(dir: string): string[] {
     return readdirSync(dir);
   } catch {
     return [];
+  }
+}
+
+/** PROC_NET_INIT_INO: the initial netns's fixed inode number (0xEFFFFFF9). */
+const INIT_NETNS_INO = 4026531833;
+
+/**
+ * Never kill "the processes of" a netns file that is really the machine's
+ * netns (or ours): that would be every process on the machine. A bind of the
+ * root netns under /run/netns is easy to make by mistake (ip netns attach).
+ */
+function isForeignToLab(ns: string): boolean {
+  try {
+    const ino = statSync(path.join(NETNS_DIR, ns)).ino;
+    return ino === INIT_NETNS_INO || ino === statSync('/proc/self/ns/net').ino;
+  } catch {
+    return true;
   }
 }
 
@@ -53,7 +70,9 @@ export async function teardownPrefix(names: LabNames): Promise<void> {
   const namespaces = labNetns(names);
   // Processes first: a process inside a VM (a daemon, a whoami server, vm-exec)
   // keeps its netns and mounts alive.
-  for (const ns of namespaces) killAll(parsePids((await run(['ip', 'netns', 'pids', ns], { timeoutMs: 10_000 })).stdout));
+  for (const ns of namespaces) {
+    if (!isForeignToLab(ns)) killAll(parsePids((await run(['ip', 'netns', 'pids', ns], { timeoutMs: 10_000 })).stdout));
+  }
   if (namespaces.length > 0) {
     await run(['ip', '-force', '-batch', '-'], { input: namespaces.map((ns) => `netns del ${ns}\n`).join(''), timeoutMs: 60_000 });
   }
@@ -63,7 +82,9 @@ export async function teardownPrefix(names: LabNames): Promise<void> {
 /** The same, for process 'exit' handlers, where only synchronous work runs. */
 export function teardownPrefixSync(names: LabNames): void {
   const namespaces = labNetns(names);
-  for (const ns of namespaces) killAll(parsePids(spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', timeout: 10_000 }).stdout ?? ''));
+  for (const ns of namespaces) {
+    if (!isForeignToLab(ns)) killAll(parsePids(spawnSync('ip', ['netns', 'pids', ns], { encoding: 'utf8', timeout: 10_000 }).stdout ?? ''));
+  }
   if (namespaces.length > 0) {
     spawnSync('ip', ['-force', '-batch', '-'], { input: namespaces.map((ns) => `netns del ${ns}\n`).join(''), timeout: 60_000 });
   }

@@ -2,7 +2,7 @@
 // one JSON line on success; exits 1 with {"error": ...} on failure or timeout.
 //   node net-client.js tcp  IP PORT [--source IP] [--timeout MS]
 //   node net-client.js udp  IP PORT PAYLOAD [--source IP] [--reply] [--timeout MS]
-//   node net-client.js http URL [--timeout MS]
+//   node net-client.js http URL [--source IP] [--timeout MS]
 import net from 'node:net';
 import dgram from 'node:dgram';
 import http from 'node:http';
@@ -42,7 +42,7 @@ if (mode === 'tcp') {
   });
 } else if (mode === 'http') {
   const [url] = rest;
-  const req = http.get(url!, { timeout: timeoutMs }, (res) => {
+  const req = http.get(url!, { timeout: timeoutMs, agent: false, ...(values.source ? { localAddress: values.source } : {}) }, (res) => {
     let body = '';
     res.setEncoding('utf8');
     res.on('data', (chunk: string) => (body += chunk));

@@ -33,10 +33,31 @@ async function startServer(netns: string, argv: string[], what: string): Promise
   return child;
 }
 
+/** A whoami server; `clients` lists the source address of every connection it accepted (probes included). */
+export interface WhoamiServer extends ToolServer {
+  readonly clients: string[];
+}
+
 /** Start a TCP whoami server (replies "<client ip> <server ip> <name>" and closes). */
-export async function startWhoami(netns: string, port: number, options: { name?: string; bind?: string } = {}): Promise<ToolServer> {
+export async function startWhoami(netns: string, port: number, options: { name?: string; bind?: string } = {}): Promise<WhoamiServer> {
   const child = await startServer(netns, [tool('whoami-server'), '--port', String(port), '--name', options.name ?? '-', '--bind', options.bind ?? '0.0.0.0'], 'whoami');
-  return { pid: child.pid!, stop: () => stopChild(child, 1000) };
+  const clients: string[] = [];
+  onLines(child, (line) => {
+    if (line.startsWith('CONN ')) clients.push(line.slice(5));
+  });
+  return { pid: child.pid!, clients, stop: () => stopChild(child, 1000) };
+}
+
+function onLines(child: ChildProcess, handle: (line: string) => void): void {
+  let buffered = '';
+  child.stdout?.on('data', (chunk: Buffer) => {
+    buffered += chunk.toString('utf8');
+    let newline: number;
+    while ((newline = buffered.indexOf('\n')) >= 0) {
+      handle(buffered.slice(0, newline));
+      buffered = buffered.slice(newline + 1);
+    }
+  });
 }
 
 export interface WhoamiAnswer {
@@ -112,15 +133,9 @@ export async function startUdpSink(netns: string, port: number, options: { echo?
   const child = await startServer(netns, [tool('udp-sink'), '--port', String(port), ...(options.echo ? ['--echo'] : [])], 'udp-sink');
   const received: Datagram[] = [];
   const waiters = new Set<() => void>();
-  let buffered = '';
-  child.stdout?.on('data', (chunk: Buffer) => {
-    buffered += chunk.toString('utf8');
-    let newline: number;
-    while ((newline = buffered.indexOf('\n')) >= 0) {
-      const line = buffered.slice(0, newline);
-      buffered = buffered.slice(newline + 1);
-      if (line.startsWith('{')) received.push(JSON.parse(line) as Datagram);
-    }
+  onLines(child, (line) => {
+    if (!line.startsWith('{')) return;
+    received.push(JSON.parse(line) as Datagram);
     for (const wake of waiters) wake();
   });
   return {
@@ -170,9 +185,9 @@ export async function udpSend(
   return options.awaitReply ? { from: result.from!, port: result.port!, payload: result.payload! } : undefined;
 }
 
-/** HTTP GET from a netns. Rejects on connection failure or timeout; any HTTP status resolves. */
-export async function httpGet(fromNetns: string, url: string, timeoutMs = 3000): Promise<{ status: number; body: string }> {
-  const result = await client(fromNetns, ['http', url], timeoutMs);
+/** HTTP GET from a netns (optionally from a given local address). Rejects on connection failure or timeout; any HTTP status resolves. */
+export async function httpGet(fromNetns: string, url: string, timeoutMs = 3000, options: { source?: string } = {}): Promise<{ status: number; body: string }> {
+  const result = await client(fromNetns, ['http', url, ...(options.source ? ['--source', options.source] : [])], timeoutMs);
   if (result.error !== undefined || result.status === undefined) {
     const Err = result.error?.startsWith('timeout') ? LabTimeoutError : LabError;
     throw new Err(`GET ${url} from ${fromNetns}: ${result.error ?? 'no answer'}`);

@@ -3,7 +3,8 @@
 // (the client's address as this side sees it, the local address it was
 // reached on) and closes. Run inside a lab netns by lab/tools/net.ts:
 //   node whoami-server.js --port 8080 [--bind 0.0.0.0] [--name pod1]
-// Prints "LISTENING <port>" when ready; exits when stdin closes.
+// Prints "LISTENING <port>" when ready and "CONN <client ip>" per connection;
+// exits when stdin closes.
 import net from 'node:net';
 import { parseArgs } from 'node:util';
 
@@ -16,6 +17,7 @@ if (!Number.isInteger(port) || port < 1 || port > 65535) {
 const server = net.createServer((socket) => {
   const strip = (ip: string | undefined): string => (ip ?? '?').replace(/^::ffff:/, '');
   socket.on('error', () => {});
+  process.stdout.write(`CONN ${strip(socket.remoteAddress)}\n`);
   socket.end(`${strip(socket.remoteAddress)} ${strip(socket.localAddress)} ${values.name}\n`);
 });
 server.listen(port, values.bind, () => process.stdout.write(`LISTENING ${port}\n`));

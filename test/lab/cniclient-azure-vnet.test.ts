@@ -11,6 +11,9 @@ import type { FakeCall } from '../unit/cni-fake-agent.js';
 import { FAKE_AGENT_MODULE, REPO_ROOT, tempDir } from '../unit/cni-helpers.js';
 import { buildClient, makeNetns, removeStaleNamespaces, runClient, type Netns } from './cniclient-helpers.js';
 
+// Dozens of plugin processes: more than tap's default 30 s on a busy 2-core machine.
+t.setTimeout(300_000);
+
 t.before(async () => {
   await removeStaleNamespaces();
   await buildClient();

@@ -12,6 +12,9 @@ import { run } from '../../control/exec.js';
 import { tempDir } from '../unit/cni-helpers.js';
 import { buildClient, CLIENT, inNetns, makeNetns, removeStaleNamespaces, runClient, waitFor } from './cniclient-helpers.js';
 
+// Dozens of plugin processes: more than tap's default 30 s on a busy 2-core machine.
+t.setTimeout(300_000);
+
 const REFERENCE_PLUGINS = '/usr/lib/cni';
 
 t.before(async () => {

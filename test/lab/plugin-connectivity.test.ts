@@ -5,7 +5,7 @@ import t from 'tap';
 import { Lab } from '../../lab/lab.js';
 import { defaultSpec } from '../../lab/spec.js';
 import { startWhoami, tcpWhoami, tcpWhoamiDetail, ping, httpGet, type ToolServer } from '../../lab/tools/net.js';
-import { MODES, VmCni, azureConflist, type PodHandle } from './helpers/cni-harness.js';
+import { MODES, VmCni, azureConflist } from './helpers/cni-harness.js';
 
 const PORT = 8080;
 

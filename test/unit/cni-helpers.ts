@@ -11,8 +11,20 @@ import type { FakeCall } from './cni-fake-agent.js';
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
 export const FAKE_AGENT_MODULE = path.join(REPO_ROOT, 'dist', 'test', 'unit', 'cni-fake-agent.js');
 
+let sweptStale = false;
+
+/** Remove temp dirs of earlier runs that died before their teardown (their pid is gone). */
+function sweepStaleTempDirs(): void {
+  sweptStale = true;
+  for (const name of fs.readdirSync(os.tmpdir())) {
+    const m = /^vnet-cni-[\w]+-(\d+)-\w{6}$/.exec(name);
+    if (m && !fs.existsSync(`/proc/${m[1]}`)) fs.rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
+  }
+}
+
 /** A temp dir removed when the test ends. */
 export function tempDir(t: Test, tag: string): string {
+  if (!sweptStale) sweepStaleTempDirs();
   const dir = fs.mkdtempSync(path.join(os.tmpdir(), `vnet-cni-${tag}-${process.pid}-`));
   t.teardown(() => fs.rmSync(dir, { recursive: true, force: true }));
   return dir;

@@ -8,6 +8,9 @@ import t from 'tap';
 import type { CniCall } from '../../control/types.js';
 import { baseConfig, oneJsonDoc, REPO_ROOT, runBinary, tempDir, verbs } from './cni-helpers.js';
 
+// Dozens of plugin processes: more than tap's default 30 s on a busy 2-core machine.
+t.setTimeout(300_000);
+
 const ALL = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
 const DNS = '"dns":{"nameservers":["168.63.129.16"],"search":["default.svc.cluster.local"]}';
 const ROUTES = '"routes":[{"dst":"0.0.0.0/0","gw":"10.240.0.1"}]';

@@ -37,7 +37,6 @@ import {
   type ConfigValue,
   type EndpointValue,
   type MapKey,
-  type NatTuple,
 } from './layouts.js';
 
 export { probeKernel } from './probe.js';

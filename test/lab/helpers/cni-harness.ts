@@ -130,3 +130,48 @@ export class VmCni {
     }
   }
 }
+
+export interface PluginRun {
+  code: number;
+  stdout: string;
+  stderr: string;
+  /** stdout parsed as JSON, or undefined if it is not exactly one JSON document */
+  json: Record<string, unknown> | undefined;
+}
+
+/** Execs bin/<plugin> inside the VM like a runtime: CNI_* env and the network config on stdin. */
+export async function execPlugin(lab: Lab, vm: string, env: Record<string, string>, stdin: string, plugin = 'azure-vnet'): Promise<PluginRun> {
+  const res = await lab.execVm(vm, [path.join(REPO, 'bin', plugin)], { env: { CNI_PATH, ...env }, input: stdin, timeoutMs: 60_000 });
+  let json: Record<string, unknown> | undefined;
+  try {
+    json = JSON.parse(res.stdout) as Record<string, unknown>;
+  } catch {
+    json = undefined;
+  }
+  return { ...res, json };
+}
+
+/** The plugin's view of one conflist entry, as libcni would pass it on stdin. */
+export function pluginStdin(conflist: Record<string, unknown>, index = 0, extra: Record<string, unknown> = {}): string {
+  const plugins = conflist.plugins as Record<string, unknown>[];
+  return JSON.stringify({ cniVersion: conflist.cniVersion, name: conflist.name, ...plugins[index], ...extra });
+}
+
+/** What a failed call must leave untouched: the VM's links, its state file, its rules. */
+export async function vmSnapshot(lab: Lab, vm: string): Promise<{ links: string; state: string; rules: string }> {
+  const links = await lab.execVm(vm, ['ip', '-o', 'link', 'show']);
+  const rules = await lab.execVm(vm, ['sh', '-c', 'iptables-save 2>/dev/null | grep -c "^-A" ; ebtables -t nat -L 2>/dev/null | grep -c "^-"']);
+  let state = '';
+  try {
+    state = readFileSync(path.join(lab.vmPaths(vm).varLib, 'state.json'), 'utf8');
+  } catch {
+    state = '(none)';
+  }
+  const linkNames = links.stdout
+    .split('\n')
+    .map((l) => l.split(':')[1]?.trim().split('@')[0])
+    .filter(Boolean)
+    .sort()
+    .join(',');
+  return { links: linkNames, state, rules: rules.stdout.trim() };
+}

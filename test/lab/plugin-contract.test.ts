@@ -1,0 +1,143 @@
+// The CNI contract in the lab: result formats for every spec version, CHECK,
+// idempotent ADD/DEL, and bad input answered with the right code while
+// changing nothing. Runs once per dataplane mode.
+import t from 'tap';
+import { Lab } from '../../lab/lab.js';
+import { defaultSpec } from '../../lab/spec.js';
+import { MODES, VmCni, azureConflist, execPlugin, pluginStdin, vmSnapshot } from './helpers/cni-harness.js';
+
+const VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
+
+for (const mode of MODES) {
+  t.test(`CNI contract in ${mode} mode`, async (t) => {
+    const spec = defaultSpec(3, 6);
+    spec.vms[2]!.secondaryIps = spec.vms[2]!.secondaryIps.slice(0, 2);
+    const lab = await Lab.up(spec);
+    t.teardown(() => lab.down());
+    const vm1 = lab.vmInfo('vm1');
+
+    t.test('every spec version gets a result in its own format', async (t) => {
+      for (const v of VERSIONS) {
+        // Debian's portmap (plugins 1.1.1) speaks up to 1.0.0, so the 1.1.0 list has azure-vnet alone.
+        const cni = new VmCni(lab, 'vm1', azureConflist({ cniVersion: v, dataplane: mode, portmap: v !== '1.1.0' }), `v${v}.conflist`);
+        const pod = await cni.addPod(`v${v.replaceAll('.', '')}`);
+        t.teardown(() => cni.del(pod).catch(() => {}));
+        const r = pod.result as { cniVersion: string; interfaces: { name: string; mac?: string; sandbox?: string }[]; ips: { version?: string; address: string; gateway: string; interface?: number }[]; routes: { dst: string; gw?: string }[] };
+        t.equal(r.cniVersion, v, `${v}: cniVersion echoed`);
+        t.ok(r.interfaces.every((i) => /^[0-9a-f]{2}(:[0-9a-f]{2}){5}$/.test(i.mac ?? '')), `${v}: every interface has a MAC`);
+        const ip = r.ips[0]!;
+        t.match(ip.address, new RegExp(`^${pod.ip.replaceAll('.', '\\.')}/16$`), `${v}: address with the subnet prefix`);
+        t.equal(ip.gateway, '10.240.0.1', `${v}: gateway is the subnet's .1`);
+        t.equal(r.interfaces[ip.interface!]?.sandbox, pod.netns, `${v}: ips[].interface points at the sandbox interface`);
+        t.equal(ip.version, v.startsWith('0.') ? '4' : undefined, `${v}: ips[].version only before 1.0.0`);
+        t.same(r.routes, [{ dst: '0.0.0.0/0', gw: '10.240.0.1' }], `${v}: default route via the gateway`);
+        await cni.del(pod);
+      }
+    });
+
+    t.test('CHECK passes on a healthy pod and detects a deleted pod veth', async (t) => {
+      const cni = new VmCni(lab, 'vm1', azureConflist({ cniVersion: '1.0.0', dataplane: mode }), 'check.conflist');
+      const pod = await cni.addPod('chk');
+      t.equal((await cni.check(pod)).code, 0, 'CHECK ok');
+      const del = await lab.execNs(pod.netns, ['ip', 'link', 'del', 'eth0']);
+      t.equal(del.code, 0, 'pod veth deleted behind the plugin');
+      const res = await cni.check(pod);
+      t.not(res.code, 0, 'CHECK fails');
+      t.match(res.stderr, /eth0/, 'and names the missing interface');
+      await cni.del(pod);
+    });
+
+    t.test('a repeated ADD returns the same IP and takes no second one', async (t) => {
+      const cni = new VmCni(lab, 'vm1', azureConflist({ dataplane: mode }));
+      const first = await cni.addPod('again');
+      const second = await cni.add('again', first.netns, first.containerId);
+      t.equal(second.ip, first.ip, 'same IP');
+      const held = Object.values(cni.state().endpoints).filter((e) => e.ip === first.ip);
+      t.equal(held.length, 1, 'one endpoint record');
+      await cni.del(first);
+      await cni.del(first);
+      t.pass('DEL twice succeeds');
+      const gone = await cni.addPod('gone');
+      await lab.removePodNetns(gone.netns);
+      await cni.del(gone);
+      t.pass('DEL succeeds when the netns is already gone');
+      const mine = Object.values(cni.state().endpoints).filter((e) => [first.ip, gone.ip].includes(e.ip));
+      t.same(mine, [], 'no endpoint left for these pods');
+      const links = await lab.execVm('vm1', ['ip', '-o', 'link', 'show', 'type', 'veth']);
+      const { hostVethName } = await import('../../control/netlink/veth.js');
+      t.notMatch(links.stdout, hostVethName(first.containerId, 'eth0'), 'no host veth left for the repeated pod');
+      t.notMatch(links.stdout, hostVethName(gone.containerId, 'eth0'), 'no host veth left for the pod whose netns vanished');
+    });
+
+    t.test('bad input: the right error code and nothing changed', async (t) => {
+      const conflist = azureConflist({ cniVersion: '1.0.0', dataplane: mode });
+      const stdin = pluginStdin(conflist);
+      const netns = await lab.addPodNetns('vm1', 'bad');
+      const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'bad-input-1', CNI_NETNS: netns, CNI_IFNAME: 'eth0' };
+      const cases: { name: string; env?: Record<string, string>; stdin?: string; code: number; msg: RegExp }[] = [
+        { name: 'empty config', stdin: '', code: 6, msg: /./ },
+        { name: 'malformed config', stdin: '{"cniVersion":', code: 6, msg: /./ },
+        { name: 'unknown cniVersion', stdin: pluginStdin({ ...conflist, cniVersion: '9.9.9' }), code: 1, msg: /9\.9\.9/ },
+        { name: 'missing netns', env: { ...env, CNI_NETNS: '' }, code: 4, msg: /CNI_NETNS/ },
+        { name: 'netns that does not exist', env: { ...env, CNI_NETNS: '/run/netns/does-not-exist' }, code: 4, msg: /does-not-exist/ },
+        { name: 'ifname too long', env: { ...env, CNI_IFNAME: 'eth0123456789abc' }, code: 4, msg: /CNI_IFNAME/ },
+        { name: 'ifname with a slash', env: { ...env, CNI_IFNAME: 'eth/0' }, code: 4, msg: /CNI_IFNAME/ },
+        { name: 'container ID with path characters', env: { ...env, CNI_CONTAINERID: '../../etc/passwd' }, code: 4, msg: /CNI_CONTAINERID/ },
+        { name: 'unknown ipam environment', stdin: pluginStdin(azureConflist({ dataplane: mode, ipam: { environment: 'nope' } })), code: 7, msg: /environment/ },
+      ];
+      for (const c of cases) {
+        const before = await vmSnapshot(lab, 'vm1');
+        const res = await execPlugin(lab, 'vm1', c.env ?? env, c.stdin ?? stdin);
+        t.not(res.code, 0, `${c.name}: non-zero exit`);
+        t.equal(res.json?.code, c.code, `${c.name}: CNI code ${c.code} (${String(res.json?.msg)})`);
+        t.match(String(res.json?.msg), c.msg, `${c.name}: the message says what to fix`);
+        t.same(await vmSnapshot(lab, 'vm1'), before, `${c.name}: nothing changed`);
+      }
+    });
+
+    t.test('wireserver down, slow or garbage: try again later, nothing changed', async (t) => {
+      const conflist = azureConflist({ cniVersion: '1.0.0', dataplane: mode, ipam: { wireserverTimeoutMs: 1000 } });
+      const netns = await lab.addPodNetns('vm2', 'ws');
+      const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'ws-1', CNI_NETNS: netns, CNI_IFNAME: 'eth0' };
+      for (const fault of [{ mode: 'down' }, { mode: 'slow', delayMs: 3000 }, { mode: 'garbage' }, { mode: 'truncated' }] as const) {
+        await lab.setWireserverFault(fault);
+        const before = await vmSnapshot(lab, 'vm2');
+        const res = await execPlugin(lab, 'vm2', env, pluginStdin(conflist));
+        t.equal(res.json?.code, 11, `${fault.mode}: code 11 (${String(res.json?.msg)})`);
+        t.match(String(res.json?.msg), /wireserver/, `${fault.mode}: the message names the wireserver`);
+        t.same(await vmSnapshot(lab, 'vm2'), before, `${fault.mode}: nothing changed`);
+      }
+      await lab.setWireserverFault({ mode: 'ok' });
+      const ok = await execPlugin(lab, 'vm2', env, pluginStdin(conflist));
+      t.equal(ok.code, 0, 'works once the wireserver answers again');
+      await execPlugin(lab, 'vm2', { ...env, CNI_COMMAND: 'DEL' }, pluginStdin(conflist));
+    });
+
+    t.test('a full pool is a clear error that takes nothing', async (t) => {
+      const cni = new VmCni(lab, 'vm3', azureConflist({ cniVersion: '1.0.0', dataplane: mode }));
+      const p1 = await cni.addPod('f1');
+      const p2 = await cni.addPod('f2');
+      const netns = await lab.addPodNetns('vm3', 'f3');
+      const before = await vmSnapshot(lab, 'vm3');
+      const res = await execPlugin(lab, 'vm3', { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'f3', CNI_NETNS: netns, CNI_IFNAME: 'eth0' }, pluginStdin(azureConflist({ cniVersion: '1.0.0', dataplane: mode })));
+      t.equal(res.json?.code, 100, `code 100 (${String(res.json?.msg)})`);
+      t.match(String(res.json?.msg), /pool/i, 'message explains the pool is exhausted');
+      t.same(await vmSnapshot(lab, 'vm3'), before, 'nothing changed');
+      await cni.del(p1);
+      await cni.del(p2);
+    });
+
+    t.test('a missing eth0 is a clear error that changes nothing', async (t) => {
+      const renamed = await lab.execVm('vm3', ['sh', '-c', 'ip link set eth0 down && ip link set eth0 name eth7']);
+      t.equal(renamed.code, 0, 'eth0 renamed away');
+      const netns = await lab.addPodNetns('vm3', 'noeth');
+      const before = await vmSnapshot(lab, 'vm3');
+      const res = await execPlugin(lab, 'vm3', { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'noeth', CNI_NETNS: netns, CNI_IFNAME: 'eth0' }, pluginStdin(azureConflist({ cniVersion: '1.0.0', dataplane: mode })));
+      t.equal(res.json?.code, 101, `code 101 (${String(res.json?.msg)})`);
+      t.match(String(res.json?.msg), /eth0/, 'the message names eth0');
+      t.same(await vmSnapshot(lab, 'vm3'), before, 'nothing changed');
+      await lab.execVm('vm3', ['sh', '-c', 'ip link set eth7 name eth0 && ip link set eth0 up']);
+    });
+    void vm1;
+  });
+}
