@@ -27,7 +27,6 @@ export function guardStdout(): Writer & { flush(): Promise<void> } {
     (process.stderr.write as (...a: unknown[]) => boolean)(chunk, ...rest)) as typeof stdout.write;
   stdout.write = divert;
   for (const method of ['log', 'info', 'debug', 'dir', 'table'] as const) {
-    // eslint-disable-next-line no-console
     console[method] = ((...args: unknown[]) => console.error(...args)) as (typeof console)[typeof method];
   }
   return {

@@ -25,6 +25,15 @@ import { assertSafeNetns } from './safety.js';
 import { createDataplane } from '../dataplane/index.js';
 
 const WIRESERVER_IP = '168.63.129.16/32';
+
+/**
+ * Fault injection for the crash tests: with VNET_CNI_LAB=1 (only lab VMs set
+ * it) and VNET_CNI_TEST_CRASH_AT=<point>, the process kills itself with
+ * SIGKILL at that point, exactly as the OOM killer or a node reboot would.
+ */
+function crashPoint(point: string): void {
+  if (process.env.VNET_CNI_LAB === '1' && process.env.VNET_CNI_TEST_CRASH_AT === point) process.kill(process.pid, 'SIGKILL');
+}
 /** Re-read the pool source at most this often on the ADD path (ms). */
 const POOL_MAX_AGE_MS = 30_000;
 
@@ -140,6 +149,13 @@ export class Agent implements AgentApi {
   private async ensureNode(state: NodeState, config: NetConf, node: NodeNetwork): Promise<Dataplane> {
     const dp = await this.dataplane(config.dataplane);
     const previous = state.node?.mode;
+    // Hot path: the node is already set up for this mode and network. One cheap
+    // kernel check instead of a full (idempotent but spawn-heavy) ensure, since
+    // this runs under the node lock on every ADD.
+    if (previous === config.dataplane && JSON.stringify(state.node!.network) === JSON.stringify(node) && (await dp.hasNodeState(node))) {
+      state.node!.config = { ...config, dataplane: dp.mode };
+      return dp;
+    }
     if (previous && previous !== config.dataplane) {
       const others = Object.values(state.endpoints).filter((e) => e.mode === previous);
       if (others.length > 0) {
@@ -218,6 +234,7 @@ export class Agent implements AgentApi {
     });
 
     const { rec, dp, node } = prepared;
+    crashPoint('add:after-intent');
     if (prepared.reused) {
       // Same container and ifname again: hand back the same IP if the pod is intact, else rebuild it.
       try {
@@ -236,9 +253,12 @@ export class Agent implements AgentApi {
       await deleteHostVeth(plan.hostVeth); // a crashed earlier attempt may have left it
       await createVethPair(plan);
       undo.push('delete veth', () => deleteHostVeth(plan.hostVeth));
+      crashPoint('add:after-veth');
       await configurePodSide(plan);
+      crashPoint('add:after-pod-config');
       await dp.attachEndpoint(node, plan);
       undo.push('detach endpoint', () => dp.detachEndpoint(node, plan));
+      crashPoint('add:after-attach');
       await this.store.transaction((state) => {
         const cur = state.endpoints[key];
         if (cur) cur.phase = 'ready';
@@ -274,12 +294,15 @@ export class Agent implements AgentApi {
       if (rec) rec.phase = 'deleting';
       return rec ? { rec, node: state.node?.network } : undefined;
     });
+    crashPoint('del:after-mark');
     if (found?.node) {
       const dp = await this.dataplane(found.rec.mode);
       await dp.detachEndpoint(found.node, planOf(found.rec));
     }
+    crashPoint('del:after-detach');
     // The veth name is deterministic, so even without a record nothing leaks.
     await deleteHostVeth(found?.rec.hostVeth ?? hostVethName(call.containerId, call.ifName));
+    crashPoint('del:after-veth');
     await this.store.transaction(async (state) => {
       delete state.endpoints[key];
       release(state.ipam, ownerOf(call));

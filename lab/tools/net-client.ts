@@ -1,9 +1,8 @@
-// One-shot network client run inside a lab netns by lab/tools/net.ts. Prints
+// One-shot network client run inside a lab netns by lab/tools/net.ts (the
+// cases socat cannot report: a UDP reply's source address, HTTP status). Prints
 // one JSON line on success; exits 1 with {"error": ...} on failure or timeout.
-//   node net-client.js tcp  IP PORT [--source IP] [--timeout MS]
 //   node net-client.js udp  IP PORT PAYLOAD [--source IP] [--reply] [--timeout MS]
 //   node net-client.js http URL [--source IP] [--timeout MS]
-import net from 'node:net';
 import dgram from 'node:dgram';
 import http from 'node:http';
 import { parseArgs } from 'node:util';
@@ -21,15 +20,7 @@ function finish(result: unknown, code = 0): never {
 }
 setTimeout(() => finish({ error: `timeout after ${timeoutMs} ms` }, 1), timeoutMs).unref();
 
-if (mode === 'tcp') {
-  const [host, port] = rest;
-  const socket = net.connect({ host: host!, port: Number(port), ...(values.source ? { localAddress: values.source } : {}) });
-  let data = '';
-  socket.setEncoding('utf8');
-  socket.on('data', (chunk: string) => (data += chunk));
-  socket.on('end', () => finish({ data, local: socket.localAddress, remote: socket.remoteAddress }));
-  socket.on('error', (err: NodeJS.ErrnoException) => finish({ error: err.code ?? err.message }, 1));
-} else if (mode === 'udp') {
+if (mode === 'udp') {
   const [host, port, payload = ''] = rest;
   const socket = dgram.createSocket('udp4');
   socket.on('error', (err: NodeJS.ErrnoException) => finish({ error: err.code ?? err.message }, 1));
@@ -50,5 +41,5 @@ if (mode === 'tcp') {
   });
   req.on('error', (err: NodeJS.ErrnoException) => finish({ error: err.code ?? err.message }, 1));
 } else {
-  finish({ error: 'usage: net-client.js tcp|udp|http ...' }, 2);
+  finish({ error: 'usage: net-client.js udp|http ...' }, 2);
 }

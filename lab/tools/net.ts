@@ -89,16 +89,32 @@ async function client(fromNetns: string, args: string[], timeoutMs: number): Pro
   }
 }
 
+/**
+ * socat's error line as an errno-like word: "E connect(...): Connection refused" -> ECONNREFUSED.
+ * (socat, a small C program, starts in milliseconds; node takes ~100-500 ms on a loaded machine.)
+ */
+function socatError(stderr: string): string {
+  if (/Connection refused/.test(stderr)) return 'ECONNREFUSED';
+  if (/timed out|Operation now in progress|inactivity timeout/.test(stderr)) return 'timeout';
+  if (/Network is unreachable/.test(stderr)) return 'ENETUNREACH';
+  if (/No route to host/.test(stderr)) return 'EHOSTUNREACH';
+  if (/Cannot assign requested address/.test(stderr)) return 'EADDRNOTAVAIL';
+  return stderr.trim().split('\n').pop()?.replace(/^.* E /, '') || 'no answer';
+}
+
 /** Connect from `fromNetns` to ip:port; resolves with what the whoami server answered. Rejects on failure or timeout. */
 export async function tcpWhoamiDetail(fromNetns: string, ip: string, port: number, options: { source?: string; timeoutMs?: number } = {}): Promise<WhoamiAnswer> {
   const timeoutMs = options.timeoutMs ?? 3000;
-  const args = ['tcp', ip, String(port), ...(options.source ? ['--source', options.source] : [])];
-  const result = await client(fromNetns, args, timeoutMs);
-  if (result.error !== undefined || result.data === undefined) {
-    const Err = result.error?.startsWith('timeout') ? LabTimeoutError : LabError;
-    throw new Err(`tcp ${fromNetns} -> ${ip}:${port}: ${result.error ?? 'no answer'}`);
+  const seconds = (timeoutMs / 1000).toFixed(3);
+  const address = `TCP:${ip}:${port},connect-timeout=${seconds}${options.source ? `,bind=${options.source}` : ''}`;
+  const result = await run(inNetns(fromNetns, ['socat', '-T', seconds, '-u', address, 'STDOUT']), { timeoutMs: timeoutMs + 5000 });
+  const line = result.stdout.trim();
+  if (result.code !== 0 || line === '') {
+    const error = result.code === 0 ? 'connection closed without an answer' : socatError(result.stderr);
+    const Err = error === 'timeout' ? LabTimeoutError : LabError;
+    throw new Err(`tcp ${fromNetns} -> ${ip}:${port}: ${error}`);
   }
-  const [clientIp = '', server = '', name = ''] = result.data.trim().split(' ');
+  const [clientIp = '', server = '', name = ''] = line.split(' ');
   return { client: clientIp, server, name };
 }
 
@@ -166,7 +182,8 @@ export async function startUdpSink(netns: string, port: number, options: { echo?
 /**
  * Send one UDP datagram. With awaitReply, resolves with the reply (whose
  * `from` is the source address the reply really carried); otherwise undefined.
- * A `source` that is not configured locally needs net.ipv4.ip_nonlocal_bind=1 in fromNetns.
+ * `source` must be configured in fromNetns (the kernel sends only from local addresses;
+ * to spoof, add it as a /32 on eth0 first).
  */
 export async function udpSend(
   fromNetns: string,
@@ -176,13 +193,19 @@ export async function udpSend(
   options: { source?: string; awaitReply?: boolean; timeoutMs?: number } = {},
 ): Promise<Datagram | undefined> {
   const timeoutMs = options.timeoutMs ?? 3000;
-  const args = ['udp', ip, String(port), payload, ...(options.source ? ['--source', options.source] : []), ...(options.awaitReply ? ['--reply'] : [])];
+  if (!options.awaitReply) {
+    const address = `UDP-SENDTO:${ip}:${port}${options.source ? `,bind=${options.source}` : ''}`;
+    const sent = await run(inNetns(fromNetns, ['socat', '-u', 'STDIN', address]), { input: payload, timeoutMs });
+    if (sent.code !== 0) throw new LabError(`udp ${fromNetns} -> ${ip}:${port}: ${socatError(sent.stderr)}`);
+    return undefined;
+  }
+  const args = ['udp', ip, String(port), payload, ...(options.source ? ['--source', options.source] : []), '--reply'];
   const result = await client(fromNetns, args, timeoutMs);
   if (result.error !== undefined) {
     const Err = result.error.startsWith('timeout') ? LabTimeoutError : LabError;
     throw new Err(`udp ${fromNetns} -> ${ip}:${port}: ${result.error}`);
   }
-  return options.awaitReply ? { from: result.from!, port: result.port!, payload: result.payload! } : undefined;
+  return { from: result.from!, port: result.port!, payload: result.payload! };
 }
 
 /** HTTP GET from a netns (optionally from a given local address). Rejects on connection failure or timeout; any HTTP status resolves. */

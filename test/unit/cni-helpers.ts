@@ -17,7 +17,7 @@ let sweptStale = false;
 function sweepStaleTempDirs(): void {
   sweptStale = true;
   for (const name of fs.readdirSync(os.tmpdir())) {
-    const m = /^vnet-cni-[\w]+-(\d+)-\w{6}$/.exec(name);
+    const m = /^vnet-cni-[\w-]+?-(\d+)-\w{6}$/.exec(name);
     if (m && !fs.existsSync(`/proc/${m[1]}`)) fs.rmSync(path.join(os.tmpdir(), name), { recursive: true, force: true });
   }
 }

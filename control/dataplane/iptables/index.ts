@@ -117,7 +117,8 @@ export class IptablesDataplane implements Dataplane {
     await restoreNic(node);
   }
 
+  /** Cheap: the NIC is a port of our bridge (rules are re-ensured whenever this is false). */
   async hasNodeState(node: NodeNetwork): Promise<boolean> {
-    return (await linkInfo(node.bridge)) !== undefined;
+    return (await linkInfo(node.nic))?.master === node.bridge;
   }
 }

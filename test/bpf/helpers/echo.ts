@@ -1,6 +1,6 @@
 // A tiny TCP/UDP peer for the real-traffic tests, run inside a netns with
 // `ip netns exec NS node echo.js ...`:
-//   server tcp|udp PORT          prints "ready", answers every client with "<its address>:<its port>"
+//   server tcp|udp PORT [ADDR]   prints "ready", answers every client with "<its address>:<its port>"
 //   client tcp|udp HOST PORT     prints the answer (exit 0) or exits 1 after 3 s
 import net from 'node:net';
 import dgram from 'node:dgram';
@@ -16,7 +16,9 @@ if (role === 'server' && proto === 'tcp') {
 } else if (role === 'server' && proto === 'udp') {
   const sock = dgram.createSocket('udp4');
   sock.on('message', (_msg, rinfo) => sock.send(`${rinfo.address}:${rinfo.port}\n`, rinfo.port, rinfo.address));
-  sock.bind(Number(a), '0.0.0.0', () => console.log('ready'));
+  // Bind the address clients use: an unbound UDP reply would leave from
+  // whatever source the route picks, as no real server does.
+  sock.bind(Number(a), b ?? '0.0.0.0', () => console.log('ready'));
 } else if (role === 'client') {
   const timer = setTimeout(() => {
     console.error('timeout');
