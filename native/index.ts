@@ -128,6 +128,8 @@ export interface TcTarget {
 export interface NativeAddon {
   flock(fd: number, exclusive: boolean, timeoutMs: number): Promise<void>;
   funlock(fd: number): void;
+  /** Blocking flock on a dup of fd; bound the wait by closing fd (the lock then dies with the dup). */
+  flockWait(fd: number, exclusive: boolean): Promise<void>;
 
   loadObject(path: string, options?: LoadObjectOptions): Promise<BpfObject>;
   openPinnedMap(path: string): BpfMap;

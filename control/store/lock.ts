@@ -17,14 +17,26 @@ export async function acquireLock(file: string, timeoutMs: number): Promise<Held
   const fh = await open(file, 'a', 0o600).catch((err: unknown) => {
     throw new StoreError(`cannot open lock file ${file}: ${(err as Error).message}`, { cause: err });
   });
+  let timer: NodeJS.Timeout | undefined;
+  const timedOut = new Promise<'timeout'>((resolve) => {
+    timer = setTimeout(() => resolve('timeout'), timeoutMs);
+  });
+  const waiting = native().flockWait(fh.fd, true);
   try {
-    await native().flock(fh.fd, true, timeoutMs);
-  } catch (err) {
-    await fh.close();
-    if ((err as { code?: string }).code === 'ETIMEDOUT') {
-      throw new TryAgainError(`timed out after ${timeoutMs} ms waiting for the node lock ${file}; another CNI call holds it`, { cause: err });
+    const outcome = await Promise.race([waiting.then(() => 'locked' as const), timedOut]);
+    if (outcome === 'timeout') {
+      // Closing our fd leaves the waiting worker with its own dup: if it is
+      // granted the lock later, the lock is dropped when that dup closes.
+      waiting.catch(() => {});
+      await fh.close();
+      throw new TryAgainError(`timed out after ${timeoutMs} ms waiting for the node lock ${file}; another CNI call holds it`);
     }
+  } catch (err) {
+    if (err instanceof TryAgainError) throw err;
+    await fh.close().catch(() => {});
     throw new StoreError(`cannot lock ${file}: ${(err as Error).message}`, { cause: err });
+  } finally {
+    clearTimeout(timer);
   }
   let released = false;
   return {

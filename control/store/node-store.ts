@@ -89,6 +89,23 @@ export class NodeStore {
    * (possibly mutated) state is written atomically before the lock is released.
    */
   async transaction<T>(fn: (state: NodeState) => Promise<T> | T): Promise<T> {
+    // One transaction at a time per process: a flock waiter occupies a libuv
+    // pool thread, and the holder needs pool threads for its file I/O, so
+    // unbounded in-process waiters (the daemon) could starve the holder.
+    const prev = this.inProcess;
+    let done!: () => void;
+    this.inProcess = new Promise<void>((resolve) => (done = resolve));
+    await prev;
+    try {
+      return await this.lockedTransaction(fn);
+    } finally {
+      done();
+    }
+  }
+
+  private inProcess: Promise<void> = Promise.resolve();
+
+  private async lockedTransaction<T>(fn: (state: NodeState) => Promise<T> | T): Promise<T> {
     const lock = await acquireLock(this.lockFile, this.lockTimeoutMs);
     try {
       const state = await this.load();

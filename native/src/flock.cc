@@ -7,6 +7,7 @@
 #include <string.h>
 #include <time.h>
 #include <unistd.h>
+#include <fcntl.h>
 
 namespace {
 
@@ -57,6 +58,55 @@ class FlockWorker : public Napi::AsyncWorker {
   int err_ = 0;
 };
 
+// A blocking wait on a dup of the caller's fd. The kernel queues blocked
+// waiters, so under contention nobody starves the way LOCK_NB polling can.
+// The worker owns the dup: if the caller gives up (closes its fd on a
+// timeout), the lock, once granted, dies with the dup when the worker closes
+// it, and a reused fd number can never be locked by mistake.
+class FlockWaitWorker : public Napi::AsyncWorker {
+ public:
+  FlockWaitWorker(Napi::Env env, int dupfd, bool exclusive)
+      : Napi::AsyncWorker(env), deferred_(Napi::Promise::Deferred::New(env)), fd_(dupfd), exclusive_(exclusive) {}
+  Napi::Promise Promise() { return deferred_.Promise(); }
+  void Execute() override {
+    int rc;
+    do {
+      rc = flock(fd_, exclusive_ ? LOCK_EX : LOCK_SH);
+    } while (rc != 0 && errno == EINTR);
+    if (rc != 0) err_ = errno;
+    close(fd_);  // the lock lives on in the caller's open file description
+  }
+  void OnOK() override {
+    if (err_ != 0) deferred_.Reject(ErrnoError(Env(), "flock", err_).Value());
+    else deferred_.Resolve(Env().Undefined());
+  }
+  void OnError(const Napi::Error& e) override { deferred_.Reject(e.Value()); }
+
+ private:
+  Napi::Promise::Deferred deferred_;
+  int fd_;
+  bool exclusive_;
+  int err_ = 0;
+};
+
+// flockWait(fd, exclusive) -> Promise<void>; the caller bounds the wait by closing fd.
+Napi::Value FlockWait(const Napi::CallbackInfo& info) {
+  Napi::Env env = info.Env();
+  if (info.Length() < 2 || !info[0].IsNumber() || !info[1].IsBoolean()) {
+    Napi::TypeError::New(env, "flockWait(fd: number, exclusive: boolean)").ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  int dupfd = fcntl(info[0].As<Napi::Number>().Int32Value(), F_DUPFD_CLOEXEC, 0);
+  if (dupfd < 0) {
+    ErrnoError(env, "fcntl", errno).ThrowAsJavaScriptException();
+    return env.Undefined();
+  }
+  auto* w = new FlockWaitWorker(env, dupfd, info[1].As<Napi::Boolean>().Value());
+  Napi::Promise p = w->Promise();
+  w->Queue();
+  return p;
+}
+
 // flock(fd, exclusive, timeoutMs) -> Promise<void>
 Napi::Value Flock(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
@@ -89,5 +139,6 @@ Napi::Value Funlock(const Napi::CallbackInfo& info) {
 Napi::Object InitFlock(Napi::Env env, Napi::Object exports) {
   exports.Set("flock", Napi::Function::New(env, Flock));
   exports.Set("funlock", Napi::Function::New(env, Funlock));
+  exports.Set("flockWait", Napi::Function::New(env, FlockWait));
   return exports;
 }

@@ -48,7 +48,14 @@ t.test('fabric ARP and anti-spoofing', async (t) => {
     const realMac = lab.vmInfo('vm1').mac;
     t.equal((await lab.execNs(vm1, ['ip', 'link', 'set', 'eth0', 'address', '02:00:00:00:00:99'])).code, 0);
     t.teardown(() => lab.execNs(vm1, ['ip', 'link', 'set', 'eth0', 'address', realMac]));
+    // The MAC change flushed vm1's neighbours; a static entry lets the IP frame leave without ARP,
+    // so only the frame's source MAC can stop it.
+    t.equal((await lab.execNs(vm1, ['ip', 'neigh', 'replace', vm2ip, 'lladdr', FABRIC_MAC, 'dev', 'eth0', 'nud', 'permanent'])).code, 0);
     await udpSend(vm1, vm2ip, 9000, 'spoofed-mac');
+    await lab.execNs(vm1, ['ip', 'neigh', 'del', vm2ip, 'dev', 'eth0']);
+    // And an ARP request from the spoofed MAC is not answered either.
+    t.notOk(await ping(vm1, '10.240.2.4'), 'no ARP answer to a spoofed MAC');
+    t.notMatch(await neighbour(lab, vm1, '10.240.2.4'), /lladdr/);
     t.equal((await lab.execNs(vm1, ['ip', 'link', 'set', 'eth0', 'address', realMac])).code, 0);
     await udpSend(vm1, vm2ip, 9000, 'real-mac');
     const good = await sink.waitFor('real-mac');

@@ -47,7 +47,8 @@ t.test('down() removes every namespace, link, pin, process and file', async (t) 
   await makePin(lab, 'vm1', 'pin1');
   t.ok(existsSync(path.join(lab.vmPaths('vm1').bpffs, 'pin1')), 'the pin is on the machine bpffs');
   await lab.addPodNetns('vm1', 'p1');
-  t.ok(leftovers(lab.names).netns.length >= 8, 'fabric, hosts, VMs and the pod exist');
+  const expected = ['fabric', 'inet', 'onprem', 'wire', 'vm1', 'vm2', 'vm1-p1'].map((n) => `${lab.prefix}-${n}`);
+  t.same(leftovers(lab.names).netns.sort(), expected.sort(), 'fabric, hosts, VMs and the pod exist');
 
   await lab.down();
   await lab.down(); // idempotent
