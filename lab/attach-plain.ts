@@ -82,8 +82,7 @@ export const plainAttach: AttachPod = async (lab, vm, pod) => {
 };
 
 /** Undo plainAttach: delete the pod netns (its veth goes with it) and free the IP. */
-export async function plainDetach(lab: Lab, vm: string, pod: AttachedPod): Promise<void> {
+export async function plainDetach(lab: Lab, pod: AttachedPod): Promise<void> {
   await lab.removePodNetns(pod.netns);
   allocated.get(lab)?.delete(pod.ip);
-  void vm;
 }

@@ -2,7 +2,7 @@
 // and docs/lab.md). Lab.up() builds it from a spec; every change made while
 // pods run goes through this class, which keeps vnet.json and the kernel in
 // step; down() removes every namespace, process, file and pin it made.
-import { existsSync, mkdirSync, writeFileSync } from 'node:fs';
+import { closeSync, existsSync, mkdirSync, openSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { ChildProcess } from 'node:child_process';
@@ -155,7 +155,6 @@ export class Lab {
   private async startWireserver(): Promise<void> {
     const { names } = this;
     const script = path.join(path.dirname(fileURLToPath(import.meta.url)), 'wireserver.js');
-    const { openSync, closeSync } = await import('node:fs');
     const logFd = openSync(path.join(names.stateDir, 'wireserver.log'), 'a');
     try {
       const child = startChild(
@@ -176,7 +175,7 @@ export class Lab {
   down(): Promise<void> {
     if (!this.owned) {
       const owner = readOwner(this.names);
-      if (owner && ownerAlive(owner)) throw new LabError(`lab ${this.prefix} belongs to pid ${owner.pid}; stop that process (vnetctl lab down)`);
+      if (owner && ownerAlive(owner)) return Promise.reject(new LabError(`lab ${this.prefix} belongs to pid ${owner.pid}; stop that process (vnetctl lab down)`));
     }
     this.downPromise ??= (async () => {
       liveLabs.delete(this);

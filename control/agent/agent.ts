@@ -14,7 +14,7 @@ import { createPoolSource, selectNic } from '../ipam/index.js';
 import { allocate, applyPool, release, lookup, poolSummary, allocations } from '../ipam/allocator.js';
 import type { NicPool } from '../ipam/types.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../dataplane/types.js';
-import { linkInfo, ipv4Addrs } from '../netlink/ip.js';
+import { linkInfo, ipv4Addrs, type LinkInfo } from '../netlink/ip.js';
 import { createVethPair, configurePodSide, deleteHostVeth, checkPodSide, hostVethName, randomMac, listHostVeths } from '../netlink/veth.js';
 import {
   DataplaneUnavailableError, InvalidConfigError, NotReadyError, PoolExhaustedError, PoolSourceError,
@@ -122,9 +122,7 @@ export class Agent implements AgentApi {
     }
   }
 
-  private async nodeNetwork(config: NetConf, state: NodeState): Promise<NodeNetwork> {
-    const nic = await linkInfo(config.master);
-    if (!nic) throw new DataplaneUnavailableError(`host interface ${config.master} not found; set "master" in the conflist to the VM's NIC`);
+  private async nodeNetwork(config: NetConf, state: NodeState, nic: LinkInfo): Promise<NodeNetwork> {
     const s = poolSummary(state.ipam);
     if (!s.subnet || !s.gateway) throw new PoolSourceError('the pool has no subnet yet; the pool source has not answered');
     // Static pools do not know the VM's address: take it from the NIC (or the bridge holding the NIC's addresses).
@@ -206,9 +204,9 @@ export class Agent implements AgentApi {
 
     const prepared = await this.store.transaction(async (state) => {
       const existing = state.endpoints[key];
-      if (existing?.phase === 'ready' && existing.netns === call.netns) return { rec: existing, reused: true, dp: await this.dataplane(existing.mode), node: state.node!.network };
+      if (existing?.phase === 'ready' && existing.netns === call.netns) return { rec: existing, reused: true, retry: true, dp: await this.dataplane(existing.mode), node: state.node!.network };
       await this.refreshPool(state, config, nic.address, false);
-      const node = await this.nodeNetwork(config, state);
+      const node = await this.nodeNetwork(config, state, nic);
       const dp = await this.ensureNode(state, config, node);
       let ip: string;
       try {
@@ -230,7 +228,7 @@ export class Agent implements AgentApi {
         ...(call.args.K8S_POD_NAMESPACE ? { podNamespace: call.args.K8S_POD_NAMESPACE } : {}),
       };
       state.endpoints[key] = rec;
-      return { rec, reused: false, dp, node };
+      return { rec, reused: false, dp, node, retry: existing !== undefined };
     });
 
     const { rec, dp, node } = prepared;
@@ -250,7 +248,7 @@ export class Agent implements AgentApi {
     const undo = new Rollback(log);
     try {
       const plan = planOf(rec);
-      await deleteHostVeth(plan.hostVeth); // a crashed earlier attempt may have left it
+      if (prepared.reused || prepared.retry) await deleteHostVeth(plan.hostVeth); // a crashed earlier attempt may have left it
       await createVethPair(plan);
       undo.push('delete veth', () => deleteHostVeth(plan.hostVeth));
       crashPoint('add:after-veth');

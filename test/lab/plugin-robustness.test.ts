@@ -10,7 +10,7 @@ import { MODES, VmCni, azureConflist, execPlugin, pluginStdin, type PodHandle } 
 const ADD_POINTS = ['add:after-intent', 'add:after-veth', 'add:after-pod-config', 'add:after-attach'];
 const DEL_POINTS = ['del:after-mark', 'del:after-detach', 'del:after-veth'];
 const POD_COUNT = Number(process.env.VNET_TEST_PODS ?? 250);
-const IN_FLIGHT = Number(process.env.VNET_TEST_IN_FLIGHT ?? 50);
+const IN_FLIGHT = Number(process.env.VNET_TEST_IN_FLIGHT ?? 32);
 
 async function inParallel<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
