@@ -18,7 +18,7 @@ interface Row {
 }
 
 async function iperf(client: Netns, server: Netns, dst: string): Promise<number> {
-  const srv = await Background.start(server, ['iperf3', '-s', '-1', '-B', dst], /Server listening/);
+  const srv = await Background.start(server, ['iperf3', '-s', '-1', '--forceflush', '-B', dst], /Server listening/);
   try {
     const out = await client.exec('iperf3', '-c', dst, '-t', String(seconds), '-J');
     const json = JSON.parse(out) as { end: { sum_received: { bits_per_second: number } } };

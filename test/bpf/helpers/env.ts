@@ -122,7 +122,10 @@ export class Background {
     const child = spawn('ip', ['netns', 'exec', ns.name, ...argv], { stdio: ['ignore', 'pipe', 'pipe'] });
     const bg = new Background(child, '');
     await new Promise<void>((resolve, reject) => {
-      const timer = setTimeout(() => reject(new Error(`${argv.join(' ')} not ready after ${timeoutMs} ms: ${bg.output}`)), timeoutMs);
+      const timer = setTimeout(() => {
+        bg.stop(); // never leave a half-started server behind
+        reject(new Error(`${argv.join(' ')} not ready after ${timeoutMs} ms: ${bg.output}`));
+      }, timeoutMs);
       const onData = (d: Buffer): void => {
         bg.output += d.toString();
         if (ready.test(bg.output)) {

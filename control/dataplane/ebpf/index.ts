@@ -1,0 +1,95 @@
+// The ebpf dataplane: no bridge. Each pod's host veth answers the pod's ARP
+// by proxy (so every pod frame reaches the host veth), carries a /32 route
+// for the pod, and runs from_pod; the NIC runs from_nic and to_nic. The
+// programs forward between pods and to the NIC and SNAT to the primary IP in
+// the kernel; the maps they read are pinned, so a restarted control plane or
+// a short-lived CNI call edits them without interrupting traffic.
+import { existsSync, mkdirSync } from 'node:fs';
+import path from 'node:path';
+import { ipBatch, linkInfo, setSysctl } from '../../netlink/ip.js';
+import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
+import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
+import { EbpfPrograms, probeKernel, type EbpfConfig } from './programs.js';
+
+function configOf(node: NodeNetwork): EbpfConfig {
+  return { primaryIp: node.primaryIp, nicName: node.nic, nicMac: node.nicMac, noSnatCidrs: node.noSnatCidrs };
+}
+
+/** Open the pinned dataplane, run fn, always release the handles (pins stay). */
+async function withPins<T>(node: NodeNetwork, fn: (p: EbpfPrograms) => Promise<T> | T): Promise<T> {
+  const programs = await EbpfPrograms.open(node.bpfRoot);
+  try {
+    return await fn(programs);
+  } finally {
+    programs.close();
+  }
+}
+
+export class EbpfDataplane implements Dataplane {
+  readonly mode = 'ebpf' as const;
+
+  async probe(node: NodeNetwork): Promise<void> {
+    await probeKernel({ bpffs: node.bpfRoot });
+    if (!(await linkInfo(node.nic))) throw new DataplaneUnavailableError(`host interface ${node.nic} not found; set "master" in the conflist to the VM's NIC`);
+  }
+
+  async ensureNode(node: NodeNetwork): Promise<void> {
+    const nic = await linkInfo(node.nic);
+    if (!nic) throw new DataplaneUnavailableError(`host interface ${node.nic} not found; set "master" in the conflist to the VM's NIC`);
+    if (nic.master) throw new DataplaneUnavailableError(`${node.nic} is a port of ${nic.master}; the ebpf dataplane needs the NIC unbridged (drain the node's iptables-mode pods first)`);
+    // Pods reach the fabric through the host's FIB (bpf_redirect_neigh) and
+    // proxy ARP only answers on interfaces that forward.
+    await setSysctl('net.ipv4.ip_forward', '1');
+    mkdirSync(node.bpfRoot, { recursive: true, mode: 0o700 });
+    const programs = await EbpfPrograms.open(node.bpfRoot, configOf(node));
+    try {
+      await programs.attachNic(node.nic);
+    } finally {
+      programs.close();
+    }
+  }
+
+  async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
+    // proxy_delay 0: the kernel otherwise delays proxy ARP answers by up to 0.8 s.
+    await setSysctl(`net.ipv4.conf.${ep.hostVeth}.proxy_arp`, '1');
+    await setSysctl(`net.ipv4.neigh.${ep.hostVeth}.proxy_delay`, '0');
+    await ipBatch([`link set ${ep.hostVeth} up`, `route replace ${ep.ip}/32 dev ${ep.hostVeth} scope link`]);
+    await withPins(node, async (p) => {
+      const ifindex = await p.attachPod(ep.hostVeth);
+      p.setEndpoint(ep.ip, { ifindex, podMac: ep.podMac, hostMac: ep.hostMac });
+    });
+  }
+
+  async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
+    if (!existsSync(path.join(node.bpfRoot, 'maps'))) return;
+    await withPins(node, (p) => p.deleteEndpoint(ep.ip));
+    // The /32 route and the tc hook go with the veth itself.
+  }
+
+  async checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
+    const host = await linkInfo(ep.hostVeth);
+    if (!host) throw new DataplaneError(`host veth ${ep.hostVeth} not found`);
+    await withPins(node, async (p) => {
+      const entry = p.getEndpoint(ep.ip);
+      if (!entry) throw new DataplaneError(`endpoint map has no entry for ${ep.ip}`);
+      if (entry.ifindex !== host.ifindex) throw new DataplaneError(`endpoint map sends ${ep.ip} to ifindex ${entry.ifindex}, but ${ep.hostVeth} is ${host.ifindex}`);
+      if (entry.podMac.toLowerCase() !== ep.podMac.toLowerCase()) throw new DataplaneError(`endpoint map has MAC ${entry.podMac} for ${ep.ip}, expected ${ep.podMac}`);
+      const hooks = await p.attachedHooks();
+      if (!hooks.some((h) => h.ifname === ep.hostVeth && h.direction === 'ingress' && h.program === 'from_pod')) {
+        throw new DataplaneError(`from_pod is not attached to ${ep.hostVeth}`);
+      }
+    });
+  }
+
+  async teardownNode(node: NodeNetwork): Promise<void> {
+    if (!existsSync(path.join(node.bpfRoot, 'maps'))) return;
+    const programs = await EbpfPrograms.open(node.bpfRoot);
+    await programs.unloadAll();
+  }
+
+  /** Cheap: the pins exist and the NIC runs our ingress program. */
+  async hasNodeState(node: NodeNetwork): Promise<boolean> {
+    if (!existsSync(path.join(node.bpfRoot, 'maps'))) return false;
+    return withPins(node, async (p) => (await p.attachedHooks()).some((h) => h.ifname === node.nic && h.program === 'from_nic'));
+  }
+}
