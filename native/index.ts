@@ -73,7 +73,7 @@ export interface BpfProgram {
   readonly fd: number;
   readonly name: string;
   info(): BpfProgramInfo;
-  /** bpf_obj_pin; the directory must exist on a bpffs. */
+  /** bpf_obj_pin; the directory must exist on a bpffs. Unpin = fs.unlinkSync(path). */
   pin(path: string): void;
   testRun(options: TestRunOptions): Promise<TestRunResult>;
   /** Idempotent. */

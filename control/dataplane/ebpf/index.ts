@@ -74,8 +74,7 @@ export class EbpfDataplane implements Dataplane {
       if (!entry) throw new DataplaneError(`endpoint map has no entry for ${ep.ip}`);
       if (entry.ifindex !== host.ifindex) throw new DataplaneError(`endpoint map sends ${ep.ip} to ifindex ${entry.ifindex}, but ${ep.hostVeth} is ${host.ifindex}`);
       if (entry.podMac.toLowerCase() !== ep.podMac.toLowerCase()) throw new DataplaneError(`endpoint map has MAC ${entry.podMac} for ${ep.ip}, expected ${ep.podMac}`);
-      const hooks = await p.attachedHooks();
-      if (!hooks.some((h) => h.ifname === ep.hostVeth && h.direction === 'ingress' && h.program === 'from_pod')) {
+      if ((await p.hookProgram(ep.hostVeth, 'ingress')) !== 'from_pod') {
         throw new DataplaneError(`from_pod is not attached to ${ep.hostVeth}`);
       }
     });
@@ -90,6 +89,6 @@ export class EbpfDataplane implements Dataplane {
   /** Cheap: the pins exist and the NIC runs our ingress program. */
   async hasNodeState(node: NodeNetwork): Promise<boolean> {
     if (!existsSync(path.join(node.bpfRoot, 'maps'))) return false;
-    return withPins(node, async (p) => (await p.attachedHooks()).some((h) => h.ifname === node.nic && h.program === 'from_nic'));
+    return withPins(node, async (p) => (await p.hookProgram(node.nic, 'ingress')) === 'from_nic');
   }
 }

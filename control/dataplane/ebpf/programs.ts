@@ -8,7 +8,7 @@
 // A flock on the <pinRoot> directory serialises load/pin/unpin across processes.
 import fs from 'node:fs';
 import path from 'node:path';
-import { DataplaneError, DataplaneUnavailableError, InvalidConfigError, TryAgainError } from '../../errors.js';
+import { DataplaneError, DataplaneUnavailableError, InvalidConfigError, TryAgainError, UnsafeEnvironmentError } from '../../errors.js';
 import { isNativeError, native, repoRoot, type BpfMap, type BpfProgram, type TcTarget } from '../../../native/index.js';
 import {
   CFG_F,
@@ -48,6 +48,8 @@ export const TC_HANDLE = 0x564e;
 export const TC_PRIORITY = 1;
 const BPFFS_MAGIC = 0xcafe4a11;
 const LOCK_TIMEOUT_MS = 10_000;
+const LAB_GUARD_FILE = '/run/vnet-cni-lab/.guard';
+const PROC_NET_INIT_INO = 0xeffffff9;
 
 export interface EbpfConfig {
   /** The NIC's primary IP: the SNAT source. */
@@ -207,6 +209,7 @@ export class EbpfPrograms {
 
   /** from_nic on ingress and to_nic on egress of the NIC (default: the configured one). Idempotent. */
   async attachNic(ifname?: string): Promise<void> {
+    this.assertSafeTarget();
     const target = await this.nicTarget(ifname);
     const ingress = await native().tcAttach(this.progs.from_nic, { ...target, direction: 'ingress', replace: true });
     await native().tcAttach(this.progs.to_nic, { ...target, direction: 'egress', replace: true });
@@ -226,6 +229,7 @@ export class EbpfPrograms {
 
   /** from_pod on ingress of a host-side pod veth (name or ifindex). Idempotent. Resolves with its ifindex. */
   async attachPod(hostVeth: string | number): Promise<number> {
+    this.assertSafeTarget();
     const r = await native().tcAttach(this.progs.from_pod, { ...this.filter(hostVeth), direction: 'ingress', replace: true });
     return r.ifindex;
   }
@@ -233,6 +237,12 @@ export class EbpfPrograms {
   /** false if nothing of ours was attached. Deleting the veth removes the hook anyway. */
   async detachPod(hostVeth: string | number): Promise<boolean> {
     return native().tcDetach({ ...this.filter(hostVeth), direction: 'ingress' });
+  }
+
+  /** The program of ours at one hook of one interface, or null (one netlink query, for hot paths). */
+  async hookProgram(iface: string | number, direction: 'ingress' | 'egress'): Promise<string | null> {
+    const q = await native().tcQuery({ ...this.filter(iface), direction });
+    return q ? (this.programIds().get(q.progId) ?? null) : null;
   }
 
   /** Every hook in the dataplane's netns that holds a filter at our handle/priority. */
@@ -381,6 +391,20 @@ export class EbpfPrograms {
   }
 
   // ---- internals -------------------------------------------------------------------
+
+  /** Lab machines: never attach in the machine's own netns (see control/agent/safety.ts). */
+  private assertSafeTarget(): void {
+    const guarded = process.env.VNET_CNI_LAB === '1' || fs.existsSync(LAB_GUARD_FILE);
+    if (!guarded) return;
+    const target = fs.statSync(this.netns ?? '/proc/self/ns/net').ino;
+    let init = PROC_NET_INIT_INO;
+    try {
+      init = fs.statSync('/proc/1/ns/net').ino;
+    } catch {
+      // PID 1's links may be unreadable in sandboxes: the constant still names the init netns.
+    }
+    if (target === init) throw new UnsafeEnvironmentError("refusing to attach tc programs in the machine's root network namespace on a lab machine");
+  }
 
   private filter(iface: string | number): Omit<TcTarget, 'direction'> {
     const base = { handle: TC_HANDLE, priority: TC_PRIORITY, netns: this.netns };
