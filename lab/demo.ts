@@ -19,6 +19,8 @@ interface DemoPod extends AttachedPod {
 export interface DemoOptions {
   attach?: AttachPod;
   write?: (text: string) => void;
+  /** shown in the header line */
+  title?: string;
 }
 
 /** Run the demo; resolves with the number of cells that failed (0 = all connected). */
@@ -29,6 +31,7 @@ export async function runDemo(options: DemoOptions = {}): Promise<number> {
   const lab = await Lab.up(defaultSpec(2, 4));
   const servers: ToolServer[] = [];
   try {
+    if (options.title) write(`\n=== ${options.title} ===\n`);
     write(`lab ${lab.prefix} up in ${Math.round(performance.now() - started)} ms: VNet ${lab.subnet}, internet host ${lab.internetIp}, on-prem ${lab.onpremIp}\n`);
     const pods: DemoPod[] = [];
     for (const vm of lab.vmNames) {
@@ -84,8 +87,21 @@ export async function runDemo(options: DemoOptions = {}): Promise<number> {
   }
 }
 
+/** `npm run demo [-- --dataplane iptables|ebpf|both|plain]`: default both, through the real plugin. */
+async function main(argv: string[]): Promise<number> {
+  const i = argv.indexOf('--dataplane');
+  const which = i >= 0 ? argv[i + 1] : 'both';
+  if (which === 'plain') return runDemo();
+  const { pluginAttach } = await import('./attach-plugin.js');
+  const modes = which === 'both' ? (['iptables', 'ebpf'] as const) : ([which] as ['iptables' | 'ebpf']);
+  if (!modes.every((m) => m === 'iptables' || m === 'ebpf')) throw new Error(`--dataplane must be iptables, ebpf, both or plain; got ${which}`);
+  let failures = 0;
+  for (const mode of modes) failures += await runDemo({ attach: pluginAttach(mode), title: `azure-vnet, ${mode} dataplane, pods attached through libcni` });
+  return failures;
+}
+
 if (process.argv[1] !== undefined && import.meta.url === pathToFileURL(process.argv[1]).href) {
-  runDemo().then(
+  main(process.argv.slice(2)).then(
     (failures) => process.exit(failures === 0 ? 0 : 1),
     (err: unknown) => {
       process.stderr.write(`demo: ${err instanceof Error ? err.message : String(err)}\n`);
