@@ -15,6 +15,10 @@ async function main(argv: string[]): Promise<number> {
       const { runLabCli } = await import('../../lab/cli.js');
       return runLabCli(rest);
     }
+    case 'debug': {
+      const { runDebugCli } = await import('../debug/cli.js');
+      return runDebugCli(rest);
+    }
     case 'daemon': {
       const { runDaemon } = await import('../daemon/main.js');
       return runDaemon(rest);

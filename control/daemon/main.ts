@@ -31,6 +31,8 @@ export async function runDaemon(argv: string[]): Promise<number> {
   const server = new DaemonServer({ socketPath: values.socket!, agent, logger });
   await server.listen();
   logger.info({ socket: values.socket, pid: process.pid }, 'daemon listening');
+  // Supervisors (systemd notify wrappers, the lab, tests) wait for this line.
+  process.stdout.write(`READY ${values.socket}\n`);
   const pollMs = Math.max(1, Number(values['poll-seconds'])) * 1000;
   const poller = setInterval(() => {
     agent.refresh().catch((err: unknown) => logger.warn({ err }, 'pool refresh failed'));

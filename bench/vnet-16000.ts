@@ -1,0 +1,147 @@
+// Scenario 5 (`npm run bench -- --vnet-16000`, not in the default run):
+// 64 VMs x 250 pods, every pod ADDed through libcni and the node daemon of
+// its VM, then >= 1,000 random pod pairs across VMs pinged. Bounded: ADDs stop
+// being started after 85% of --max-minutes and the connectivity sample gets the
+// rest (at least 2 minutes); the report says how far it got and where the time went.
+import { readFileSync } from 'node:fs';
+import { Lab } from '../lab/lab.js';
+import { nsArgv } from '../lab/lab.js';
+import { defaultSpec } from '../lab/spec.js';
+import { run } from '../control/exec.js';
+import { VmCni, type PodHandle } from '../test/lab/helpers/cni-harness.js';
+import { busySeconds, sampleCpu } from './lib/cpu.js';
+import { DAEMON_SOCKET, VmDaemon } from './lib/daemon.js';
+import { ensureCniClient, podArgs, vnetConflist } from './lib/dataplane-lab.js';
+import type { BenchOptions } from './lib/options.js';
+import { mapLimit, quantile, timed } from './lib/stats.js';
+
+const IN_FLIGHT = 8;
+
+function machineUsedMiB(): number {
+  const info = readFileSync('/proc/meminfo', 'utf8');
+  const field = (name: string): number => Number(new RegExp(`^${name}:\\s+(\\d+) kB`, 'm').exec(info)?.[1] ?? NaN);
+  return (field('MemTotal') - field('MemAvailable')) / 1024;
+}
+
+/** Tracks peak memory (all daemons' RSS, and the machine's used memory) every few seconds. */
+class MemoryWatch {
+  peakDaemonsMiB = 0;
+  peakMachineMiB = 0;
+  readonly baselineMachineMiB = machineUsedMiB();
+  private timer: NodeJS.Timeout | undefined;
+  constructor(private readonly daemons: () => VmDaemon[]) {}
+  start(intervalMs: number): void {
+    this.sample();
+    this.timer = setInterval(() => this.sample(), intervalMs);
+  }
+  sample(): void {
+    const rss = this.daemons().reduce((sum, d) => sum + (d.rssMiB() || 0), 0);
+    this.peakDaemonsMiB = Math.max(this.peakDaemonsMiB, rss);
+    this.peakMachineMiB = Math.max(this.peakMachineMiB, machineUsedMiB());
+  }
+  stop(): void {
+    clearInterval(this.timer);
+    this.sample();
+  }
+}
+
+function shuffledPairs(pods: PodHandle[], vmOf: Map<PodHandle, string>, count: number): [PodHandle, PodHandle][] {
+  const pairs: [PodHandle, PodHandle][] = [];
+  for (let attempt = 0; pairs.length < count && attempt < count * 20 && pods.length > 1; attempt++) {
+    const a = pods[Math.floor(Math.random() * pods.length)]!;
+    const b = pods[Math.floor(Math.random() * pods.length)]!;
+    if (vmOf.get(a) !== vmOf.get(b)) pairs.push([a, b]);
+  }
+  return pairs;
+}
+
+export async function runVnet16000(opts: BenchOptions): Promise<string> {
+  await ensureCniClient();
+  const started = Date.now();
+  const budgetMs = opts.maxMinutes * 60_000;
+  const addDeadline = started + budgetMs * 0.85;
+  const lines: string[] = [];
+  const phase: Record<string, number> = {};
+  const daemons: VmDaemon[] = [];
+  const memory = new MemoryWatch(() => daemons);
+  const up = await timed(() => Lab.up(defaultSpec(opts.vms, opts.podsPerVm)));
+  const lab = up.value;
+  phase['lab up'] = up.ms / 1000;
+  try {
+    memory.start(5000);
+    const vms = lab.vmNames;
+    const start = await timed(() => mapLimit(vms, 4, async (vm) => daemons.push(await VmDaemon.start(lab, vm, 120_000))));
+    phase['64 daemons start'.replace('64', String(vms.length))] = start.ms / 1000;
+    opts.log(`vnet-16000: lab up ${phase['lab up']!.toFixed(1)} s, ${vms.length} daemons in ${(start.ms / 1000).toFixed(1)} s`);
+    const clients = new Map(vms.map((vm) => [vm, new VmCni(lab, vm, vnetConflist('iptables', { daemonSocket: DAEMON_SOCKET }))]));
+
+    // Pod k of every VM before pod k+1 of any: a bounded run still spreads over all VMs.
+    const order: { vm: string; pod: string }[] = [];
+    for (let k = 0; k < opts.podsPerVm; k++) for (const vm of vms) order.push({ vm, pod: `p${k}` });
+    const pods: PodHandle[] = [];
+    const vmOf = new Map<PodHandle, string>();
+    const addMs: number[] = [];
+    let netnsMs = 0;
+    let failed = 0;
+    let firstError = '';
+    const cpuBefore = sampleCpu();
+    const addPhase = await timed(() =>
+      mapLimit(order, IN_FLIGHT, async ({ vm, pod }) => {
+        if (Date.now() > addDeadline) return;
+        const ns = await timed(() => lab.addPodNetns(vm, pod));
+        netnsMs += ns.ms;
+        try {
+          const r = await timed(() => clients.get(vm)!.add(pod, ns.value, `c-${vm}-${pod}`, { args: podArgs(pod) }));
+          addMs.push(r.ms);
+          pods.push(r.value);
+          vmOf.set(r.value, vm);
+        } catch (err) {
+          failed++;
+          firstError ||= String(err).slice(0, 300);
+        }
+        const done = pods.length + failed;
+        if (done % 500 === 0) opts.log(`vnet-16000: ${pods.length} pods up, ${failed} failed, ${((Date.now() - started) / 60_000).toFixed(1)} min`);
+      }),
+    );
+    const addCpu = busySeconds(cpuBefore, sampleCpu());
+    phase['ADD phase'] = addPhase.ms / 1000;
+
+    const pairs = shuffledPairs(pods, vmOf, opts.pairs);
+    const pingDeadline = Math.max(started + budgetMs, Date.now() + 120_000);
+    let pingOk = 0;
+    let pingFail = 0;
+    let pingSkipped = 0;
+    const pingPhase = await timed(() =>
+      mapLimit(pairs, IN_FLIGHT, async ([a, b]) => {
+        if (Date.now() > pingDeadline) return void pingSkipped++;
+        const res = await run(nsArgv(a.netns, ['ping', '-c', '1', '-W', '2', b.ip]), { timeoutMs: 10_000 });
+        if (res.code === 0) pingOk++;
+        else pingFail++;
+      }),
+    );
+    phase['connectivity sample'] = pingPhase.ms / 1000;
+    memory.stop();
+
+    const target = opts.vms * opts.podsPerVm;
+    lines.push(`vnet-16000: ${opts.vms} VMs x ${opts.podsPerVm} pods (${target} pods), daemon mode, ${IN_FLIGHT} ADDs in flight, budget ${opts.maxMinutes} min`);
+    lines.push(`| figure | value |`, `|---|---|`);
+    lines.push(`| pods up | ${pods.length} of ${target} (${failed} failed${firstError ? `; first: ${firstError.replace(/\|/g, '/')}` : ''}) |`);
+    for (const [name, s] of Object.entries(phase)) lines.push(`| ${name} | ${s.toFixed(1)} s |`);
+    lines.push(`| ADD rate | ${(pods.length / (addPhase.ms / 1000)).toFixed(1)} pods/s |`);
+    lines.push(`| ADD latency (client call, ${IN_FLIGHT} in flight) | p50 ${quantile(addMs, 0.5).toFixed(0)} ms, p99 ${quantile(addMs, 0.99).toFixed(0)} ms |`);
+    lines.push(`| pod netns creation (sum over calls) | ${(netnsMs / 1000).toFixed(1)} s |`);
+    lines.push(`| machine CPU during ADD phase | ${addCpu.toFixed(0)} CPU-s = ${((addCpu * 1000) / Math.max(1, pods.length)).toFixed(0)} CPU-ms per pod |`);
+    lines.push(`| connectivity | ${pingOk} of ${pairs.length} random cross-VM pairs ok, ${pingFail} failed, ${pingSkipped} skipped (time) |`);
+    lines.push(`| peak RSS, all daemons | ${memory.peakDaemonsMiB.toFixed(0)} MiB (${(memory.peakDaemonsMiB / Math.max(1, daemons.length)).toFixed(0)} MiB per daemon) |`);
+    lines.push(`| peak machine memory used | ${memory.peakMachineMiB.toFixed(0)} MiB (baseline ${memory.baselineMachineMiB.toFixed(0)} MiB) |`);
+  } finally {
+    memory.stop();
+    const down = await timed(async () => {
+      await mapLimit(daemons, 8, (d) => d.stop());
+      await lab.down();
+    });
+    lines.push(`| teardown (daemons + lab.down) | ${(down.ms / 1000).toFixed(1)} s |`);
+    lines.push(`| wall time | ${((Date.now() - started) / 60_000).toFixed(1)} min |`);
+  }
+  return lines.join('\n');
+}

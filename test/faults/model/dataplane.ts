@@ -1,0 +1,214 @@
+// A reference model of the ebpf dataplane's forwarding and SNAT rules
+// (docs/ebpf.md, "Packet walk"), for differential testing against the real
+// programs under BPF_PROG_TEST_RUN. It predicts the verdict, the counter
+// reasons, the output frame (byte for byte, checksums by RFC 1624) and keeps
+// its own copy of the NAT and inbound-flow state.
+//
+// Deliberately out of scope (the test environment makes them constant):
+// timeouts (the suite's flows never go idle), kernel conntrack (the throwaway
+// netns has no entries: always a miss) and the FIB (the netns holds only lo,
+// so a lookup for a pod's ingress ifindex fails: "to the stack").
+import { csumReplace, ETH_HLEN, ICMP_ECHO, ICMP_ECHOREPLY, IP_MF, IP_OFFSET, isFragment, macBuf, parse, PROTO, TCPF, words32, type ModelPkt } from './packet.js';
+
+export const VERDICT = { OK: 0, SHOT: 2, REDIRECT: 7 } as const;
+export type ProgName = 'from_pod' | 'to_nic' | 'from_nic';
+
+export interface ModelEndpoint {
+  ip: number;
+  ifindex: number;
+  podMac: string;
+  hostMac: string;
+}
+
+export interface ModelConfig {
+  primaryIp: number;
+  noSnat: Array<[number, number]>; // [network, prefix length]
+  stack: Array<[number, number]>;
+  fastPathExternal: boolean;
+  natPortMin: number;
+  natPortMax: number;
+}
+
+export interface Prediction {
+  verdict: number;
+  /** Counter labels bumped, in order. */
+  reasons: string[];
+  /** Expected output frame; null when the verdict is a drop (its bytes are unspecified). */
+  data: Buffer | null;
+}
+
+/** Picks the NAT port for a new mapping: the test reads it from the real output. */
+export type PortChooser = (free: number[]) => number | 'exhausted';
+
+const CIDR_NOSNAT = 1;
+const CIDR_STACK = 2;
+
+const tupleKey = (saddr: number, daddr: number, sport: number, dport: number, proto: number): string => `${saddr}|${daddr}|${sport}|${dport}|${proto}`;
+
+export class DataplaneModel {
+  readonly endpoints = new Map<number, ModelEndpoint>();
+  /** fwd: pod tuple -> nat port; rev: {primary, remote, nat port, remote port, proto} -> {pod ip, pod port}. */
+  readonly snatFwd = new Map<string, number>();
+  readonly snatRev = new Map<string, { addr: number; port: number }>();
+  readonly inbound = new Set<string>();
+
+  constructor(readonly cfg: ModelConfig) {
+    // Beyond 32 ports the program's bounded random probing may miss a free port: not predictable.
+    if (cfg.natPortMax - cfg.natPortMin + 1 > 32) throw new RangeError('the model needs a NAT port range of at most 32 ports');
+  }
+
+  private cidrFlags(addr: number): number {
+    let best = -1;
+    let flags = 0;
+    const consider = (list: Array<[number, number]>, f: number): void => {
+      for (const [net, len] of list) {
+        const mask = len === 0 ? 0 : (~0 << (32 - len)) >>> 0;
+        if (((addr & mask) >>> 0) !== net) continue;
+        if (len > best) {
+          best = len;
+          flags = f;
+        } else if (len === best) flags |= f; // the same prefix in both sets: one LPM entry, both flags
+      }
+    };
+    consider(this.cfg.noSnat, CIDR_NOSNAT);
+    consider(this.cfg.stack, CIDR_STACK);
+    return flags;
+  }
+
+  run(prog: ProgName, frame: Buffer, ingressIfindex: number, choosePort: PortChooser): Prediction {
+    const p = parse(frame);
+    if (prog === 'from_pod') return this.fromPod(p, frame, ingressIfindex);
+    if (prog === 'to_nic') return this.toNic(p, frame, choosePort);
+    return this.fromNic(p, frame);
+  }
+
+  private fromPod(p: ModelPkt, frame: Buffer, ingressIfindex: number): Prediction {
+    if (p.result === 'not-ipv4') return pass(frame);
+    if (p.result === 'malformed') return drop('drop-malformed');
+    const src = this.endpoints.get(p.saddr);
+    if (!src || src.ifindex !== ingressIfindex) return drop('drop-spoofed-source');
+    if (p.ihl !== 20) return pass(frame, 'pass-ip-options');
+    if (isFragment(p)) return pass(frame, 'pass-fragment');
+    if (p.ttl <= 1 || isMulticastOrBroadcast(p.daddr)) return pass(frame, 'pass-to-stack');
+    const dst = this.endpoints.get(p.daddr);
+    if (dst) return forward(p, frame, dst, 'forwarded-local', []);
+    // Every other destination ends in the stack here: STACK cidrs, outside
+    // the VNet by default, and the FIB miss of the throwaway netns.
+    return pass(frame, 'pass-to-stack');
+  }
+
+  private toNic(p: ModelPkt, frame: Buffer, choosePort: PortChooser): Prediction {
+    if (p.result === 'not-ipv4') return pass(frame);
+    if (!this.endpoints.has(p.saddr)) return pass(frame); // the node's own traffic
+    if (p.result === 'malformed') return drop('drop-malformed');
+    if (this.cidrFlags(p.daddr) & CIDR_NOSNAT) return pass(frame);
+    if (p.ihl !== 20) return pass(frame, 'pass-ip-options');
+    if (p.frag & IP_OFFSET) return pass(frame, 'pass-fragment');
+    if (!p.hasL4 || (p.proto === PROTO.ICMP && p.icmpType !== ICMP_ECHO)) return pass(frame, 'pass-untracked');
+    const fkey = tupleKey(p.saddr, p.daddr, p.sport, p.dport, p.proto);
+    if (this.inbound.has(fkey)) return pass(frame, 'pass-inbound-reply');
+    if (p.frag & IP_MF) return drop('drop-fragment-needs-nat');
+    const existing = this.snatFwd.get(fkey);
+    if (existing !== undefined) return { verdict: VERDICT.OK, reasons: ['snat-hit'], data: rewriteNat(p, frame, true, this.cfg.primaryIp, existing) };
+    if (!maySnat(p)) return pass(frame, 'pass-untracked');
+    const free: number[] = [];
+    for (let port = this.cfg.natPortMin; port <= this.cfg.natPortMax; port++) {
+      if (!this.snatRev.has(tupleKey(this.cfg.primaryIp, p.daddr, port, p.dport, p.proto))) free.push(port);
+    }
+    if (free.length === 0) return drop('drop-nat-port-exhausted');
+    // The range has at most 32 ports (constructor), so the program's 32 probes see every one: any free port is fine.
+    const observed = choosePort(free);
+    const chosen = observed !== 'exhausted' && free.includes(observed) ? observed : free[0]!;
+    this.snatFwd.set(fkey, chosen);
+    this.snatRev.set(tupleKey(this.cfg.primaryIp, p.daddr, chosen, p.dport, p.proto), { addr: p.saddr, port: p.sport });
+    return { verdict: VERDICT.OK, reasons: ['snat-new'], data: rewriteNat(p, frame, true, this.cfg.primaryIp, chosen) };
+  }
+
+  private fromNic(p: ModelPkt, frame: Buffer): Prediction {
+    if (!isHostFrame(frame)) return pass(frame);
+    if (p.result !== 'ok') return pass(frame);
+    if (p.daddr === this.cfg.primaryIp) return this.revSnat(p, frame);
+    const ep = this.endpoints.get(p.daddr);
+    if (!ep) return pass(frame);
+    if (p.ihl !== 20) return pass(frame, 'pass-ip-options');
+    if (isFragment(p)) return pass(frame, 'pass-fragment');
+    if (p.hasL4 && (p.proto === PROTO.TCP || p.proto === PROTO.UDP) && !(this.cidrFlags(p.saddr) & CIDR_NOSNAT)) {
+      this.inbound.add(tupleKey(p.daddr, p.saddr, p.dport, p.sport, p.proto));
+    }
+    return forward(p, frame, ep, 'forwarded-from-nic', []);
+  }
+
+  private revSnat(p: ModelPkt, frame: Buffer): Prediction {
+    if (!p.hasL4 || isFragment(p) || (p.proto === PROTO.ICMP && p.icmpType !== ICMP_ECHOREPLY)) return pass(frame);
+    const icmp = p.proto === PROTO.ICMP;
+    const rkey = tupleKey(p.daddr, p.saddr, icmp ? p.sport : p.dport, icmp ? 0 : p.sport, p.proto);
+    const rev = this.snatRev.get(rkey);
+    if (!rev) return pass(frame);
+    const data = rewriteNat(p, frame, false, rev.addr, rev.port);
+    const ep = this.endpoints.get(rev.addr);
+    if (!ep) return { verdict: VERDICT.SHOT, reasons: ['rev-snat', 'drop-no-endpoint'], data: null };
+    if (!this.cfg.fastPathExternal) return { verdict: VERDICT.OK, reasons: ['rev-snat'], data };
+    return forward(parse(data), data, ep, 'forwarded-from-nic', ['rev-snat']);
+  }
+}
+
+function pass(frame: Buffer, reason?: string): Prediction {
+  return { verdict: VERDICT.OK, reasons: reason ? [reason] : [], data: frame };
+}
+function drop(reason: string): Prediction {
+  return { verdict: VERDICT.SHOT, reasons: [reason], data: null };
+}
+
+function isMulticastOrBroadcast(addr: number): boolean {
+  return (addr & 0xf0000000) >>> 0 === 0xe0000000 || addr === 0xffffffff;
+}
+
+/** BPF_PROG_TEST_RUN runs eth_type_trans against lo (all-zero MAC): only that destination is PACKET_HOST. */
+function isHostFrame(frame: Buffer): boolean {
+  return frame.subarray(0, 6).equals(Buffer.alloc(6));
+}
+
+function maySnat(p: ModelPkt): boolean {
+  if (p.proto === PROTO.TCP) return (p.tcpFlags & (TCPF.SYN | TCPF.ACK | TCPF.RST)) === TCPF.SYN;
+  if (p.proto === PROTO.UDP) return true;
+  return p.proto === PROTO.ICMP && p.icmpType === ICMP_ECHO;
+}
+
+/** A router hop into a pod: TTL-1 with the IP checksum fixed, pod MAC / host veth MAC. TTL <= 1 goes to the stack. */
+function forward(p: ModelPkt, frame: Buffer, ep: ModelEndpoint, reason: string, before: string[]): Prediction {
+  if (p.ttl <= 1) return { verdict: VERDICT.OK, reasons: [...before, 'pass-to-stack'], data: frame };
+  const out = Buffer.from(frame);
+  const oldWord = (p.ttl << 8) | p.proto;
+  const newWord = ((p.ttl - 1) << 8) | p.proto;
+  out.writeUInt16BE(csumReplace(out.readUInt16BE(ETH_HLEN + 10), [oldWord], [newWord]), ETH_HLEN + 10);
+  out[ETH_HLEN + 8] = p.ttl - 1;
+  macBuf(ep.podMac).copy(out, 0);
+  macBuf(ep.hostMac).copy(out, 6);
+  return { verdict: VERDICT.REDIRECT, reasons: [...before, reason], data: out };
+}
+
+/** Replace the source (egress) or destination (ingress) address and port/echo id, with checksum fixups. */
+function rewriteNat(p: ModelPkt, frame: Buffer, src: boolean, newAddr: number, newPort: number): Buffer {
+  const out = Buffer.from(frame);
+  const icmp = p.proto === PROTO.ICMP;
+  const oldAddr = src ? p.saddr : p.daddr;
+  const oldPort = icmp ? p.sport : src ? p.sport : p.dport;
+  const csumOff = p.l4Off + (p.proto === PROTO.TCP ? 16 : p.proto === PROTO.UDP ? 6 : 2);
+  const udpNoCsum = p.proto === PROTO.UDP && out.readUInt16BE(csumOff) === 0;
+  const l4Replace = (oldW: number[], newW: number[]): void => {
+    if (udpNoCsum) return; // a zero UDP checksum means "none" and stays zero
+    let c = csumReplace(out.readUInt16BE(csumOff), oldW, newW);
+    if (p.proto === PROTO.UDP && c === 0) c = 0xffff;
+    out.writeUInt16BE(c, csumOff);
+  };
+  if (oldAddr !== newAddr) {
+    if (!icmp) l4Replace(words32(oldAddr), words32(newAddr)); // pseudo header
+    out.writeUInt16BE(csumReplace(out.readUInt16BE(ETH_HLEN + 10), words32(oldAddr), words32(newAddr)), ETH_HLEN + 10);
+    out.writeUInt32BE(newAddr, src ? 26 : 30);
+  }
+  if (oldPort !== newPort) {
+    l4Replace([oldPort], [newPort]);
+    out.writeUInt16BE(newPort, icmp ? p.l4Off + 4 : p.l4Off + (src ? 0 : 2));
+  }
+  return out;
+}
