@@ -2,6 +2,7 @@
 //   --quick              1 repeat, shorter runs, 64 pods instead of 250
 //   --only <name>[,...]  throughput, latency, snat-cps, cni-latency (repeatable)
 //   --repeats N --seconds N
+//   --bulk-all           also bring 250 pods up/down in vnet standalone mode (slow)
 //   --vnet-16000         the scale run instead (see bench/vnet-16000.ts and
 //                        docs/benchmarks.md): --vms --pods-per-vm --max-minutes --pairs
 // Must run as root on a lab machine; every lab is torn down in finally.

@@ -13,7 +13,7 @@ import { ratioText, targetText, type Row } from './lib/table.js';
 
 const BASE_PORT = 7200;
 const CLIENTS = 2;
-const PER_CLIENT = 1500;
+const PER_CLIENT = 4000;
 
 export async function runSnatCps(dp: DataplaneLab, tools: LoadTools, opts: BenchOptions): Promise<Row[]> {
   const seconds = opts.quick ? 2 : 3;

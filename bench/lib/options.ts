@@ -15,6 +15,8 @@ export interface BenchOptions {
   roundTrips: number;
   /** pods for the "N pods up/down" row */
   bulkPods: number;
+  /** also time the bulk run for vnet standalone */
+  bulkAll: boolean;
   /** --vnet-16000 sizing and bounds */
   vms: number;
   podsPerVm: number;
@@ -37,6 +39,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       'max-minutes': { type: 'string', default: '40' },
       pairs: { type: 'string', default: '1000' },
       quiet: { type: 'boolean', default: false },
+      'bulk-all': { type: 'boolean', default: false },
     },
   });
   const quick = values.quick!;
@@ -57,6 +60,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     seconds: int(values.seconds, quick ? 2 : 3, '--seconds'),
     roundTrips: quick ? 5000 : 20000,
     bulkPods: quick ? 64 : 250,
+    bulkAll: values['bulk-all']!,
     vms: int(values.vms, 64, '--vms'),
     podsPerVm: int(values['pods-per-vm'], 250, '--pods-per-vm'),
     maxMinutes: int(values['max-minutes'], 40, '--max-minutes'),

@@ -6,6 +6,7 @@ import { createLogger } from '../log.js';
 import { createLocalAgent } from '../agent/index.js';
 import { DaemonServer } from './server.js';
 import { assertSafeNetns } from '../agent/safety.js';
+import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } from './metrics.js'; // metrics (control/daemon/metrics.ts)
 
 export const DEFAULT_SOCKET = '/run/vnet-cni/daemon.sock';
 
@@ -18,18 +19,26 @@ export async function runDaemon(argv: string[]): Promise<number> {
       'log-file': { type: 'string', default: '/var/log/vnet-cni-daemon.log' },
       'log-level': { type: 'string', default: 'info' },
       'poll-seconds': { type: 'string', default: '30' },
+      'metrics-socket': { type: 'string', default: DEFAULT_METRICS_SOCKET },
+      'metrics-addr': { type: 'string' },
     },
   });
   assertSafeNetns();
   const logger = createLogger({ file: values['log-file']!, level: values['log-level']!, name: 'vnet-cni-daemon' });
   const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger);
+  // metrics: parse the address before anything else can fail half-started
+  const metricsAddr = values['metrics-addr'] ? parseMetricsAddr(values['metrics-addr']) : { socketPath: values['metrics-socket']! };
+  const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats }, logger);
   try {
-    await agent.reconcile();
+    metrics.recordReconcile(await agent.reconcile());
   } catch (err) {
+    metrics.recordReconcile(err as Error);
     logger.error({ err }, 'reconcile on start failed; serving anyway');
   }
-  const server = new DaemonServer({ socketPath: values.socket!, agent, logger });
+  const server = new DaemonServer({ socketPath: values.socket!, agent, logger, onRequest: metrics.onRequest });
   await server.listen();
+  await metrics.listen(metricsAddr);
+  logger.info({ metrics: metricsAddr }, 'metrics listening');
   logger.info({ socket: values.socket, pid: process.pid }, 'daemon listening');
   // Supervisors (systemd notify wrappers, the lab, tests) wait for this line.
   process.stdout.write(`READY ${values.socket}\n`);
@@ -45,6 +54,7 @@ export async function runDaemon(argv: string[]): Promise<number> {
   });
   clearInterval(poller);
   await server.close();
+  await metrics.close();
   logger.info('daemon stopped');
   return 0;
 }
