@@ -7,10 +7,12 @@
 // The bounded form runs in CI with every other suite: node scripts/run-tests.mjs faults
 import { spawnSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 const root = path.resolve(path.dirname(new URL(import.meta.url).pathname), '..');
-const reportDir = path.join(root, 'tmp', `faults-report-${process.pid}`);
+// Outside the work tree, so a commit taken mid-run never picks the tallies up.
+const reportDir = path.join(os.tmpdir(), `vnet-faults-report-${process.pid}`);
 fs.rmSync(reportDir, { recursive: true, force: true });
 const started = Date.now();
 const res = spawnSync(process.execPath, [path.join(root, 'scripts', 'run-tests.mjs'), 'faults', ...process.argv.slice(2)], {

@@ -37,6 +37,13 @@ function crashPoint(point: string): void {
 /** Re-read the pool source at most this often on the ADD path (ms). */
 const POOL_MAX_AGE_MS = 30_000;
 
+/** A pool fetched before taking the node lock, so a slow source never holds it. */
+type Prefetched = { pool: NicPool } | { err: unknown };
+
+function poolStale(state: NodeState): boolean {
+  return state.poolFetchedAt === undefined || Date.now() - state.poolFetchedAt >= POOL_MAX_AGE_MS;
+}
+
 export interface AgentOptions {
   logger: Logger;
   /** Override the dataplane factory (tests). */
@@ -99,11 +106,11 @@ export class Agent implements AgentApi {
   }
 
   /** Refresh the pool inside a transaction, keeping the cached pool if the source is down. */
-  private async refreshPool(state: NodeState, config: NetConf, nicMac: string, force: boolean): Promise<void> {
-    const fresh = state.poolFetchedAt !== undefined && Date.now() - state.poolFetchedAt < POOL_MAX_AGE_MS;
-    if (fresh && !force) return;
+  private async refreshPool(state: NodeState, config: NetConf, nicMac: string, force: boolean, prefetched?: Prefetched): Promise<void> {
+    if (!force && !poolStale(state)) return;
     try {
-      const pool = await this.fetchPool(config, nicMac);
+      if (prefetched && 'err' in prefetched) throw prefetched.err;
+      const pool = prefetched ? prefetched.pool : await this.fetchPool(config, nicMac);
       const change = applyPool(state.ipam, pool);
       state.poolFetchedAt = Date.now();
       if (change.added.length || change.removed.length || change.orphaned.length) {
@@ -144,13 +151,14 @@ export class Agent implements AgentApi {
   }
 
   /** Bring node-wide state to `config.dataplane`, cleaning the other mode if the node switched. */
-  private async ensureNode(state: NodeState, config: NetConf, node: NodeNetwork): Promise<Dataplane> {
+  private async ensureNode(state: NodeState, config: NetConf, node: NodeNetwork, checkedReady?: NodeNetwork): Promise<Dataplane> {
     const dp = await this.dataplane(config.dataplane);
     const previous = state.node?.mode;
-    // Hot path: the node is already set up for this mode and network. One cheap
-    // kernel check instead of a full (idempotent but spawn-heavy) ensure, since
-    // this runs under the node lock on every ADD.
-    if (previous === config.dataplane && JSON.stringify(state.node!.network) === JSON.stringify(node) && (await dp.hasNodeState(node))) {
+    // Hot path: the node is already set up for this mode and network, as a
+    // cheap kernel check made before the lock confirmed. A full ensure is
+    // idempotent but spawn-heavy, and this runs under the node lock.
+    const same = (n: NodeNetwork | undefined): boolean => n !== undefined && JSON.stringify(n) === JSON.stringify(node);
+    if (previous === config.dataplane && same(state.node!.network) && same(checkedReady)) {
       state.node!.config = { ...config, dataplane: dp.mode };
       return dp;
     }
@@ -171,7 +179,7 @@ export class Agent implements AgentApi {
     } catch (err) {
       if (config.dataplane === 'ebpf' && config.dataplaneFallback && err instanceof DataplaneUnavailableError) {
         this.log.warn({ err }, 'ebpf dataplane unavailable; falling back to iptables as the conflist allows');
-        return this.ensureNode(state, { ...config, dataplane: 'iptables', dataplaneFallback: false }, node);
+        return this.ensureNode(state, { ...config, dataplane: 'iptables', dataplaneFallback: false }, node, undefined);
       }
       throw err;
     }
@@ -202,12 +210,20 @@ export class Agent implements AgentApi {
     const nic = await linkInfo(config.master);
     if (!nic) throw new DataplaneUnavailableError(`host interface ${config.master} not found; set "master" in the conflist to the VM's NIC`);
 
+    // Slow work (the pool source, kernel checks) happens before the node lock;
+    // the transaction only re-validates, so concurrent ADDs hold it briefly.
+    const before = await this.store.peek();
+    const prefetched: Prefetched | undefined = poolStale(before)
+      ? await this.fetchPool(config, nic.address).then((pool) => ({ pool }), (err: unknown) => ({ err }))
+      : undefined;
+    const readyNode = before.node?.mode === config.dataplane && (await (await this.dataplane(config.dataplane)).hasNodeState(before.node.network)) ? before.node.network : undefined;
+
     const prepared = await this.store.transaction(async (state) => {
       const existing = state.endpoints[key];
       if (existing?.phase === 'ready' && existing.netns === call.netns) return { rec: existing, reused: true, retry: true, dp: await this.dataplane(existing.mode), node: state.node!.network };
-      await this.refreshPool(state, config, nic.address, false);
+      await this.refreshPool(state, config, nic.address, false, prefetched);
       const node = await this.nodeNetwork(config, state, nic);
-      const dp = await this.ensureNode(state, config, node);
+      const dp = await this.ensureNode(state, config, node, readyNode);
       let ip: string;
       try {
         ip = allocate(state.ipam, ownerOf(call), this.allocOpts(call)).ip;
