@@ -1,6 +1,8 @@
 // The iptables dataplane (the original plugin's shape): pods are ports of a
 // bridge that also holds the NIC; ebtables satisfies the fabric's MAC rules;
 // iptables MASQUERADE gives pods the internet as the primary IP.
+import { accessSync, constants } from 'node:fs';
+import path from 'node:path';
 import { run, runOk } from '../../exec.js';
 import { ip, linkInfo } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
@@ -13,6 +15,18 @@ import {
 } from './rules.js';
 
 const EBTABLES = 'ebtables';
+
+/** Is an executable with this name on PATH? (No shell: `command -v` would need one.) */
+function onPath(tool: string): boolean {
+  return (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((dir) => {
+    try {
+      accessSync(path.join(dir, tool), constants.X_OK);
+      return true;
+    } catch {
+      return false;
+    }
+  });
+}
 
 async function ebtables(args: readonly string[]): Promise<{ code: number; stderr: string }> {
   return run([EBTABLES, '--concurrent', '-t', 'nat', ...args], { timeoutMs: 30_000 });
@@ -51,11 +65,8 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async probe(node: NodeNetwork): Promise<void> {
-    const missing: string[] = [];
-    for (const tool of ['ip', 'nsenter', EBTABLES, 'iptables-nft-restore']) {
-      const res = await run(['sh', '-c', 'command -v "$0"', tool]).catch(() => undefined);
-      if (!res || res.code !== 0) missing.push(tool);
-    }
+    const missing = ['ip', 'nsenter', EBTABLES].filter((tool) => !onPath(tool));
+    if (!onPath('iptables-nft-restore') && !onPath('iptables-legacy-restore')) missing.push('iptables-restore');
     if (missing.length) throw new DataplaneUnavailableError(`iptables dataplane needs ${missing.join(', ')} on the node; install iproute2, util-linux, ebtables and iptables`);
     const nic = (await linkInfo(node.nic)) ?? (await linkInfo(node.bridge));
     if (!nic) throw new DataplaneUnavailableError(`host interface ${node.nic} not found; set "master" in the conflist to the VM's NIC`);
