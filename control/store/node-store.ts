@@ -8,21 +8,12 @@ import { acquireLock } from './lock.js';
 import { StoreError } from '../errors.js';
 import { emptyIpamState, validateIpamState, type IpamState } from '../ipam/allocator.js';
 import type { DataplaneMode, NetConf } from '../types.js';
-import type { NodeNetwork } from '../dataplane/types.js';
+import type { EndpointPlan, NodeNetwork } from '../dataplane/types.js';
 
 export type EndpointPhase = 'creating' | 'ready' | 'deleting';
 
-export interface EndpointRecord {
-  containerId: string;
-  ifName: string;
-  netns: string;
-  ip: string;
-  prefixLength: number;
-  gateway: string;
-  hostVeth: string;
-  hostMac: string;
-  podMac: string;
-  mtu: number;
+/** An endpoint as the store keeps it: the dataplane's plan plus ownership and lifecycle. */
+export interface EndpointRecord extends EndpointPlan {
   mode: DataplaneMode;
   phase: EndpointPhase;
   network: string;

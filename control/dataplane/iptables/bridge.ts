@@ -2,7 +2,7 @@
 // bridge and its addresses and routes move to the bridge, so pods and the
 // host share one L2 segment with the fabric. Everything moves in one
 // `ip -batch` to keep the window without connectivity short.
-import { ipBatch, linkInfo, ipv4Addrs, ipv4Routes, setSysctl, type RouteInfo } from '../../netlink/ip.js';
+import { ipBatch, linkInfo, ipv4Addrs, ipv4Routes, setSysctl, type AddrInfo, type RouteInfo } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { NodeNetwork } from '../types.js';
 
@@ -17,6 +17,17 @@ function routeLine(r: RouteInfo, dev: string): string | undefined {
   if (r.metric !== undefined) parts.push('metric', String(r.metric));
   if (r.flags?.includes('onlink')) parts.push('onlink');
   return parts.join(' ');
+}
+
+/** ip -batch lines that put `addrs` and the non-kernel `routes` on `dev`. */
+function addressAndRouteLines(dev: string, addrs: AddrInfo[], routes: RouteInfo[]): string[] {
+  const lines = addrs.map((a) => `addr replace ${a.local}/${a.prefixlen}${a.broadcast ? ` broadcast ${a.broadcast}` : ''} dev ${dev}`);
+  lines.push(`link set ${dev} up`);
+  for (const r of routes) {
+    const line = routeLine(r, dev);
+    if (line) lines.push(line);
+  }
+  return lines;
 }
 
 /** Create the bridge and move the NIC under it. Idempotent. */
@@ -38,12 +49,7 @@ export async function ensureBridge(node: NodeNetwork): Promise<void> {
   lines.push(`link set ${node.bridge} address ${nic.address} mtu ${nic.mtu}`);
   lines.push(`link set ${node.nic} master ${node.bridge}`);
   for (const a of addrs) lines.push(`addr del ${a.local}/${a.prefixlen} dev ${node.nic}`);
-  for (const a of addrs) lines.push(`addr replace ${a.local}/${a.prefixlen}${a.broadcast ? ` broadcast ${a.broadcast}` : ''} dev ${node.bridge}`);
-  lines.push(`link set ${node.bridge} up`);
-  for (const r of routes) {
-    const line = routeLine(r, node.bridge);
-    if (line) lines.push(line);
-  }
+  lines.push(...addressAndRouteLines(node.bridge, addrs, routes));
   try {
     await ipBatch(lines);
   } catch (err) {
@@ -62,13 +68,7 @@ export async function restoreNic(node: NodeNetwork): Promise<void> {
   if (!bridge) return;
   const addrs = await ipv4Addrs(node.bridge);
   const routes = await ipv4Routes(['dev', node.bridge]);
-  const lines = [`link set ${node.nic} nomaster`, `link del ${node.bridge}`];
-  for (const a of addrs) lines.push(`addr replace ${a.local}/${a.prefixlen}${a.broadcast ? ` broadcast ${a.broadcast}` : ''} dev ${node.nic}`);
-  lines.push(`link set ${node.nic} up`);
-  for (const r of routes) {
-    const line = routeLine(r, node.nic);
-    if (line) lines.push(line);
-  }
+  const lines = [`link set ${node.nic} nomaster`, `link del ${node.bridge}`, ...addressAndRouteLines(node.nic, addrs, routes)];
   try {
     await ipBatch(lines);
   } catch (err) {
