@@ -77,7 +77,7 @@ int to_nic(struct __sk_buff *skb)
 	struct vnet_pkt p;
 	__u16 nat_port;
 	__u64 now;
-	int rc;
+	int rc, restarted;
 
 	if (!cfg)
 		return pass(VNET_REASON_PASS_NOT_READY);
@@ -109,11 +109,11 @@ int to_nic(struct __sk_buff *skb)
 		return drop(VNET_REASON_DROP_FRAG_NEEDS_NAT);
 
 	pkt_egress_tuple(&p, &key);
-	fwd = snat_v4_lookup(cfg, &key, now);
+	fwd = snat_v4_lookup(cfg, &key, &p, now, &restarted);
 	if (fwd) {
 		if (rewrite_v4_nat(skb, &p, 1, fwd->addr, fwd->port) < 0)
 			return drop(VNET_REASON_DROP_REWRITE);
-		return pass(VNET_REASON_SNAT_HIT);
+		return pass(restarted ? VNET_REASON_SNAT_NEW : VNET_REASON_SNAT_HIT);
 	}
 	if (!snat_may_create(&p))
 		return pass(VNET_REASON_PASS_UNTRACKED);
@@ -131,7 +131,8 @@ static __always_inline int rev_snat(struct __sk_buff *skb, const struct vnet_pkt
 	struct vnet_endpoint *ep;
 	struct vnet_nat_tuple rkey, fkey;
 	struct vnet_pkt rewritten;
-	__u64 now, timeout;
+	__u64 now;
+	__u16 bits;
 
 	if (!p->has_l4 || pkt_is_fragment(p) || (p->proto == IPPROTO_ICMP && p->icmp_type != ICMP_ECHOREPLY))
 		return TC_ACT_OK; /* the node's own traffic */
@@ -140,11 +141,11 @@ static __always_inline int rev_snat(struct __sk_buff *skb, const struct vnet_pkt
 	if (!rev)
 		return TC_ACT_OK;
 	now = bpf_ktime_get_ns();
-	timeout = nat_timeout(cfg, p->proto);
-	if (is_stale(rev->last_seen_ns, now, timeout)) {
-		nat_fwd_key(&fkey, rev, &rkey);
+	nat_fwd_key(&fkey, rev, &rkey);
+	if (is_stale(rev->last_seen_ns, now, nat_pair_timeout(cfg, p->proto, rev->flags))) {
 		fwd = bpf_map_lookup_elem(&vnet_snat_fwd, &fkey);
-		if (!fwd || fwd->port != rkey.sport || is_stale(fwd->last_seen_ns, now, timeout)) {
+		if (!fwd || fwd->port != rkey.sport ||
+		    is_stale(fwd->last_seen_ns, now, nat_pair_timeout(cfg, p->proto, rev->flags | fwd->flags))) {
 			if (fwd && fwd->port == rkey.sport)
 				bpf_map_delete_elem(&vnet_snat_fwd, &fkey);
 			bpf_map_delete_elem(&vnet_snat_rev, &rkey);
@@ -152,6 +153,13 @@ static __always_inline int rev_snat(struct __sk_buff *skb, const struct vnet_pkt
 		}
 	}
 	rev->last_seen_ns = now;
+	bits = nat_close_bits(p, VNET_NAT_F_FIN_IN);
+	if (bits) {
+		nat_mark(rev, bits);
+		fwd = bpf_map_lookup_elem(&vnet_snat_fwd, &fkey);
+		if (fwd && fwd->port == rkey.sport)
+			nat_mark(fwd, bits);
+	}
 	if (rewrite_v4_nat(skb, p, 0, rev->addr, rev->port) < 0)
 		return drop(VNET_REASON_DROP_REWRITE);
 	counter_inc(VNET_REASON_REV_SNAT);

@@ -59,6 +59,10 @@ struct vnet_config {
 	__u64 tcp_timeout_ns;
 	__u64 udp_timeout_ns;
 	__u64 icmp_timeout_ns;
+	/* TCP pairs that saw a close (VNET_NAT_F_*): idle timeouts that replace
+	 * tcp_timeout_ns (the smaller of the two applies). */
+	__u64 tcp_fin_timeout_ns; /* FIN seen both ways: TIME_WAIT-like */
+	__u64 tcp_rst_timeout_ns; /* RST seen either way */
 };
 
 /* A 5-tuple, always in the egress orientation (s = the pod side, d = remote).
@@ -75,11 +79,18 @@ struct vnet_nat_tuple {
 	__u8 pad[3];
 };
 
+/* vnet_nat_entry.flags: TCP close tracking. Both entries of a pair carry the
+ * pair's bits (whichever program sees a FIN/RST sets it in both), so either
+ * entry alone knows the pair's timeout. */
+#define VNET_NAT_F_FIN_OUT (1u << 0) /* the pod sent FIN (seen by to_nic) */
+#define VNET_NAT_F_FIN_IN (1u << 1)  /* the remote sent FIN (seen by from_nic) */
+#define VNET_NAT_F_RST (1u << 2)     /* either side sent RST */
+
 /* Forward value: the translated source; reverse value: the original source. */
 struct vnet_nat_entry {
 	__u32 addr;
 	__u16 port;
-	__u16 flags; /* reserved, 0 */
+	__u16 flags; /* VNET_NAT_F_* (TCP), 0 otherwise */
 	__u64 last_seen_ns; /* bpf_ktime_get_ns(), CLOCK_MONOTONIC */
 };
 

@@ -45,7 +45,8 @@ Napi::Value Layouts(const Napi::CallbackInfo& info) {
   FIELD(cfo, vnet_config, flags); FIELD(cfo, vnet_config, nat_port_min); FIELD(cfo, vnet_config, nat_port_max);
   FIELD(cfo, vnet_config, ctl_flags);
   FIELD(cfo, vnet_config, tcp_timeout_ns); FIELD(cfo, vnet_config, udp_timeout_ns);
-  FIELD(cfo, vnet_config, icmp_timeout_ns);
+  FIELD(cfo, vnet_config, icmp_timeout_ns); FIELD(cfo, vnet_config, tcp_fin_timeout_ns);
+  FIELD(cfo, vnet_config, tcp_rst_timeout_ns);
   cf.Set("offsets", cfo);
   out.Set("vnet_config", cf);
 

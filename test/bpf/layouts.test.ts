@@ -23,7 +23,7 @@ t.test('addon layouts match the TS sizes', { skip }, async (t) => {
   t.same(l.vnet_endpoint!.offsets, { ifindex: 0, flags: 4, pod_mac: 8, host_mac: 14 });
   t.same(l.vnet_config!.offsets, {
     primary_ip: 0, nic_ifindex: 4, nic_mac: 8, flags: 14, nat_port_min: 16, nat_port_max: 18, ctl_flags: 20,
-    tcp_timeout_ns: 24, udp_timeout_ns: 32, icmp_timeout_ns: 40,
+    tcp_timeout_ns: 24, udp_timeout_ns: 32, icmp_timeout_ns: 40, tcp_fin_timeout_ns: 48, tcp_rst_timeout_ns: 56,
   });
   t.same(l.vnet_nat_tuple!.offsets, { saddr: 0, daddr: 4, sport: 8, dport: 10, proto: 12 });
   t.same(l.vnet_nat_entry!.offsets, { addr: 0, port: 4, flags: 6, last_seen_ns: 8 });
@@ -35,6 +35,12 @@ t.test('counter labels come from the header, in enum order', { skip }, async (t)
   t.same(native().reasons(), fromHeader);
   t.ok(fromHeader.length >= 10);
   t.equal(new Set(fromHeader).size, fromHeader.length, 'labels are unique');
+});
+
+t.test('NAT close flags in TS equal the header', async (t) => {
+  const header = fs.readFileSync(path.join(repoDir(), 'bpf', 'include', 'vnet_maps.h'), 'utf8');
+  const fromHeader = Object.fromEntries([...header.matchAll(/#define VNET_NAT_F_([A-Z_]+) \(1u << (\d+)\)/g)].map((m) => [m[1], 1 << Number(m[2])]));
+  t.same(fromHeader, L.NAT_F);
 });
 
 t.test('kernel map sizes and BTF layouts match the TS layouts', { skip }, async (t) => {
@@ -86,9 +92,14 @@ t.test('encoders round-trip and reject garbage', async (t) => {
   t.equal(L.decodeLpmKey(L.encodeLpmKey('168.63.129.16')), '168.63.129.16/32');
   const cfg = {
     primaryIp: '10.240.0.4', nicIfindex: 2, nicMac: '00:0d:3a:f9:dc:a6', flags: 5, natPortMin: 61000, natPortMax: 65535,
-    ctlFlags: 1, tcpTimeoutNs: 1n, udpTimeoutNs: 2n, icmpTimeoutNs: 3n,
+    ctlFlags: 1, tcpTimeoutNs: 1n, udpTimeoutNs: 2n, icmpTimeoutNs: 3n, tcpFinTimeoutNs: 4n, tcpRstTimeoutNs: 5n,
   };
   t.same(L.decodeConfig(L.encodeConfig(cfg)), cfg);
+  const entry = { addr: '10.240.0.4', port: 61234, lastSeenNs: 77n, flags: L.NAT_F.FIN_OUT | L.NAT_F.RST };
+  t.same(L.decodeNatEntry(L.encodeNatEntry(entry)), entry);
+  t.equal(L.natClosed(L.NAT_F.FIN_OUT), false, 'FIN one way: still open');
+  t.equal(L.natClosed(L.NAT_F.FIN_OUT | L.NAT_F.FIN_IN), true, 'FIN both ways: closed');
+  t.equal(L.natClosed(L.NAT_F.RST), true, 'RST: closed');
   for (const bad of ['10.0.0.256', '10.0.0', 'a.b.c.d', '']) t.throws(() => L.ipToBytes(bad), { code: 'EINVALIDCONFIG' }, bad);
   for (const bad of ['10.0.0.0/33', '10.0.0.0/x', '10.0.0.0/8/1', '10.0.0.0/']) t.throws(() => L.parseCidr(bad), { code: 'EINVALIDCONFIG' }, bad);
   t.throws(() => L.macToBytes('00:11:22:33:44'), { code: 'EINVALIDCONFIG' });

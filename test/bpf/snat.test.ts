@@ -229,3 +229,142 @@ t.test('deleting an endpoint purges its NAT state', { skip }, async (t) => {
   t.equal((await f.map('snatRev').entries()).length, 0);
   t.equal(await f.dp.deleteEndpoint(POD1.ip), false, 'second delete: already gone');
 });
+
+// ---- TCP close tracking -------------------------------------------------------
+// One NAT port, so "the port is free again" is observable: a second flow to the
+// same remote ip:port either gets 61000 or is dropped as exhausted.
+
+const ONE_PORT = { natPortRange: { min: 61000, max: 61000 } };
+const podTcp = (sport: number, flags: number) => buildPacket({ src: POD1.ip, dst: INTERNET, tcp: { sport, dport: 443, flags } });
+const remoteTcp = (natPort: number, flags: number) =>
+  buildPacket({ dstMac: HOST_DST_MAC, src: INTERNET, dst: PRIMARY, tcp: { sport: 443, dport: natPort, flags } });
+
+t.test('RST: the mapping keeps translating, then frees its port after the RST timeout (not the TCP one)', { skip }, async (t) => {
+  const f = await openFixture(t, 'close-rst', { ...ONE_PORT, timeouts: { tcpRstMs: 10_000 } });
+  const first = parsePacket((await f.run(f.progs.to_nic, podTcp(40000, TCP.SYN))).data);
+  t.equal(first.sport, 61000);
+  t.equal(parsePacket((await f.run(f.progs.from_nic, remoteTcp(61000, TCP.SYN | TCP.ACK))).data).dport, 40000);
+  t.equal((await f.run(f.progs.to_nic, podTcp(40001, TCP.SYN))).retval, TC_ACT_SHOT, 'a live mapping holds the only port');
+  t.same(f.delta(), { 'snat-new': 1, 'rev-snat': 1, 'drop-nat-port-exhausted': 1 });
+
+  // The remote resets; packets in flight are still translated both ways.
+  const rst = parsePacket((await f.run(f.progs.from_nic, remoteTcp(61000, TCP.RST | TCP.ACK))).data);
+  t.equal(rst.dst, POD1.ip, 'the RST itself reaches the pod');
+  t.equal(rst.dport, 40000);
+  t.equal(rst.l4CsumOk, true);
+  const late = parsePacket((await f.run(f.progs.to_nic, podTcp(40000, TCP.ACK))).data);
+  t.equal(late.src, PRIMARY, 'a packet after the RST is still translated');
+  t.equal(late.sport, 61000);
+  t.same(f.delta(), { 'rev-snat': 1, 'snat-hit': 1 });
+  t.match(await f.dp.natEntries(), [{ pod: { port: 40000 }, nat: { port: 61000 }, closed: true, closeFlags: 4 }], 'both entries marked RST');
+  t.equal((await f.run(f.progs.to_nic, podTcp(40001, TCP.SYN))).retval, TC_ACT_SHOT, 'within the RST timeout the port stays taken');
+  f.delta();
+
+  // Idle for 11 s (aged in the maps): past the 10 s RST timeout, far below the 3600 s TCP one.
+  const fkey = encodeNatTuple({ saddr: POD1.ip, daddr: INTERNET, sport: 40000, dport: 443, proto: 6 });
+  const rkey = encodeNatTuple({ saddr: PRIMARY, daddr: INTERNET, sport: 61000, dport: 443, proto: 6 });
+  const fwd = f.map('snatFwd');
+  const rev = f.map('snatRev');
+  const aged = process.hrtime.bigint() - 11_000_000_000n;
+  fwd.update(fkey, encodeNatEntry({ ...decodeNatEntry(fwd.lookup(fkey)!), lastSeenNs: aged }));
+  rev.update(rkey, encodeNatEntry({ ...decodeNatEntry(rev.lookup(rkey)!), lastSeenNs: aged }));
+  const next = await f.run(f.progs.to_nic, podTcp(40001, TCP.SYN));
+  t.equal(next.retval, TC_ACT_OK);
+  t.equal(parsePacket(next.data).sport, 61000, 'a new flow to the same remote ip:port reuses the port');
+  t.same(f.delta(), { 'snat-new': 1 });
+  t.equal(fwd.lookup(fkey), null, 'the closed pair was reclaimed');
+  t.match(await f.dp.natEntries(), [{ pod: { port: 40001 }, nat: { port: 61000 }, closed: false, closeFlags: 0 }]);
+  const reply = parsePacket((await f.run(f.progs.from_nic, remoteTcp(61000, TCP.SYN | TCP.ACK))).data);
+  t.equal(reply.dport, 40001, 'replies now go to the new flow');
+});
+
+t.test('an established pair idle as long is kept: the short timeout needs a close', { skip }, async (t) => {
+  const f = await openFixture(t, 'close-ctl', { ...ONE_PORT, timeouts: { tcpRstMs: 10_000 } });
+  await f.run(f.progs.to_nic, podTcp(40000, TCP.SYN));
+  const fkey = encodeNatTuple({ saddr: POD1.ip, daddr: INTERNET, sport: 40000, dport: 443, proto: 6 });
+  const rkey = encodeNatTuple({ saddr: PRIMARY, daddr: INTERNET, sport: 61000, dport: 443, proto: 6 });
+  const fwd = f.map('snatFwd');
+  const rev = f.map('snatRev');
+  const aged = process.hrtime.bigint() - 11_000_000_000n;
+  fwd.update(fkey, encodeNatEntry({ ...decodeNatEntry(fwd.lookup(fkey)!), lastSeenNs: aged }));
+  rev.update(rkey, encodeNatEntry({ ...decodeNatEntry(rev.lookup(rkey)!), lastSeenNs: aged }));
+  f.delta();
+  t.equal((await f.run(f.progs.to_nic, podTcp(40001, TCP.SYN))).retval, TC_ACT_SHOT, 'port still taken');
+  t.same(f.delta(), { 'drop-nat-port-exhausted': 1 });
+  t.same(await f.dp.expireNat(), { nat: 0, inbound: 0 }, 'the sweep keeps it too');
+});
+
+t.test('a new SYN on a closed tuple restarts its mapping at once, keeping the port', { skip }, async (t) => {
+  const f = await openFixture(t, 'close-resyn', { natPortRange: { min: 61000, max: 61007 } });
+  const port1 = parsePacket((await f.run(f.progs.to_nic, podTcp(40000, TCP.SYN))).data).sport!;
+  await f.run(f.progs.to_nic, podTcp(40000, TCP.SYN));
+  t.same(f.delta(), { 'snat-new': 1, 'snat-hit': 1 }, 'a retransmitted SYN on an open mapping is a hit');
+  await f.run(f.progs.to_nic, podTcp(40000, TCP.RST));
+  t.match(await f.dp.natEntries(), [{ closed: true, closeFlags: 4 }]);
+  f.delta();
+  // The pod's next connection reuses its source port (Linux does, when it did not close first).
+  const again = await f.run(f.progs.to_nic, podTcp(40000, TCP.SYN));
+  t.equal(again.retval, TC_ACT_OK);
+  t.equal(parsePacket(again.data).sport, port1, 'same NAT port: the remote sees the same 4-tuple, as without NAT');
+  t.same(f.delta(), { 'snat-new': 1 }, 'counted as a new connection, not a hit');
+  const entries = await f.dp.natEntries();
+  t.equal(entries.length, 1);
+  t.match(entries[0], { pod: { port: 40000 }, nat: { port: port1 }, closed: false, closeFlags: 0, orphan: false }, 'flags cleared: the established timeout again');
+  t.equal((await f.map('snatRev').entries()).length, 1, 'still one reverse entry');
+  t.equal(parsePacket((await f.run(f.progs.from_nic, remoteTcp(port1, TCP.SYN | TCP.ACK))).data).dport, 40000, 'replies reach the pod');
+
+  // The same after FIN both ways (the remote closed first; its TIME_WAIT accepts the same tuple's new SYN).
+  await f.run(f.progs.from_nic, remoteTcp(port1, TCP.FIN | TCP.ACK));
+  await f.run(f.progs.to_nic, podTcp(40000, TCP.FIN | TCP.ACK));
+  t.match(await f.dp.natEntries(), [{ closed: true, closeFlags: 3 }]);
+  f.delta();
+  t.equal(parsePacket((await f.run(f.progs.to_nic, podTcp(40000, TCP.SYN))).data).sport, port1);
+  t.same(f.delta(), { 'snat-new': 1 });
+  t.match(await f.dp.natEntries(), [{ closed: false, closeFlags: 0 }]);
+});
+
+t.test('FIN both ways: replies still flow, then the port is freed after the FIN timeout; FIN one way keeps it', { skip }, async (t) => {
+  const f = await openFixture(t, 'close-fin', { ...ONE_PORT, timeouts: { tcpFinMs: 1000 } });
+  await f.run(f.progs.to_nic, podTcp(40000, TCP.SYN));
+  await f.run(f.progs.from_nic, remoteTcp(61000, TCP.SYN | TCP.ACK));
+  await f.run(f.progs.to_nic, podTcp(40000, TCP.ACK));
+  // The remote (server) closes first, the pod answers with its own FIN.
+  const finIn = parsePacket((await f.run(f.progs.from_nic, remoteTcp(61000, TCP.FIN | TCP.ACK))).data);
+  t.equal(finIn.dport, 40000, 'remote FIN translated');
+  t.match(await f.dp.natEntries(), [{ closed: false, closeFlags: 2 }], 'FIN one way: half closed, still open');
+  await sleep(1500);
+  t.same(await f.dp.expireNat(), { nat: 0, inbound: 0 }, 'a half-closed pair keeps the established timeout');
+  t.equal((await f.run(f.progs.to_nic, podTcp(40001, TCP.SYN))).retval, TC_ACT_SHOT, 'its port stays taken');
+  f.delta();
+
+  const finOut = parsePacket((await f.run(f.progs.to_nic, podTcp(40000, TCP.FIN | TCP.ACK))).data);
+  t.equal(finOut.sport, 61000, 'pod FIN translated');
+  t.equal(finOut.l4CsumOk, true);
+  const lastAck = parsePacket((await f.run(f.progs.from_nic, remoteTcp(61000, TCP.ACK))).data);
+  t.equal(lastAck.dst, POD1.ip, 'the last ACK reaches the pod');
+  t.same(f.delta(), { 'snat-hit': 1, 'rev-snat': 1 });
+  t.match(await f.dp.natEntries(), [{ closed: true, closeFlags: 3 }], 'FIN both ways');
+  t.equal((await f.run(f.progs.to_nic, podTcp(40001, TCP.SYN))).retval, TC_ACT_SHOT, 'within the FIN timeout the port stays taken');
+  f.delta();
+
+  await sleep(1500);
+  const next = await f.run(f.progs.to_nic, podTcp(40001, TCP.SYN));
+  t.equal(next.retval, TC_ACT_OK);
+  t.equal(parsePacket(next.data).sport, 61000, 'after the FIN timeout the port serves a new flow');
+  t.same(f.delta(), { 'snat-new': 1 });
+  t.match(await f.dp.natEntries(), [{ pod: { port: 40001 }, nat: { port: 61000 }, closed: false }]);
+});
+
+t.test('expireNat sweeps closed pairs on the short timeout and keeps open ones', { skip }, async (t) => {
+  const f = await openFixture(t, 'close-sweep', { timeouts: { tcpRstMs: 1000, tcpFinMs: 1000 } });
+  for (const sport of [40000, 40001, 40002]) await f.run(f.progs.to_nic, podTcp(sport, TCP.SYN));
+  await f.run(f.progs.to_nic, podTcp(40000, TCP.RST | TCP.ACK));
+  const nat = await f.dp.natEntries();
+  const port1 = nat.find((e) => e.pod.port === 40001)!.nat.port;
+  await f.run(f.progs.to_nic, podTcp(40001, TCP.FIN | TCP.ACK));
+  await f.run(f.progs.from_nic, remoteTcp(port1, TCP.FIN | TCP.ACK));
+  await sleep(1500);
+  t.same(await f.dp.expireNat(), { nat: 2, inbound: 0 }, 'the reset and the closed pair are swept');
+  t.same((await f.dp.natEntries()).map((e) => e.pod.port), [40002], 'the open pair stays');
+  t.equal((await f.map('snatRev').entries()).length, 1);
+});

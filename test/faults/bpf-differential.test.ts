@@ -49,6 +49,8 @@ async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number)
     natPortRange: NAT_RANGE,
     stackCidrs: ['10.96.0.0/12'],
     fastPathExternal,
+    // The model has no clock: closed pairs must not expire during the run.
+    timeouts: { tcpFinMs: 3_600_000, tcpRstMs: 3_600_000 },
   });
   const model = new DataplaneModel({
     primaryIp: ipNum(PRIMARY),
@@ -94,16 +96,19 @@ async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number)
 
   // End state: the kernel's NAT and inbound maps hold exactly the model's flows.
   const nat = await f.dp.natEntries();
-  const kernelFwd = new Set(nat.map((e) => `${e.pod.ip}:${e.pod.port}>${e.remote.ip}:${e.remote.port}/${e.proto}@${e.nat.port}`));
+  const kernelFwd = new Set(nat.map((e) => `${e.pod.ip}:${e.pod.port}>${e.remote.ip}:${e.remote.port}/${e.proto}@${e.nat.port}~${e.closeFlags}`));
   const modelFwd = new Set(
     [...model.snatFwd.entries()].map(([k, port]) => {
       const [s, d, sp, dp, pr] = k.split('|').map(Number) as [number, number, number, number, number];
       const proto = pr === PROTO.TCP ? 'tcp' : pr === PROTO.UDP ? 'udp' : 'icmp';
       const ip = (n: number): string => [n >>> 24, (n >>> 16) & 255, (n >>> 8) & 255, n & 255].join('.');
-      return `${ip(s)}:${sp}>${ip(d)}:${dp}/${proto}@${port}`;
+      return `${ip(s)}:${sp}>${ip(d)}:${dp}/${proto}@${port}~${model.closeFlags.get(k) ?? 0}`;
     }),
   );
-  t.same([...kernelFwd].sort(), [...modelFwd].sort(), `NAT maps equal the model (${modelFwd.size} mappings)`);
+  t.same([...kernelFwd].sort(), [...modelFwd].sort(), `NAT maps equal the model, close flags included (${modelFwd.size} mappings)`);
+  const closedPairs = [...model.closeFlags.values()].filter((v) => v !== 0).length;
+  t.ok(closedPairs > 0, `close tracking exercised: ${closedPairs} mappings with FIN/RST bits at the end`);
+  t.ok(model.synRestarts > 0, `a SYN on a closed pair started over ${model.synRestarts} times`);
   t.equal((await f.dp.inboundFlows()).length, model.inbound.size, 'inbound flow records equal the model');
 }
 

@@ -23,7 +23,7 @@ export const SIZES = {
   lpmKey: 8,
   cidrInfo: 4,
   configKey: 4,
-  config: 48,
+  config: 64,
   natTuple: 16,
   natEntry: 16,
   flowEntry: 8,
@@ -35,6 +35,12 @@ export const SIZES = {
 export const CFG_F = { READY: 1, FASTPATH_EXTERNAL: 2, CT_CHECK: 4 } as const;
 /** vnet_config.ctl_flags (bookkeeping of the control plane; programs ignore it) */
 export const CTL_F = { NIC_HOOK_CREATED: 1 } as const;
+/** vnet_nat_entry.flags: TCP close tracking (both entries of a pair carry the pair's bits) */
+export const NAT_F = { FIN_OUT: 1, FIN_IN: 2, RST: 4 } as const;
+/** RST either way, or FIN both ways: the pair is on its short closing timeout. */
+export function natClosed(flags: number): boolean {
+  return (flags & NAT_F.RST) !== 0 || (flags & (NAT_F.FIN_OUT | NAT_F.FIN_IN)) === (NAT_F.FIN_OUT | NAT_F.FIN_IN);
+}
 /** vnet_cidr_info.flags */
 export const CIDR_F = { NOSNAT: 1, STACK: 2 } as const;
 
@@ -150,6 +156,10 @@ export interface ConfigValue {
   tcpTimeoutNs: bigint;
   udpTimeoutNs: bigint;
   icmpTimeoutNs: bigint;
+  /** TCP pairs that saw FIN both ways (TIME_WAIT-like). */
+  tcpFinTimeoutNs: bigint;
+  /** TCP pairs that saw RST. */
+  tcpRstTimeoutNs: bigint;
 }
 
 export function encodeU32Key(n: number): Buffer {
@@ -170,6 +180,8 @@ export function encodeConfig(c: ConfigValue): Buffer {
   b.writeBigUInt64LE(c.tcpTimeoutNs, 24);
   b.writeBigUInt64LE(c.udpTimeoutNs, 32);
   b.writeBigUInt64LE(c.icmpTimeoutNs, 40);
+  b.writeBigUInt64LE(c.tcpFinTimeoutNs, 48);
+  b.writeBigUInt64LE(c.tcpRstTimeoutNs, 56);
   return b;
 }
 
@@ -185,6 +197,8 @@ export function decodeConfig(b: Buffer): ConfigValue {
     tcpTimeoutNs: b.readBigUInt64LE(24),
     udpTimeoutNs: b.readBigUInt64LE(32),
     icmpTimeoutNs: b.readBigUInt64LE(40),
+    tcpFinTimeoutNs: b.readBigUInt64LE(48),
+    tcpRstTimeoutNs: b.readBigUInt64LE(56),
   };
 }
 
@@ -218,18 +232,21 @@ export interface NatEntryValue {
   addr: string;
   port: number;
   lastSeenNs: bigint;
+  /** NAT_F bits (TCP); 0 if absent. */
+  flags?: number;
 }
 
 export function encodeNatEntry(e: NatEntryValue): Buffer {
   const b = Buffer.alloc(SIZES.natEntry);
   ipToBytes(e.addr).copy(b, 0);
   b.writeUInt16BE(e.port, 4);
+  b.writeUInt16LE(e.flags ?? 0, 6);
   b.writeBigUInt64LE(e.lastSeenNs, 8);
   return b;
 }
 
-export function decodeNatEntry(b: Buffer): NatEntryValue {
-  return { addr: bytesToIp(b, 0), port: b.readUInt16BE(4), lastSeenNs: b.readBigUInt64LE(8) };
+export function decodeNatEntry(b: Buffer): Required<NatEntryValue> {
+  return { addr: bytesToIp(b, 0), port: b.readUInt16BE(4), flags: b.readUInt16LE(6), lastSeenNs: b.readBigUInt64LE(8) };
 }
 
 export function encodeFlowEntry(lastSeenNs: bigint): Buffer {

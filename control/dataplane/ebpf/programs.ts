@@ -15,6 +15,7 @@ import {
   CIDR_F,
   CTL_F,
   MAPS,
+  NAT_F,
   PROGRAMS,
   decodeCidrInfo,
   decodeConfig,
@@ -31,6 +32,7 @@ import {
   encodeLpmKey,
   encodeNatTuple,
   encodeU32Key,
+  natClosed,
   parseCidr,
   protoName,
   sumPerCpuU64,
@@ -71,8 +73,12 @@ export interface EbpfConfig {
   conntrackCheck?: boolean;
   /** SNAT ports (also ICMP echo ids), inclusive. Default 61000-65535: outside Linux's ephemeral range. */
   natPortRange?: { min: number; max: number };
-  /** Idle timeouts of SNAT entries and inbound-flow records. Defaults: TCP 3600 s, UDP 60 s, ICMP 30 s. */
-  timeouts?: { tcpMs?: number; udpMs?: number; icmpMs?: number };
+  /**
+   * Idle timeouts of SNAT entries and inbound-flow records. Defaults: TCP 3600 s, UDP 60 s, ICMP 30 s. A TCP SNAT
+   * pair that saw FIN both ways gets tcpFinMs (default 60 s: a Linux remote's TIME_WAIT, so a reused port never
+   * meets the remote's old socket), one that saw RST gets tcpRstMs (default 10 s); the smaller of these and tcpMs applies.
+   */
+  timeouts?: { tcpMs?: number; udpMs?: number; icmpMs?: number; tcpFinMs?: number; tcpRstMs?: number };
 }
 
 export interface OpenOptions {
@@ -97,6 +103,10 @@ export interface NatEntry {
   lastSeenNs: bigint;
   /** The reverse entry is missing (evicted): replies cannot be translated. */
   orphan: boolean;
+  /** TCP close tracking, NAT_F bits of both entries: FIN_OUT (pod sent FIN), FIN_IN (remote sent FIN), RST. */
+  closeFlags: number;
+  /** RST seen, or FIN both ways: the pair is on its short closing timeout. */
+  closed: boolean;
 }
 
 export interface InboundFlow {
@@ -176,6 +186,8 @@ export class EbpfPrograms {
       tcpTimeoutNs: ms(cfg.timeouts?.tcpMs, 3_600_000),
       udpTimeoutNs: ms(cfg.timeouts?.udpMs, 60_000),
       icmpTimeoutNs: ms(cfg.timeouts?.icmpMs, 30_000),
+      tcpFinTimeoutNs: ms(cfg.timeouts?.tcpFinMs, 60_000),
+      tcpRstTimeoutNs: ms(cfg.timeouts?.tcpRstMs, 10_000),
     };
     const cidrs = new Map<string, number>();
     const add = (c: string, flag: number): void => {
@@ -295,6 +307,7 @@ export class EbpfPrograms {
       const rev = revRaw ? decodeNatEntry(revRaw) : null;
       const orphan = !rev || rev.addr !== t.saddr || rev.port !== t.sport;
       const lastSeenNs = !orphan && rev && rev.lastSeenNs > f.lastSeenNs ? rev.lastSeenNs : f.lastSeenNs;
+      const closeFlags = f.flags | (!orphan && rev ? rev.flags : 0);
       out.push({
         proto: protoName(t.proto),
         pod: { ip: t.saddr, port: t.sport },
@@ -302,6 +315,8 @@ export class EbpfPrograms {
         nat: { ip: f.addr, port: f.port },
         lastSeenNs,
         orphan,
+        closeFlags,
+        closed: natClosed(closeFlags),
       });
     }
     return out;
@@ -328,13 +343,13 @@ export class EbpfPrograms {
 
   /**
    * Sweep idle SNAT pairs and inbound records (the programs also expire entries they meet; this frees the rest).
-   * A pair is dead when both directions are idle longer than the protocol's timeout. nowNs: CLOCK_MONOTONIC ns.
+   * A pair is dead when both directions are idle longer than its timeout (the protocol's, or the TCP closing one if
+   * the pair saw RST or FIN both ways). nowNs: CLOCK_MONOTONIC ns.
    */
   async expireNat(nowNs: bigint = process.hrtime.bigint()): Promise<{ nat: number; inbound: number }> {
     const cfg = this.config();
     if (!cfg) return { nat: 0, inbound: 0 };
-    const timeout = (proto: number): bigint => (proto === 6 ? cfg.tcpTimeoutNs : proto === 17 ? cfg.udpTimeoutNs : cfg.icmpTimeoutNs);
-    const stale = (last: bigint, proto: number): boolean => nowNs > last && nowNs - last > timeout(proto);
+    const stale = (last: bigint, proto: number, flags = 0): boolean => nowNs > last && nowNs - last > natPairTimeoutNs(cfg, proto, flags);
     // Forward first: a flow created between the two walks then has a reverse entry we see, never an orphan forward.
     const fwd = new Map((await this.maps.snatFwd.entries()).map(([k, v]) => [k.toString('hex'), { k, t: decodeNatTuple(k), e: decodeNatEntry(v) }]));
     const rev = await this.maps.snatRev.entries();
@@ -348,11 +363,12 @@ export class EbpfPrograms {
       const f = fwd.get(fkey);
       const fwdMatches = f !== undefined && f.e.port === rt.sport && f.e.addr === rt.saddr;
       if (fwdMatches) paired.add(fkey);
-      if (!stale(re.lastSeenNs, rt.proto) || (fwdMatches && !stale(f.e.lastSeenNs, rt.proto))) continue;
+      const flags = re.flags | (fwdMatches ? f.e.flags : 0);
+      if (!stale(re.lastSeenNs, rt.proto, flags) || (fwdMatches && !stale(f.e.lastSeenNs, rt.proto, flags))) continue;
       revDead.push(rk);
       if (fwdMatches) fwdDead.push(f.k);
     }
-    for (const [hex, f] of fwd) if (!paired.has(hex) && stale(f.e.lastSeenNs, f.t.proto)) fwdDead.push(f.k);
+    for (const [hex, f] of fwd) if (!paired.has(hex) && stale(f.e.lastSeenNs, f.t.proto, f.e.flags)) fwdDead.push(f.k);
     const inboundDead = (await this.maps.inbound.entries()).filter(([k, v]) => stale(decodeFlowEntry(v), decodeNatTuple(k).proto)).map(([k]) => k);
     await this.maps.snatRev.deleteBatch(revDead);
     const nat = await this.maps.snatFwd.deleteBatch(fwdDead);
@@ -470,6 +486,16 @@ export class EbpfPrograms {
       }
     }
   }
+}
+
+/** The idle timeout of a NAT pair, as the programs compute it (bpf/lib/nat.h nat_pair_timeout). */
+export function natPairTimeoutNs(cfg: ConfigValue, proto: number, flags: number): bigint {
+  const min = (a: bigint, b: bigint): bigint => (a < b ? a : b);
+  if (proto === 17) return cfg.udpTimeoutNs;
+  if (proto !== 6) return cfg.icmpTimeoutNs;
+  if (flags & NAT_F.RST) return min(cfg.tcpRstTimeoutNs, cfg.tcpTimeoutNs);
+  if ((flags & (NAT_F.FIN_OUT | NAT_F.FIN_IN)) === (NAT_F.FIN_OUT | NAT_F.FIN_IN)) return min(cfg.tcpFinTimeoutNs, cfg.tcpTimeoutNs);
+  return cfg.tcpTimeoutNs;
 }
 
 // ---- pins -----------------------------------------------------------------------------

@@ -4,8 +4,11 @@
 // reasons, the output frame (byte for byte, checksums by RFC 1624) and keeps
 // its own copy of the NAT and inbound-flow state.
 //
+// TCP close tracking is modelled (FIN/RST bits per pair; a SYN on a closed
+// pair restarts it with the same port); the closing *timeouts* are not.
 // Deliberately out of scope (the test environment makes them constant):
-// timeouts (the suite's flows never go idle), kernel conntrack (the throwaway
+// timeouts (the suite's flows never go idle, and it configures the closing
+// timeouts as long as the established one), kernel conntrack (the throwaway
 // netns has no entries: always a miss) and the FIB (the netns holds only lo,
 // so a lookup for a pod's ingress ifindex fails: "to the stack").
 import { csumReplace, ETH_HLEN, ICMP_ECHO, ICMP_ECHOREPLY, IP_MF, IP_OFFSET, isFragment, macBuf, parse, PROTO, TCPF, words32, type ModelPkt } from './packet.js';
@@ -40,6 +43,15 @@ export interface Prediction {
 /** Picks the NAT port for a new mapping: the test reads it from the real output. */
 export type PortChooser = (free: number[]) => number | 'exhausted';
 
+/** vnet_nat_entry.flags (bpf/include/vnet_maps.h VNET_NAT_F_*). */
+export const NAT_F = { FIN_OUT: 1, FIN_IN: 2, RST: 4 } as const;
+const closed = (flags: number): boolean => (flags & NAT_F.RST) !== 0 || (flags & (NAT_F.FIN_OUT | NAT_F.FIN_IN)) === (NAT_F.FIN_OUT | NAT_F.FIN_IN);
+/** The close bits a TCP packet records on its pair; dirFin is the FIN bit of its direction. */
+function closeBits(p: ModelPkt, dirFin: number): number {
+  if (p.proto !== PROTO.TCP) return 0;
+  return (p.tcpFlags & TCPF.RST ? NAT_F.RST : 0) | (p.tcpFlags & TCPF.FIN ? dirFin : 0);
+}
+
 const CIDR_NOSNAT = 1;
 const CIDR_STACK = 2;
 
@@ -50,6 +62,10 @@ export class DataplaneModel {
   /** fwd: pod tuple -> nat port; rev: {primary, remote, nat port, remote port, proto} -> {pod ip, pod port}. */
   readonly snatFwd = new Map<string, number>();
   readonly snatRev = new Map<string, { addr: number; port: number }>();
+  /** fwd tuple -> NAT_F bits of the pair (TCP close tracking). */
+  readonly closeFlags = new Map<string, number>();
+  /** How often a SYN on a closed pair replaced its mapping (coverage, for the test). */
+  synRestarts = 0;
   readonly inbound = new Set<string>();
 
   constructor(readonly cfg: ModelConfig) {
@@ -109,7 +125,16 @@ export class DataplaneModel {
     if (this.inbound.has(fkey)) return pass(frame, 'pass-inbound-reply');
     if (p.frag & IP_MF) return drop('drop-fragment-needs-nat');
     const existing = this.snatFwd.get(fkey);
-    if (existing !== undefined) return { verdict: VERDICT.OK, reasons: ['snat-hit'], data: rewriteNat(p, frame, true, this.cfg.primaryIp, existing) };
+    if (existing !== undefined && maySnat(p) && closed(this.closeFlags.get(fkey) ?? 0)) {
+      // A new SYN on a closed pair: the pair restarts in place, same port, flags cleared.
+      this.synRestarts++;
+      this.closeFlags.set(fkey, 0);
+      return { verdict: VERDICT.OK, reasons: ['snat-new'], data: rewriteNat(p, frame, true, this.cfg.primaryIp, existing) };
+    }
+    if (existing !== undefined) {
+      this.closeFlags.set(fkey, (this.closeFlags.get(fkey) ?? 0) | closeBits(p, NAT_F.FIN_OUT));
+      return { verdict: VERDICT.OK, reasons: ['snat-hit'], data: rewriteNat(p, frame, true, this.cfg.primaryIp, existing) };
+    }
     if (!maySnat(p)) return pass(frame, 'pass-untracked');
     const free: number[] = [];
     for (let port = this.cfg.natPortMin; port <= this.cfg.natPortMax; port++) {
@@ -120,6 +145,7 @@ export class DataplaneModel {
     const observed = choosePort(free);
     const chosen = observed !== 'exhausted' && free.includes(observed) ? observed : free[0]!;
     this.snatFwd.set(fkey, chosen);
+    this.closeFlags.set(fkey, 0);
     this.snatRev.set(tupleKey(this.cfg.primaryIp, p.daddr, chosen, p.dport, p.proto), { addr: p.saddr, port: p.sport });
     return { verdict: VERDICT.OK, reasons: ['snat-new'], data: rewriteNat(p, frame, true, this.cfg.primaryIp, chosen) };
   }
@@ -144,6 +170,8 @@ export class DataplaneModel {
     const rkey = tupleKey(p.daddr, p.saddr, icmp ? p.sport : p.dport, icmp ? 0 : p.sport, p.proto);
     const rev = this.snatRev.get(rkey);
     if (!rev) return pass(frame);
+    const fkey = tupleKey(rev.addr, p.saddr, rev.port, icmp ? 0 : p.sport, p.proto);
+    this.closeFlags.set(fkey, (this.closeFlags.get(fkey) ?? 0) | closeBits(p, NAT_F.FIN_IN));
     const data = rewriteNat(p, frame, false, rev.addr, rev.port);
     const ep = this.endpoints.get(rev.addr);
     if (!ep) return { verdict: VERDICT.SHOT, reasons: ['rev-snat', 'drop-no-endpoint'], data: null };
