@@ -1,5 +1,8 @@
 // Shared entry for both plugin binaries: guard stdout, run the call, exit.
-// The agent module loads only after the call validated.
+// The agent module loads only after the call validated, and only when the
+// call is not forwarded: with a live daemon the process never imports the
+// in-process Agent (dataplanes, IPAM sources, native addon), which is most
+// of a CNI call's start-up cost.
 import path from 'node:path';
 import { pathToFileURL } from 'node:url';
 import type { AgentApi, NetConf } from '../control/types.js';
@@ -20,11 +23,21 @@ export const TEST_AGENT_ENV = 'VNET_CNI_TEST_AGENT';
 
 async function loadCreateAgent(): Promise<CreateAgent> {
   const hook = process.env[TEST_AGENT_ENV];
-  if (hook === undefined || hook === '') return (await import('../control/agent/index.js')).createAgent;
+  if (hook === undefined || hook === '') return createDefaultAgent;
   if (!path.isAbsolute(hook)) throw new VnetError(`${TEST_AGENT_ENV} must be an absolute path; got ${JSON.stringify(hook)}`);
   const mod = (await import(pathToFileURL(hook).href)) as { createAgent?: unknown };
   if (typeof mod.createAgent !== 'function') throw new VnetError(`${TEST_AGENT_ENV} module ${hook} does not export createAgent`);
   return mod.createAgent as CreateAgent;
+}
+
+/** Daemon first (a small import), the in-process Agent only if the daemon is absent. */
+async function createDefaultAgent(config: NetConf, opts: { plugin: PluginName; logger: Logger }): Promise<AgentApi> {
+  if (config.daemonSocket) {
+    const { connectToDaemon } = await import('../control/daemon/forward.js');
+    const remote = await connectToDaemon(config.daemonSocket, opts.logger);
+    if (remote) return remote;
+  }
+  return (await import('../control/agent/index.js')).createLocalAgent(config, opts.logger);
 }
 
 export async function main(plugin: PluginName): Promise<never> {

@@ -8,14 +8,10 @@ import { NodeStore } from '../store/node-store.js';
 
 export async function createAgent(config: NetConf, opts: { plugin: 'azure-vnet' | 'azure-vnet-ipam'; logger: Logger }): Promise<AgentApi> {
   if (config.daemonSocket) {
-    const { connectDaemon, RemoteAgent } = await import('../daemon/client.js');
-    try {
-      const sock = await connectDaemon(config.daemonSocket);
-      opts.logger.debug({ socket: config.daemonSocket }, 'forwarding to the node daemon');
-      return new RemoteAgent(sock);
-    } catch (err) {
-      opts.logger.info({ err, socket: config.daemonSocket }, 'node daemon not reachable; running standalone');
-    }
+    // The plugin binary itself goes through cni/main.ts, which tries this before importing this module.
+    const { connectToDaemon } = await import('../daemon/forward.js');
+    const remote = await connectToDaemon(config.daemonSocket, opts.logger);
+    if (remote) return remote;
   }
   return createLocalAgent(config, opts.logger);
 }

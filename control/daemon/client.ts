@@ -4,7 +4,8 @@
 import net from 'node:net';
 import type { AgentApi, Attachment, CniCall, CniResult, NetConf } from '../types.js';
 import { VnetError, TryAgainError } from '../errors.js';
-import { FrameReader, Verb, decodeResponse, encodeRequest, frame, type WireRequest, type WireResponse } from './codec.js';
+import { FrameReader, Verb, frame, type WireRequest, type WireResponse } from './codec-types.js';
+import { decodeResponseLite as decodeResponse, encodeRequestLite as encodeRequest } from './wire-lite.js';
 
 const CLIENT_VERSION = '0.1.0';
 

@@ -112,6 +112,8 @@ export class DaemonServer {
     }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     this.opts.onRequest?.(verbName, res.ok, seconds, res.error?.cniCode);
+    // Time inside the daemon per verb: compare with the client's wall time to see transport and start-up costs.
+    this.opts.logger.info({ verb: verbName, containerId: req.containerId || undefined, ok: res.ok, ms: Math.round(seconds * 1e4) / 10 }, 'request served');
     if (!sock.destroyed) sock.write(frame(encodeResponse(res)));
   }
 

@@ -1,7 +1,7 @@
 // The node's durable state: IPAM allocations and endpoint records in one JSON
 // document, changed only inside a transaction that holds the node lock and
 // ends with an atomic write. The kernel is reality; this file is intent.
-import { readFile } from 'node:fs/promises';
+import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
 import { acquireLock } from './lock.js';
@@ -58,9 +58,34 @@ function validateState(x: unknown, file: string): NodeState {
   return { ...s, version: 1, endpoints: s.endpoints, ipam: validateIpamState(s.ipam) } as NodeState;
 }
 
+interface QueuedTransaction {
+  fn: (state: NodeState) => unknown;
+  resolve(value: unknown): void;
+  reject(err: unknown): void;
+}
+
+/** Identity of the file's current version: a rename by any writer changes the inode and ctime. */
+interface FileVersion {
+  ino: bigint;
+  size: bigint;
+  mtimeNs: bigint;
+  ctimeNs: bigint;
+}
+
+function sameVersion(a: FileVersion | undefined, b: FileVersion | undefined): boolean {
+  return a !== undefined && b !== undefined && a.ino === b.ino && a.size === b.size && a.mtimeNs === b.mtimeNs && a.ctimeNs === b.ctimeNs;
+}
+
+/** Transactions committed by one write; bounds how long one batch holds the node lock. */
+const MAX_BATCH = 64;
+
 export class NodeStore {
   readonly file: string;
   readonly lockFile: string;
+  private readonly queue: QueuedTransaction[] = [];
+  private draining = false;
+  /** The text of the file as this process last read or wrote it: the daemon keeps state in memory, the file stays the durable copy. */
+  private cached: { text: string; version: FileVersion } | undefined;
 
   constructor(
     readonly dir: string,
@@ -72,52 +97,111 @@ export class NodeStore {
 
   /** Read without the lock (for views and for deciding whether work is needed). */
   async peek(): Promise<NodeState> {
-    return this.load();
+    return this.parse(await this.readText());
   }
 
   /**
    * Run fn on the current state under the node lock; if fn resolves, the
-   * (possibly mutated) state is written atomically before the lock is released.
+   * (possibly mutated) state is written atomically before the lock is released
+   * and before the returned promise resolves.
+   *
+   * Group commit: transactions queued while a batch runs go into the next
+   * batch, which takes the lock once, runs them one after another (each on
+   * its own copy of the state, as if alone: a failing fn leaves no trace) and
+   * writes + fsyncs once. Concurrent daemon requests so share the fsyncs that
+   * dominate a transaction's cost. Only one batch per process waits for the
+   * flock, so waiters never occupy more than one libuv pool thread.
    */
-  async transaction<T>(fn: (state: NodeState) => Promise<T> | T): Promise<T> {
-    // One transaction at a time per process: a flock waiter occupies a libuv
-    // pool thread, and the holder needs pool threads for its file I/O, so
-    // unbounded in-process waiters (the daemon) could starve the holder.
-    const prev = this.inProcess;
-    let done!: () => void;
-    this.inProcess = new Promise<void>((resolve) => (done = resolve));
-    await prev;
+  transaction<T>(fn: (state: NodeState) => Promise<T> | T): Promise<T> {
+    return new Promise<T>((resolve, reject) => {
+      this.queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      if (!this.draining) void this.drain();
+    });
+  }
+
+  private async drain(): Promise<void> {
+    this.draining = true;
     try {
-      return await this.lockedTransaction(fn);
+      while (this.queue.length > 0) await this.runBatch(this.queue.splice(0, MAX_BATCH));
     } finally {
-      done();
+      this.draining = false;
     }
   }
 
-  private inProcess: Promise<void> = Promise.resolve();
-
-  private async lockedTransaction<T>(fn: (state: NodeState) => Promise<T> | T): Promise<T> {
-    const lock = await acquireLock(this.lockFile, this.lockTimeoutMs);
+  private async runBatch(batch: QueuedTransaction[]): Promise<void> {
+    let lock: Awaited<ReturnType<typeof acquireLock>>;
     try {
-      const state = await this.load();
-      const before = JSON.stringify(state);
-      const result = await fn(state);
-      const after = JSON.stringify(state);
-      if (after !== before) await this.save(after);
-      return result;
+      lock = await acquireLock(this.lockFile, this.lockTimeoutMs);
+    } catch (err) {
+      for (const t of batch) t.reject(err);
+      return;
+    }
+    try {
+      let committed: string;
+      try {
+        committed = JSON.stringify(this.parse(await this.readText()));
+      } catch (err) {
+        for (const t of batch) t.reject(err);
+        return;
+      }
+      const original = committed;
+      const succeeded: { t: QueuedTransaction; value: unknown }[] = [];
+      for (const t of batch) {
+        try {
+          const state = JSON.parse(committed) as NodeState;
+          const value = await t.fn(state);
+          committed = JSON.stringify(state);
+          succeeded.push({ t, value });
+        } catch (err) {
+          t.reject(err);
+        }
+      }
+      if (committed !== original) {
+        try {
+          await this.save(committed);
+        } catch (err) {
+          for (const s of succeeded) s.t.reject(err);
+          return;
+        }
+      }
+      for (const s of succeeded) s.t.resolve(s.value);
     } finally {
-      await lock.release();
+      // The state is already durable; a failed unlock/close still drops the
+      // flock with the fd, and throwing here would strand the queue.
+      await lock.release().catch(() => {});
     }
   }
 
-  private async load(): Promise<NodeState> {
+  private async version(): Promise<FileVersion | undefined> {
+    try {
+      const st = await stat(this.file, { bigint: true });
+      return { ino: st.ino, size: st.size, mtimeNs: st.mtimeNs, ctimeNs: st.ctimeNs };
+    } catch (err) {
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return undefined;
+      throw new StoreError(`cannot stat ${this.file}: ${(err as Error).message}`, { cause: err });
+    }
+  }
+
+  /** The file's text, from memory when nobody (a standalone plugin process) replaced it since; '' if absent. */
+  private async readText(): Promise<string> {
+    const version = await this.version();
+    if (!version) return '';
+    if (this.cached && sameVersion(this.cached.version, version)) return this.cached.text;
     let text: string;
     try {
       text = await readFile(this.file, 'utf8');
     } catch (err) {
-      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return emptyState();
+      if ((err as NodeJS.ErrnoException).code === 'ENOENT') return '';
       throw new StoreError(`cannot read ${this.file}: ${(err as Error).message}`, { cause: err });
     }
+    // Cache only if the file did not change while we read it.
+    const after = await this.version();
+    this.cached = sameVersion(version, after) ? { text, version } : undefined;
+    return text;
+  }
+
+  private parse(text: string): NodeState {
+    if (text === '') return emptyState();
     let parsed: unknown;
     try {
       parsed = JSON.parse(text);
@@ -128,10 +212,13 @@ export class NodeStore {
   }
 
   private async save(text: string): Promise<void> {
+    this.cached = undefined;
     try {
       await writeFileAtomic(this.file, text);
     } catch (err) {
       throw new StoreError(`cannot write ${this.file}: ${(err as Error).message}`, { cause: err });
     }
+    const version = await this.version().catch(() => undefined);
+    if (version) this.cached = { text, version };
   }
 }
