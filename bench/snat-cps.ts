@@ -2,9 +2,9 @@
 // through SNAT (connect, 1-byte request/response, server closes first), two
 // clients in parallel, bounded by a count and a time per repeat.
 //
-// Each repeat uses fresh server ports: the ebpf dataplane keeps a TCP mapping
-// for its idle timeout (3600 s by default, FIN is not tracked) in a 4,535-port
-// range per remote ip:port, so reusing one port would measure exhaustion, not speed.
+// Each repeat uses fresh server ports: a closed TCP mapping keeps its port for
+// 60 s after FIN both ways (10 s after RST) in a 4,535-port range per remote
+// ip:port, so reusing one port would measure that hold time, not speed.
 import type { DataplaneLab } from './lib/dataplane-lab.js';
 import type { LoadTools } from './lib/load.js';
 import type { BenchOptions } from './lib/options.js';
