@@ -16,7 +16,7 @@ import {
 
 const EBTABLES = 'ebtables';
 
-/** Is an executable with this name on PATH? (No shell: `command -v` would need one.) */
+/** Is an executable with this name on PATH? Checked here because `command -v` would need a shell. */
 function onPath(tool: string): boolean {
   return (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((dir) => {
     try {
