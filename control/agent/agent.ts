@@ -216,7 +216,7 @@ export class Agent implements AgentApi {
     const prefetched: Prefetched | undefined = poolStale(before)
       ? await this.fetchPool(config, nic.address).then((pool) => ({ pool }), (err: unknown) => ({ err }))
       : undefined;
-    const readyNode = before.node?.mode === config.dataplane && (await (await this.dataplane(config.dataplane)).hasNodeState(before.node.network)) ? before.node.network : undefined;
+    const readyNode = before.node?.mode === config.dataplane && (await (await this.dataplane(config.dataplane)).hasNodeState(before.node.network, nic)) ? before.node.network : undefined;
 
     const prepared = await this.store.transaction(async (state) => {
       const existing = state.endpoints[key];

@@ -2,6 +2,7 @@
 // iptables; ebpf: routed veths + TC programs) satisfy it, so the agent and the
 // lab tests never branch on the mode.
 import type { DataplaneMode } from '../types.js';
+import type { LinkInfo } from '../netlink/ip.js';
 
 /** Facts about the node's NIC and VNet, from the pool source and the host. */
 export interface NodeNetwork {
@@ -56,5 +57,6 @@ export interface Dataplane {
   /** Remove node-wide state after the last endpoint left. Called under the node lock. */
   teardownNode(node: NodeNetwork): Promise<void>;
   /** True if this mode's node-wide state is present (used when the node switches modes). */
-  hasNodeState(node: NodeNetwork): Promise<boolean>;
+  /** `nic`: the NIC's link if the caller already read it (saves a netlink round trip on the ADD hot path). */
+  hasNodeState(node: NodeNetwork, nic?: LinkInfo): Promise<boolean>;
 }

@@ -4,7 +4,7 @@
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { run, runOk } from '../../exec.js';
-import { ip, linkInfo } from '../../netlink/ip.js';
+import { ip, linkInfo, type LinkInfo } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
 import { detectIptablesBackend, type IptablesTools } from './backend.js';
@@ -129,7 +129,7 @@ export class IptablesDataplane implements Dataplane {
   }
 
   /** Cheap: the NIC is a port of our bridge (rules are re-ensured whenever this is false). */
-  async hasNodeState(node: NodeNetwork): Promise<boolean> {
-    return (await linkInfo(node.nic))?.master === node.bridge;
+  async hasNodeState(node: NodeNetwork, nic?: LinkInfo): Promise<boolean> {
+    return (nic ?? (await linkInfo(node.nic)))?.master === node.bridge;
   }
 }
