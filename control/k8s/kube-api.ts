@@ -112,8 +112,8 @@ export class KubeApi {
         resolve(end);
       };
       const onAbort = (): void => {
-        controller?.abort();
         finish({});
+        controller?.abort();
       };
       signal.addEventListener('abort', onAbort, { once: true });
       this.watcher
