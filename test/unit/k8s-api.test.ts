@@ -6,7 +6,11 @@
 // condition patch (kubelet's conditions kept) and the pod cache.
 import t, { type Test } from 'tap';
 import { pino } from 'pino';
-import { KubeConfig } from '@kubernetes/client-node';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { KubeConfig, loadYaml } from '@kubernetes/client-node';
+import { K8S_GROUP, K8S_VERSION, NNC_KIND, NNC_PLURAL } from '../../control/k8s/constants.js';
 import { CniCode, PoolSourceError, TryAgainError } from '../../control/errors.js';
 import { poolFromNnc, type NncObject } from '../../control/k8s/nnc-pool.js';
 import { KubeApi, type KubeObject } from '../../control/k8s/kube-api.js';
@@ -247,4 +251,22 @@ t.test('pod cache: only this node\'s pods, UID and labels, updates live', async 
   await waitFor('pod a gone', () => cache.lookup('web', 'a') === undefined);
   t.pass('a deleted pod leaves the cache');
   t.equal(s.requests.find((q) => q.path === '/api/v1/pods' && !q.watch)?.query.fieldSelector, `spec.nodeName=${NODE}`);
+});
+
+t.test('the CRD manifest matches the constants and the contract', async (t) => {
+  const repo = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
+  const crd = loadYaml<any>(readFileSync(path.join(repo, 'docker', 'manifests', 'crd-nodenetworkconfig.yaml'), 'utf8'));
+  t.equal(crd.apiVersion, 'apiextensions.k8s.io/v1');
+  t.equal(crd.metadata.name, `${NNC_PLURAL}.${K8S_GROUP}`);
+  t.match(crd.spec, { group: K8S_GROUP, scope: 'Namespaced', names: { kind: NNC_KIND, plural: NNC_PLURAL, singular: 'nodenetworkconfig', shortNames: ['nnc'] } });
+  const v = crd.spec.versions.find((x: { name: string }) => x.name === K8S_VERSION);
+  t.ok(v?.served && v.storage, 'the version is served and stored');
+  t.same(v.subresources, { status: {} }, 'status subresource on');
+  const schema = v.schema.openAPIV3Schema.properties;
+  t.same(Object.keys(schema.spec.properties).sort(), ['gateway', 'macAddress', 'primaryIP', 'secondaryIPs', 'subnet']);
+  t.same(schema.spec.required, ['primaryIP', 'subnet', 'secondaryIPs']);
+  t.same(Object.keys(schema.status.properties).sort(), ['allocated', 'allocations', 'conditions', 'free', 'observedGeneration']);
+  t.same(Object.keys(schema.status.properties.allocations.items.properties).sort(), ['containerID', 'ifName', 'ip', 'podName', 'podNamespace', 'podUID']);
+  t.ok(new RegExp(schema.spec.properties.subnet.pattern).test('10.240.0.0/16'), 'the subnet pattern takes a CIDR');
+  t.ok(new RegExp(schema.spec.properties.macAddress.pattern).test('00-0D-3A-01-02-03'), 'the MAC pattern takes Azure\'s spelling');
 });
