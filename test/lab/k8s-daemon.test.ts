@@ -167,6 +167,9 @@ t.test(`daemon with the Kubernetes API (stand-in) in ${mode} mode`, async (t) =>
     await api.put(nnc([s0, s3, s1]));
     await pollUntil(async () => (await debug<PoolJson>('pool')).summary.size === 3 || undefined, 60_000, 300, 'recovered watch delivers the change');
     t.pass('the watch recovered and applied the change made while it was failing');
+    const k = await debug<{ enabled: boolean; stats: { nodeNetworkConfig: { errors: number; failures: number; synced: boolean }; statusWriter: { writes: number } } }>('kubernetes');
+    t.ok(k.enabled && k.stats.nodeNetworkConfig.errors >= 3, `debug kubernetes shows the errors (${k.stats.nodeNetworkConfig.errors})`);
+    t.equal(k.stats.nodeNetworkConfig.failures, 0, 'and no failure streak after the recovery');
   });
 
   t.test('the node condition follows the dataplane (NIC missing -> True, back -> False)', async (t) => {
