@@ -383,14 +383,15 @@ export class Agent implements AgentApi {
     });
   }
 
-  async status(config: NetConf): Promise<void> {
+  /** CNI STATUS. `requireFreeIp: false` (the node condition) treats a full pool as ready: that is capacity, not a broken network. */
+  async status(config: NetConf, opts: { requireFreeIp?: boolean } = {}): Promise<void> {
     const nic = await linkInfo(config.master);
     if (!nic) throw new NotReadyError(`host interface ${config.master} not found`);
     await this.store.transaction((state) => this.refreshPool(state, config, nic.address, true)).catch((err: unknown) => {
       throw new NotReadyError(`pool source unavailable: ${(err as Error).message}`, { cause: err });
     });
     const s = poolSummary((await this.store.peek()).ipam);
-    if (s.free === 0) throw new NotReadyError(`no free pod IP on this node (pool ${s.size}, in use ${s.used})`);
+    if (s.free === 0 && opts.requireFreeIp !== false) throw new NotReadyError(`no free pod IP on this node (pool ${s.size}, in use ${s.used})`);
   }
 
   async ipamAdd(call: CniCall): Promise<CniResult> {

@@ -42,6 +42,7 @@ export class KubernetesIntegration {
   readonly namespace: string;
   private agent: Agent | undefined;
   private generation: number | undefined;
+  private objectUid: string | undefined;
   private readonly nncReflector: Reflector<NncObject & KubeObject>;
   private readonly podReflector: Reflector<KubeObject>;
   readonly status: StatusWriter;
@@ -114,6 +115,9 @@ export class KubernetesIntegration {
       const pool = poolFromNnc(obj);
       this.pool.set(pool);
       this.generation = obj.metadata.generation;
+      // A re-created object starts with no status: write ours even if it equals what the old one had.
+      if (obj.metadata.uid !== this.objectUid) this.status.forget();
+      this.objectUid = obj.metadata.uid;
       this.log.info({ resourceVersion: obj.metadata.resourceVersion, addresses: pool.addresses.length }, 'NodeNetworkConfig synced');
     } catch (err) {
       this.pool.unusable((err as Error).message);
@@ -141,7 +145,7 @@ export class KubernetesIntegration {
     const config = (await agent.store.peek()).node?.config;
     if (config) {
       try {
-        await agent.status(config);
+        await agent.status(config, { requireFreeIp: false });
         return { ready: true, message: '' };
       } catch (err) {
         return { ready: false, message: (err as Error).message };
