@@ -134,7 +134,7 @@ t.test(`daemon with the Kubernetes API (stand-in) in ${mode} mode`, async (t) =>
     t.equal(err.code, 100, `neither ${freed} (removed) nor ${kept} (orphaned) is handed out`);
   });
 
-  t.test('status shows the allocations (IP -> pod), coalesced', async (t) => {
+  t.test('status shows the allocations (IP -> pod)', async (t) => {
     const want = Object.values(pods).map((p) => p.ip).sort();
     const st = await pollUntil(async () => {
       const s = (await api.get('nodenetworkconfigs', NS, nodeName))!.status as NncStatusJson | undefined;
