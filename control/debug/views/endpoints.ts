@@ -141,12 +141,10 @@ function labelsText(labels: Record<string, string> | undefined): string {
 }
 
 export function renderEndpoints(v: EndpointsView): string {
-  const headers = ['IP', 'POD', 'POD UID', 'LABELS', 'CONTAINER', 'VETH', 'PHASE', 'MAP IFINDEX', 'MAP IFNAME', 'POD MAC', 'HOST MAC', 'STATUS'];
+  const headers = ['IP', 'POD', 'CONTAINER', 'VETH', 'PHASE', 'MAP IFINDEX', 'MAP IFNAME', 'POD MAC', 'HOST MAC', 'STATUS', 'POD UID', 'LABELS'];
   const rows = v.endpoints.map((r) => [
     r.ip,
     r.store ? `${r.store.podNamespace ?? '-'}/${r.store.podName ?? '-'}` : undefined,
-    r.store ? r.store.podUid?.slice(0, 8) ?? '-' : undefined,
-    r.store ? labelsText(r.store.podLabels) : undefined,
     r.store ? r.store.containerId.slice(0, 12) : undefined,
     r.store?.hostVeth,
     r.store?.phase,
@@ -155,6 +153,8 @@ export function renderEndpoints(v: EndpointsView): string {
     r.map?.podMac ?? r.store?.podMac,
     r.map?.hostMac ?? r.store?.hostMac,
     r.issues.length ? r.issues.map((i) => i.kind).join(',') : 'ok',
+    r.store ? r.store.podUid?.slice(0, 8) ?? '-' : undefined,
+    r.store ? labelsText(r.store.podLabels) : undefined,
   ]);
   let out = `endpoints (mode: ${v.mode ?? 'none'})\n` + renderTable(headers, rows);
   const details = v.endpoints.flatMap((r) => r.issues.map((i) => `  ! ${r.ip} ${i.kind}: ${i.detail}\n`));
