@@ -92,7 +92,8 @@ export class KubernetesIntegration {
   afterRequest = (verb: string, ok: boolean): void => {
     if (ok && CHANGING_VERBS.has(verb)) this.status.markDirty();
     if (verb === 'ADD' && ok) this.annotate();
-    if (verb === 'STATUS' || verb === 'ADD' || verb === 'DEL') void this.condition.poke();
+    // Kubelet/the runtime asking STATUS is a good moment to re-check; ADD/DEL are left to the timer so a storm adds no work.
+    if (verb === 'STATUS') void this.condition.poke();
   };
 
   /** What the watches have done, for DUMP and debugging. */
