@@ -28,6 +28,8 @@ export async function runDaemon(argv: string[]): Promise<number> {
       'status-debounce-ms': { type: 'string', default: '1000' },
       'condition-seconds': { type: 'string', default: '10' },
       master: { type: 'string', default: 'eth0' },
+      'api-backoff-ms': { type: 'string', default: '500' },
+      'api-backoff-max-ms': { type: 'string', default: '30000' },
     },
   });
   assertSafeNetns();
@@ -41,6 +43,7 @@ export async function runDaemon(argv: string[]): Promise<number> {
       statusDebounceMs: Math.max(0, Number(values['status-debounce-ms'])),
       conditionPeriodMs: Math.max(0.2, Number(values['condition-seconds'])) * 1000,
       master: values.master!,
+      backoff: { initialMs: Math.max(10, Number(values['api-backoff-ms'])), maxMs: Math.max(10, Number(values['api-backoff-max-ms'])), maxErrors: 10 },
       logger,
     })
     : undefined;

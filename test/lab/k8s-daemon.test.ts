@@ -52,7 +52,8 @@ t.test(`daemon with the Kubernetes API (stand-in) in ${mode} mode`, async (t) =>
   await api.put({ apiVersion: 'v1', kind: 'Node', metadata: { name: nodeName }, spec: {}, status: { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'kubelet is posting ready status' }] } });
 
   let daemon: ChildProcess | undefined = startChild(vmExecArgv(lab.names, 'vm1', [process.execPath, VNETCTL, 'daemon', '--socket', SOCKET,
-    '--node-name', nodeName, '--kubeconfig', VM_KUBECONFIG, '--status-debounce-ms', '200', '--condition-seconds', '1']));
+    '--node-name', nodeName, '--kubeconfig', VM_KUBECONFIG, '--status-debounce-ms', '200', '--condition-seconds', '1',
+    '--api-backoff-ms', '200', '--api-backoff-max-ms', '1600']));
   t.teardown(async () => {
     if (daemon) await stopChild(daemon);
   });
@@ -162,7 +163,8 @@ t.test(`daemon with the Kubernetes API (stand-in) in ${mode} mode`, async (t) =>
       return parsed.some((b) => b.failures === 3) ? parsed : undefined;
     }, 30_000, 300, 'three backoffs');
     const delayOf = (n: number): number => backoffs.find((b) => b.failures === n)!.delayMs;
-    t.ok(delayOf(1) <= 500 && delayOf(3) >= 1000, `backoff grows: ${backoffs.slice(0, 3).map((b) => b.delayMs).join(', ')} ms`);
+    // --api-backoff-ms 200: step n waits within [100, 200] * 2^(n-1) ms, so step 3 is at least 400 and step 1 at most 200.
+    t.ok(delayOf(1) <= 200 && delayOf(3) >= 400, `backoff grows: ${backoffs.slice(0, 3).map((b) => b.delayMs).join(', ')} ms`);
     await api.cmd({ op: 'failNext', n: 0 });
     await api.put(nnc([s0, s3, s1]));
     await pollUntil(async () => (await debug<PoolJson>('pool')).summary.size === 3 || undefined, 60_000, 300, 'recovered watch delivers the change');
