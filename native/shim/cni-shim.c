@@ -51,7 +51,6 @@
 /* control/daemon/client.ts: connect timeout and answer timeout. */
 #define CONNECT_TIMEOUT_MS 250
 #define ANSWER_TIMEOUT_MS 120000
-#define MAX_DEPTH 256
 #define CLIENT_VERSION "0.1.0-shim"
 #define VERB_INVOKE 9
 
@@ -131,8 +130,8 @@ static unsigned char *read_stdin(size_t *len) {
  * Strict JSON (RFC 8259, what JSON.parse accepts). It finds the value of the
  * top-level keys "daemonSocket" and "cniVersion" without building anything.
  * Duplicate keys: the last one wins, as in JSON.parse. Anything unexpected
- * (bad syntax, too deep, invalid or non-ASCII bytes in the socket path, lone
- * surrogates) makes the scan fail, and a failed scan means "no socket":
+ * (bad syntax, a socket path that is not printable ASCII or longer than
+ * sun_path) makes the scan fail, and a failed scan means "no socket":
  * the Node plugin then runs and reports what is wrong.
  */
 struct scan {
@@ -240,54 +239,75 @@ static int scan_literal(struct scan *s, const char *word) {
   return 0;
 }
 
-static int scan_value(struct scan *s, int depth);
-
-/* An object or array at s->p; nested keys are parsed and ignored. */
-static int scan_container(struct scan *s, int depth) {
-  unsigned char close = *s->p == '{' ? '}' : ']';
-  int object = close == '}';
-  if (depth > MAX_DEPTH) return -1;
-  s->p++;
+/* After an object's '{' or ',': a key and its colon. */
+static int scan_key(struct scan *s) {
   skip_ws(s);
-  if (s->p < s->end && *s->p == close) {
-    s->p++;
-    return 0;
-  }
-  for (;;) {
-    if (object) {
-      skip_ws(s);
-      if (s->p >= s->end || *s->p != '"' || scan_string(s, NULL, 0, NULL) < 0) return -1;
-      skip_ws(s);
-      if (s->p >= s->end || *s->p != ':') return -1;
-      s->p++;
-    }
-    if (scan_value(s, depth + 1) < 0) return -1;
-    skip_ws(s);
-    if (s->p >= s->end) return -1;
-    if (*s->p == ',') {
-      s->p++;
-      continue;
-    }
-    if (*s->p == close) {
-      s->p++;
-      return 0;
-    }
-    return -1;
-  }
+  if (s->p >= s->end || *s->p != '"' || scan_string(s, NULL, 0, NULL) < 0) return -1;
+  skip_ws(s);
+  if (s->p >= s->end || *s->p != ':') return -1;
+  s->p++;
+  return 0;
 }
 
-static int scan_value(struct scan *s, int depth) {
-  skip_ws(s);
-  if (s->p >= s->end) return -1;
-  switch (*s->p) {
-    case '{':
-    case '[': return scan_container(s, depth);
-    case '"': return scan_string(s, NULL, 0, NULL);
-    case 't': return scan_literal(s, "true");
-    case 'f': return scan_literal(s, "false");
-    case 'n': return scan_literal(s, "null");
-    default: return scan_number(s);
+/*
+ * Skips one value of any depth. Open containers are kept on a heap stack of
+ * their closing bytes, not in C recursion: JSON.parse accepts very deep
+ * nesting, and so must the shim (1 MiB of '[' is only 1 MiB of stack here).
+ */
+static int scan_value(struct scan *s) {
+  unsigned char *open = NULL; /* closing byte of each open container */
+  size_t depth = 0, cap = 0;
+  int rc = -1;
+  for (;;) {
+    /* A value starts here. */
+    skip_ws(s);
+    if (s->p >= s->end) goto out;
+    unsigned char c = *s->p;
+    if (c == '{' || c == '[') {
+      if (depth == cap) {
+        cap = cap ? cap * 2 : 64;
+        unsigned char *n = realloc(open, cap);
+        if (!n) goto out;
+        open = n;
+      }
+      open[depth++] = c == '{' ? '}' : ']';
+      s->p++;
+      skip_ws(s);
+      if (s->p < s->end && *s->p == open[depth - 1]) {
+        s->p++;
+        depth--;
+      } else {
+        if (c == '{' && scan_key(s) < 0) goto out;
+        continue; /* the first member's value */
+      }
+    } else if (c == '"') {
+      if (scan_string(s, NULL, 0, NULL) < 0) goto out;
+    } else if (c == 't' || c == 'f' || c == 'n') {
+      if (scan_literal(s, c == 't' ? "true" : c == 'f' ? "false" : "null") < 0) goto out;
+    } else if (scan_number(s) < 0) {
+      goto out;
+    }
+    /* A value ended: close containers until one continues with ','. */
+    for (;;) {
+      if (depth == 0) {
+        rc = 0;
+        goto out;
+      }
+      skip_ws(s);
+      if (s->p >= s->end) goto out;
+      if (*s->p == ',') {
+        s->p++;
+        if (open[depth - 1] == '}' && scan_key(s) < 0) goto out;
+        break; /* the next member's value */
+      }
+      if (*s->p != open[depth - 1]) goto out;
+      s->p++;
+      depth--;
+    }
   }
+out:
+  free(open);
+  return rc;
 }
 
 /*
@@ -332,7 +352,7 @@ static int find_daemon_socket(const unsigned char *buf, size_t len, char *sock, 
       } else {
         if (is_socket) found = 0; /* a later non-string value overrides an earlier string */
         if (is_version) version[0] = 0;
-        if (scan_value(&s, 1) < 0) return 0;
+        if (scan_value(&s) < 0) return 0;
       }
       skip_ws(&s);
       if (s.p >= s.end) return 0;

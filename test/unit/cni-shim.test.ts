@@ -96,6 +96,7 @@ t.test('the shim is built', { skip: built ? false : 'dist/shim/cni-shim not buil
       { name: 'whitespace everywhere', stdin: ` \n\t{ "cniVersion" : "1.0.0" ,\r\n "daemonSocket"\n:\t${s} }\n `, forwarded: true },
       { name: 'escaped key and path', stdin: `{"daemon\\u0053ocket":${s.replaceAll('/', '\\/')},"cniVersion":"1.0.0"}`, forwarded: true },
       { name: 'after nested decoys and escaped quotes', stdin: `{"a":{"daemonSocket":"/nope"},"b":["daemonSocket","x\\"daemonSocket\\":\\"y"],"c":"\\"daemonSocket\\":1","daemonSocket":${s},"n":[1,-2.5e3,true,false,null,{}]}`, forwarded: true },
+      { name: 'after 100000 levels of nesting', stdin: `{"a":${'[{"b":'.repeat(50_000)}1${'}]'.repeat(50_000)},"daemonSocket":${s}}`, forwarded: true },
       { name: 'last duplicate wins', stdin: `{"daemonSocket":"/nope","daemonSocket":${s}}`, forwarded: true },
       { name: 'nested only', stdin: `{"cniVersion":"1.0.0","ipam":{"daemonSocket":${s}}}`, forwarded: false },
       { name: 'inside an array', stdin: `{"plugins":[{"daemonSocket":${s}}]}`, forwarded: false },
