@@ -120,10 +120,18 @@ export async function runCniLatency(opts: BenchOptions): Promise<Row[]> {
     daemon = await VmDaemon.start(lab, 'vm1');
     // The same daemon and VM for both CNI binaries; the shim goes first and so pays the node's first-ADD setup.
     const viaDaemon = vnetConflist('iptables', { daemonSocket: DAEMON_SOCKET });
-    all.set('vnet daemon via shim', await measureSetup(lab, new VmCni(lab, 'vm1', viaDaemon, '10-azure.conflist', SHIM_CNI_PATH), opts, 'vnet daemon via shim', true, daemon));
-    all.set('vnet daemon via Node launcher', await measureSetup(lab, new VmCni(lab, 'vm1', viaDaemon), opts, 'vnet daemon via Node launcher', opts.bulkAll));
-    all.set('vnet standalone', await measureSetup(lab, new VmCni(lab, 'vm2', vnetConflist('iptables')), opts, 'vnet standalone', opts.bulkAll));
-    all.set(REFERENCE, await measureSetup(lab, new VmCni(lab, 'vm3', referenceConflist(), '10-ref.conflist'), opts, REFERENCE, true));
+    // A setup that fails (e.g. lock timeouts on an overloaded machine) loses its rows, not the whole run.
+    const measure = async (setup: CniSetup, fn: () => Promise<Latencies>): Promise<void> => {
+      try {
+        all.set(setup, await fn());
+      } catch (err) {
+        opts.log(`cni ${setup}: FAILED, no rows: ${(err as Error).message.slice(0, 300)}`);
+      }
+    };
+    await measure('vnet daemon via shim', () => measureSetup(lab, new VmCni(lab, 'vm1', viaDaemon, '10-azure.conflist', SHIM_CNI_PATH), opts, 'vnet daemon via shim', true, daemon));
+    await measure('vnet daemon via Node launcher', () => measureSetup(lab, new VmCni(lab, 'vm1', viaDaemon), opts, 'vnet daemon via Node launcher', opts.bulkAll));
+    await measure('vnet standalone', () => measureSetup(lab, new VmCni(lab, 'vm2', vnetConflist('iptables')), opts, 'vnet standalone', opts.bulkAll));
+    await measure(REFERENCE, () => measureSetup(lab, new VmCni(lab, 'vm3', referenceConflist(), '10-ref.conflist'), opts, REFERENCE, true));
 
     const bulkRows: Row[] = [...all.entries()].filter(([, l]) => Number.isFinite(l.bulkUpS)).map(([setup, l]) => ({
       scenario: `${opts.bulkPods} pods up / down (${PARALLEL} in flight)`,
@@ -131,9 +139,9 @@ export async function runCniLatency(opts: BenchOptions): Promise<Row[]> {
       value: l.bulkUpS,
       unit: 's up',
       detail: `${l.bulkDownS.toFixed(1)} s down`,
-      vsPeer: setup === REFERENCE ? 'reference' : ratioText(l.bulkUpS, all.get(REFERENCE)!.bulkUpS, 'ref'),
+      vsPeer: setup === REFERENCE ? 'reference' : ratioText(l.bulkUpS, all.get(REFERENCE)?.bulkUpS ?? NaN, 'ref'),
     }));
-    const rss = all.get('vnet daemon via shim')!.rssMiB ?? NaN;
+    const rss = all.get('vnet daemon via shim')?.rssMiB ?? NaN;
     return [
       ...latencyRows('CNI ADD serial', all, (l) => l.serialAdd, 'p50'),
       ...latencyRows('CNI DEL serial', all, (l) => l.serialDel),

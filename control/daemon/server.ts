@@ -10,6 +10,7 @@ import type { AgentApi, CniCall, CniResult, NetConf } from '../types.js';
 import { asVnetError, CniCode, DecodeError } from '../errors.js';
 import { FrameReader, Verb, decodeRequest, encodeResponse, frame, type WireRequest, type WireResponse } from './codec.js';
 import { CallLoggers, invoke } from './invoke.js';
+import { spawnTally, type SpawnTally } from '../exec.js';
 
 export interface DaemonServerOptions {
   socketPath: string;
@@ -123,15 +124,9 @@ export class DaemonServer {
     const started = process.hrtime.bigint();
     const verbName = req.verb === Verb.INVOKE ? invokeVerbName(req) : Verb[req.verb] ?? String(req.verb);
     let res: WireResponse;
+    const spawns: SpawnTally = {};
     try {
-      if (req.verb === Verb.INVOKE) {
-        // The whole CNI call, run by the plugin's own code; its outcome (even a CNI error) is ok=true.
-        const out = await invoke(this.opts.agent, this.callLoggers, req);
-        res = { ok: true, resultJson: '', stdout: out.stdout, exitCode: out.exitCode };
-      } else {
-        const out = await dispatch(this.opts.agent, req);
-        res = { ok: true, resultJson: out === undefined ? '' : JSON.stringify(out) };
-      }
+      res = await spawnTally.run(spawns, () => this.respond(req));
     } catch (err) {
       const e = asVnetError(err);
       res = { ok: false, resultJson: '', error: { cniCode: e.cniCode, code: e.code, message: e.message, details: e.details ?? '' } };
@@ -142,8 +137,20 @@ export class DaemonServer {
     // Time inside the daemon per verb: compare with the client's wall time to see transport and start-up costs.
     const via = req.verb === Verb.INVOKE ? 'shim' : undefined;
     const containerId = req.containerId || (req.verb === Verb.INVOKE ? req.env?.CNI_CONTAINERID : undefined) || undefined;
-    this.opts.logger.info({ verb: verbName, via, containerId, ok: res.ok, exitCode: res.exitCode, ms: Math.round(seconds * 1e4) / 10 }, 'request served');
+    // spawns: the programs this request ran (ip, iptables, ebtables...) and the ms spent waiting for them.
+    const spawned = Object.fromEntries(Object.entries(spawns).map(([k, v]) => [k, { n: v.n, ms: Math.round(v.ms) }]));
+    this.opts.logger.info({ verb: verbName, via, containerId, ok: res.ok, exitCode: res.exitCode, ms: Math.round(seconds * 1e4) / 10, spawns: spawned }, 'request served');
     if (!sock.destroyed) sock.write(frame(encodeResponse(res)));
+  }
+
+  private async respond(req: WireRequest): Promise<WireResponse> {
+    if (req.verb === Verb.INVOKE) {
+      // The whole CNI call, run by the plugin's own code; its outcome (even a CNI error) is ok=true.
+      const out = await invoke(this.opts.agent, this.callLoggers, req);
+      return { ok: true, resultJson: '', stdout: out.stdout, exitCode: out.exitCode };
+    }
+    const out = await dispatch(this.opts.agent, req);
+    return { ok: true, resultJson: out === undefined ? '' : JSON.stringify(out) };
   }
 
   async close(): Promise<void> {
