@@ -7,6 +7,8 @@
 // host-local; serially and 32 in parallel; then N pods up and down on one VM
 // (32 in flight) and the daemon's RSS while it holds N endpoints.
 // Every timing includes the client and lab/vm-exec (~same for all setups).
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Lab } from '../lab/lab.js';
 import { defaultSpec } from '../lab/spec.js';
 import { SHIM_CNI_PATH, VmCni, type PodHandle } from '../test/lab/helpers/cni-harness.js';
@@ -111,6 +113,43 @@ function latencyRows(scenario: string, all: Map<CniSetup, Latencies>, pick: (l: 
   });
 }
 
+/**
+ * Where a forwarded ADD's time goes inside the daemon: its `request served` log
+ * lines (serial ADDs only, so no lock waits) give the time from request to
+ * answer and the programs the ADD ran, with the wall time spent waiting for each.
+ */
+function daemonBreakdown(lab: Lab, serialIds: Set<string>): Row | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path.join(lab.vmPaths('vm1').log, 'vnet-cni-daemon.log'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const total: number[] = [];
+  const perProgram = new Map<string, { n: number[]; ms: number[] }>();
+  for (const line of text.split('\n')) {
+    if (!line.includes('"request served"') || !line.includes('"via":"shim"')) continue;
+    const rec = JSON.parse(line) as { verb?: string; containerId?: string; ms?: number; spawns?: Record<string, { n: number; ms: number }> };
+    if (rec.verb !== 'ADD' || !rec.containerId || !serialIds.has(rec.containerId) || rec.ms === undefined) continue;
+    total.push(rec.ms);
+    for (const [prog, v] of Object.entries(rec.spawns ?? {})) {
+      const e = perProgram.get(prog) ?? { n: [], ms: [] };
+      e.n.push(v.n);
+      e.ms.push(v.ms);
+      perProgram.set(prog, e);
+    }
+  }
+  if (total.length === 0) return undefined;
+  const parts = [...perProgram.entries()].map(([prog, e]) => `${prog} ${quantile(e.n, 0.5)}x ${quantile(e.ms, 0.5).toFixed(0)} ms`);
+  return {
+    scenario: 'CNI ADD serial, inside the daemon',
+    setup: 'vnet daemon via shim',
+    value: quantile(total, 0.5),
+    unit: 'ms p50',
+    detail: `spawns p50: ${parts.join(', ') || 'none'} (n=${total.length})`,
+  };
+}
+
 export async function runCniLatency(opts: BenchOptions): Promise<Row[]> {
   await ensureCniClient();
   const lab = await Lab.up(defaultSpec(3, Math.max(opts.bulkPods, 64)));
@@ -133,6 +172,8 @@ export async function runCniLatency(opts: BenchOptions): Promise<Row[]> {
     await measure('vnet standalone', () => measureSetup(lab, new VmCni(lab, 'vm2', vnetConflist('iptables')), opts, 'vnet standalone', opts.bulkAll));
     await measure(REFERENCE, () => measureSetup(lab, new VmCni(lab, 'vm3', referenceConflist(), '10-ref.conflist'), opts, REFERENCE, true));
 
+    const serialIds = new Set(Array.from({ length: opts.quick ? 8 : 16 }, (_, i) => `bench-vm1-s${i}`));
+    const breakdown = daemonBreakdown(lab, serialIds);
     const bulkRows: Row[] = [...all.entries()].filter(([, l]) => Number.isFinite(l.bulkUpS)).map(([setup, l]) => ({
       scenario: `${opts.bulkPods} pods up / down (${PARALLEL} in flight)`,
       setup,
@@ -144,6 +185,7 @@ export async function runCniLatency(opts: BenchOptions): Promise<Row[]> {
     const rss = all.get('vnet daemon via shim')?.rssMiB ?? NaN;
     return [
       ...latencyRows('CNI ADD serial', all, (l) => l.serialAdd, 'p50'),
+      ...(breakdown ? [breakdown] : []),
       ...latencyRows('CNI DEL serial', all, (l) => l.serialDel),
       ...latencyRows(`CNI ADD ${PARALLEL} parallel`, all, (l) => l.parallelAdd, 'p99'),
       ...latencyRows(`CNI DEL ${PARALLEL} parallel`, all, (l) => l.parallelDel),
