@@ -56,7 +56,7 @@ for (const mode of MODES) {
       n = await node.addPod('same', { containerId: 'same-container' });
       t.equal(normalise(s), normalise(n), 'identical ADD results (MACs and the VM-specific IP aside)');
       t.match(await daemonLog(), /"containerId":"same-container".*endpoint added/, 'the daemon did the work');
-      t.match(await daemonLog(), /"verb":"ADD","via":"shim","containerId":"same-container".*"spawns":\{"[a-z]/, 'its log line counts the programs the ADD ran');
+      t.match(await daemonLog(), /"verb":"ADD","via":"shim","containerId":"same-container".*"spawns":\{/, 'its log line tallies the programs the ADD ran (if any)');
       t.ok(await ping(lab.vmNetns('vm1'), s.ip), 'the pod is reachable');
       for (const verb of ['check', 'status'] as const) {
         const flags = (p: PodHandle): string[] => (verb === 'check' ? ['--container', p.containerId, '--netns', p.netns, '--ifname', 'eth0'] : []);
