@@ -285,6 +285,7 @@ export class Agent implements AgentApi {
       await pausePoint('add:after-veth');
       await configurePodSide(plan);
       crashPoint('add:after-pod-config');
+      await pausePoint('add:after-pod-config');
       await dp.attachEndpoint(node, plan);
       undo.push('detach endpoint', () => dp.detachEndpoint(node, plan));
       crashPoint('add:after-attach');
@@ -324,13 +325,27 @@ export class Agent implements AgentApi {
     const key = endpointKey(call.containerId, call.ifName);
     const found = await this.store.transaction((state) => {
       const rec = state.endpoints[key];
-      if (rec) rec.phase = 'deleting';
-      return rec ? { rec, node: state.node?.network } : undefined;
+      if (!rec) return undefined;
+      const before = { ...rec };
+      rec.phase = 'deleting';
+      return { rec: before, node: state.node?.network };
     });
     crashPoint('del:after-mark');
     if (found?.node) {
       const dp = await this.dataplane(found.rec.mode);
-      await dp.detachEndpoint(found.node, planOf(found.rec));
+      try {
+        await dp.detachEndpoint(found.node, planOf(found.rec));
+      } catch (err) {
+        // The dataplane could not even start (bpffs not mounted): nothing was removed, so the pod is
+        // still whole; put its phase back and let the runtime retry the DEL.
+        if (err instanceof DataplaneUnavailableError && found.rec.phase !== 'deleting') {
+          await this.store.transaction((state) => {
+            const cur = state.endpoints[key];
+            if (cur?.phase === 'deleting') cur.phase = found.rec.phase;
+          }).catch(() => {});
+        }
+        throw err;
+      }
     }
     crashPoint('del:after-detach');
     // The veth name is deterministic, so even without a record nothing leaks.
