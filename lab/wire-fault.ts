@@ -16,7 +16,7 @@ export type WireFault =
   | { mode: 'truncated' }
   /** 200 OK streaming a 4 MiB body (chunked, no Content-Length): a client must cap what it reads */
   | { mode: 'huge' }
-  /** 200 OK with elements nested 100 000 deep */
+  /** 200 OK with elements nested 20 000 deep (under the client's size cap, so its depth cap is what stops it) */
   | { mode: 'nested' }
   /** 200 OK with a DOCTYPE declaring the "billion laughs" entity expansion */
   | { mode: 'entities' }

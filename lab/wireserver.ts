@@ -90,7 +90,7 @@ class Wireserver {
         return streamHuge(res);
       case 'nested':
         res.writeHead(200, { 'Content-Type': 'text/xml; charset=utf-8' });
-        res.end(`<Interfaces>${'<Interface>'.repeat(100_000)}${'</Interface>'.repeat(100_000)}</Interfaces>`);
+        res.end(`<Interfaces>${'<Interface>'.repeat(20_000)}${'</Interface>'.repeat(20_000)}</Interfaces>`);
         return;
       case 'entities':
         res.writeHead(200, { 'Content-Type': 'text/xml; charset=utf-8' });

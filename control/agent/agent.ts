@@ -114,7 +114,13 @@ export class Agent implements AgentApi {
   private async fetchPool(config: NetConf, nicMac: string): Promise<NicPool> {
     const source = createPoolSource(config.ipam);
     const pools = await source.fetch();
-    return selectNic(pools, nicMac);
+    try {
+      return selectNic(pools, nicMac);
+    } catch (err) {
+      // A well-formed answer about other NICs: name where it came from, like every other source failure.
+      if (err instanceof PoolSourceError && 'url' in source) throw new PoolSourceError(`wireserver ${String(source.url)}: ${err.message}`, { cause: err });
+      throw err;
+    }
   }
 
   /** Refresh the pool inside a transaction, keeping the cached pool if the source is down. */

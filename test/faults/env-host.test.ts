@@ -18,7 +18,7 @@ import { pollUntil } from '../../lab/children.js';
 import { hostVethName } from '../../control/netlink/veth.js';
 import { MODES, REPO, VmCni, azureConflist, execPlugin, pluginStdin, vmSnapshot } from '../lab/helpers/cni-harness.js';
 import { FaultTally } from './helpers/report.js';
-import { scaled } from './helpers/scale.js';
+import { FULL, scaled } from './helpers/scale.js';
 import { VmMountNs, nsSnapshot } from './helpers/vm-mountns.js';
 
 const TRIES = scaled(1, 4);
@@ -58,7 +58,9 @@ for (const mode of MODES) {
       const cni = new VmCni(lab, vm, conflist);
       const other = await cni.addPod('bystander'); // so the node stays set up and we see only the pod's own leftovers
       const run = lab.vmPaths(vm).run;
-      for (const point of ['add:after-veth', 'add:after-pod-config']) {
+      // Bounded form: one pause point per mode (each mode a different one); full form: both in both.
+      const points = FULL ? ['add:after-veth', 'add:after-pod-config'] : [mode === 'iptables' ? 'add:after-veth' : 'add:after-pod-config'];
+      for (const point of points) {
         for (let i = 0; i < TRIES; i++) {
           const netns = await lab.addPodNetns(vm, `gone${point.length}${i}`);
           const cid = `gone-${point.replace(':', '-')}-${i}`;
