@@ -14,7 +14,8 @@ import path from 'node:path';
 import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { Lab } from '../../lab/lab.js';
 import { defaultSpec } from '../../lab/spec.js';
-import { pollUntil } from '../../lab/children.js';
+import { pollUntil, startChild, stopChild, waitForLine } from '../../lab/children.js';
+import { vmExecArgv } from '../../lab/vm-exec.js';
 import { hostVethName } from '../../control/netlink/veth.js';
 import { MODES, REPO, VmCni, azureConflist, execPlugin, pluginStdin, vmSnapshot } from '../lab/helpers/cni-harness.js';
 import { FaultTally } from './helpers/report.js';
@@ -23,6 +24,7 @@ import { VmMountNs, nsSnapshot } from './helpers/vm-mountns.js';
 
 const TRIES = scaled(1, 4);
 const VNETCTL = path.join(REPO, 'dist', 'control', 'cli', 'vnetctl.js');
+const SOCKET = '/run/vnet-cni/daemon.sock';
 const tally = new FaultTally('env-host');
 
 interface State {
@@ -109,6 +111,45 @@ for (const mode of MODES) {
       }
       await cni.del(other);
     });
+
+    if (mode === MODES[0]) {
+      t.test('pod netns deleted in the middle of ADD, through the daemon', async (t) => {
+        const vm = 'vm1';
+        const run = lab.vmPaths(vm).run;
+        const pause = 'pause-daemon';
+        const point = 'add:after-veth';
+        rmSync(path.join(run, pause), { force: true });
+        rmSync(path.join(run, `${pause}.reached`), { force: true });
+        const daemon = startChild(vmExecArgv(lab.names, vm, [process.execPath, VNETCTL, 'daemon', '--socket', SOCKET]), {
+          env: { ...process.env, VNET_CNI_TEST_PAUSE_AT: point, VNET_CNI_TEST_PAUSE_FILE: `/run/vnet-cni/${pause}` },
+        });
+        t.teardown(() => stopChild(daemon));
+        await waitForLine(daemon, /^READY /, 30_000, 'vnetctl daemon');
+        const viaDaemon = pluginStdin(azureConflist({ cniVersion: '1.0.0', dataplane: mode, extra: { daemonSocket: SOCKET } }));
+        for (let i = 0; i < TRIES; i++) {
+          rmSync(path.join(run, pause), { force: true });
+          rmSync(path.join(run, `${pause}.reached`), { force: true });
+          const netns = await lab.addPodNetns(vm, `dgone${i}`);
+          const cid = `dgone-${i}`;
+          const adding = execPlugin(lab, vm, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: cid, CNI_NETNS: netns, CNI_IFNAME: 'eth0' }, viaDaemon);
+          await pollUntil(() => (existsSync(path.join(run, `${pause}.reached`)) ? true : undefined), 60_000, 50, `daemon ADD reaching ${point}`);
+          await lab.removePodNetns(netns);
+          writeFileSync(path.join(run, pause), 'go');
+          const res = await adding;
+          const ok = res.json?.code === 4 && /disappeared/.test(String(res.json?.msg));
+          t.ok(ok, `daemon: ADD fails with code 4 (${String(res.json?.code)}: ${String(res.json?.msg)})`);
+          const links = await lab.execVm(vm, ['ip', '-o', 'link', 'show']);
+          const st = readState(lab, vm);
+          const clean = !links.stdout.includes(hostVethName(cid, 'eth0')) && !st.endpoints[`${cid}/eth0`] && !st.ipam.holdings[`${cid}/eth0`];
+          t.ok(clean, 'daemon: no veth, no record, no IP held');
+          const issues = await endpointIssues(lab, vm);
+          t.same(issues, [], 'daemon: kernel and store agree');
+          tally.add(`pod netns deleted during ADD (${mode}, daemon)`, point, ok && clean && issues.length === 0 ? 'code 4, rolled back: no veth, no IP, no rule or map entry' : 'WRONG');
+        }
+        const log = await lab.execVm(vm, ['sh', '-c', 'cat /var/log/vnet-cni-daemon.log']);
+        t.match(log.stdout, /disappeared during ADD|ADD failed; rolling back/, 'the daemon did the work');
+      });
+    }
 
     t.test('eth0 missing or down', async (t) => {
       const vm = 'vm2';
