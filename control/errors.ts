@@ -99,6 +99,22 @@ export class NotReadyError extends VnetError {
   override readonly cniCode = CniCode.PluginNotAvailable;
 }
 
+/** What an operator should do about a filesystem error on the state directory ('' if nothing specific). */
+export function storageHint(err: unknown, dir: string): string {
+  switch ((err as NodeJS.ErrnoException | undefined)?.code) {
+    case 'ENOSPC':
+    case 'EDQUOT':
+      return `; the filesystem holding ${dir} is full: free space there, then retry`;
+    case 'EROFS':
+      return `; ${dir} is on a read-only filesystem: remount it read-write, then retry`;
+    case 'EACCES':
+    case 'EPERM':
+      return `; the plugin runs as root and needs write access to ${dir}`;
+    default:
+      return '';
+  }
+}
+
 /** Wrap anything thrown into a VnetError, keeping typed errors as they are. */
 export function asVnetError(err: unknown): VnetError {
   if (err instanceof VnetError) return err;

@@ -14,6 +14,14 @@ export type WireFault =
   | { mode: 'garbage' }
   /** 200 OK with the first half of the XML document */
   | { mode: 'truncated' }
+  /** 200 OK streaming a 4 MiB body (chunked, no Content-Length): a client must cap what it reads */
+  | { mode: 'huge' }
+  /** 200 OK with elements nested 20 000 deep (under the client's size cap, so its depth cap is what stops it) */
+  | { mode: 'nested' }
+  /** 200 OK with a DOCTYPE declaring the "billion laughs" entity expansion */
+  | { mode: 'entities' }
+  /** 200 OK with a well-formed interfaces document for a NIC that is not the caller's */
+  | { mode: 'wrong' }
   /** an HTTP error status (default 500) */
   | { mode: 'error'; status: number };
 
@@ -25,6 +33,10 @@ export function parseWireFault(input: unknown): WireFault {
     case 'hang':
     case 'garbage':
     case 'truncated':
+    case 'huge':
+    case 'nested':
+    case 'entities':
+    case 'wrong':
       return { mode: raw.mode };
     case 'slow': {
       const delayMs = raw.delayMs;
@@ -37,6 +49,6 @@ export function parseWireFault(input: unknown): WireFault {
       return { mode: 'error', status };
     }
     default:
-      throw new LabSpecError(`wireserver fault: unknown mode ${JSON.stringify(raw.mode)} (ok, down, hang, slow, garbage, truncated, error)`);
+      throw new LabSpecError(`wireserver fault: unknown mode ${JSON.stringify(raw.mode)} (ok, down, hang, slow, garbage, truncated, huge, nested, entities, wrong, error)`);
   }
 }

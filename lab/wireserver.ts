@@ -86,6 +86,20 @@ class Wireserver {
         res.writeHead(200, { 'Content-Type': 'text/xml; charset=utf-8' });
         res.end('\u0000\u00ff<Interfaces><Interface MacAddress="not a mac" IsPrimary="maybe"><IPSub garbage ]]> &bogus;');
         return;
+      case 'huge':
+        return streamHuge(res);
+      case 'nested':
+        res.writeHead(200, { 'Content-Type': 'text/xml; charset=utf-8' });
+        res.end(`<Interfaces>${'<Interface>'.repeat(20_000)}${'</Interface>'.repeat(20_000)}</Interfaces>`);
+        return;
+      case 'entities':
+        res.writeHead(200, { 'Content-Type': 'text/xml; charset=utf-8' });
+        res.end(BILLION_LAUGHS);
+        return;
+      case 'wrong':
+        res.writeHead(200, { 'Content-Type': 'text/xml; charset=utf-8' });
+        res.end(WRONG_NIC_XML);
+        return;
       case 'error':
         res.writeHead(fault.status, { 'Content-Type': 'text/plain' });
         res.end(`wireserver fault: HTTP ${fault.status}\n`);
@@ -114,6 +128,46 @@ class Wireserver {
     res.writeHead(200, { 'Content-Type': 'text/xml; charset=utf-8', 'Content-Length': Buffer.byteLength(body) });
     res.end(body);
   }
+}
+
+/** The classic entity-expansion bomb: 10 levels of 10x, about a billion "lol"s if expanded. */
+const BILLION_LAUGHS = [
+  '<?xml version="1.0"?>',
+  '<!DOCTYPE Interfaces [',
+  '  <!ENTITY lol "lol">',
+  ...Array.from({ length: 9 }, (_, i) => `  <!ENTITY lol${i + 1} "${`&lol${i === 0 ? '' : i};`.repeat(10)}">`),
+  ']>',
+  '<Interfaces><Interface MacAddress="&lol9;" IsPrimary="true"/></Interfaces>',
+  '',
+].join('\n');
+
+/** Well-formed and plausible, but for a NIC (and subnet) no lab VM has. */
+const WRONG_NIC_XML = [
+  '<Interfaces>',
+  '  <Interface MacAddress="0A0B0C0D0E0F" IsPrimary="true">',
+  '    <IPSubnet Prefix="192.168.77.0/24">',
+  '      <IPAddress Address="192.168.77.4" IsPrimary="true"/>',
+  '      <IPAddress Address="192.168.77.5" IsPrimary="false"/>',
+  '    </IPSubnet>',
+  '  </Interface>',
+  '</Interfaces>',
+  '',
+].join('\n');
+
+/** 4 MiB of plausible XML in 64 KiB chunks, stopping early if the client hangs up. */
+function streamHuge(res: http.ServerResponse): void {
+  res.writeHead(200, { 'Content-Type': 'text/xml; charset=utf-8' });
+  const chunk = `<!-- ${'x'.repeat(64 * 1024 - 10)} -->`;
+  let left = 64;
+  const pump = (): void => {
+    while (left > 0 && !res.destroyed) {
+      left -= 1;
+      if (!res.write(chunk)) return void res.once('drain', pump);
+    }
+    if (!res.destroyed) res.end('<Interfaces/>');
+  };
+  res.write('<Interfaces>');
+  pump();
 }
 
 function text(res: http.ServerResponse, status: number, body: string): void {

@@ -7,7 +7,7 @@
 // "ready". A kill -9 anywhere leaves a record that a rerun, DEL or GC
 // converges from; the kernel side is always found by deterministic names.
 import type { Logger } from 'pino';
-import { existsSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import type { AgentApi, Attachment, CniCall, CniResult, NetConf, DataplaneMode } from '../types.js';
 import { NodeStore, endpointKey, type EndpointRecord, type NodeState } from '../store/node-store.js';
 import { createPoolSource, selectNic } from '../ipam/index.js';
@@ -18,7 +18,7 @@ import type { Dataplane, EndpointPlan, NodeNetwork } from '../dataplane/types.js
 import { linkInfo, ipv4Addrs, type LinkInfo } from '../netlink/ip.js';
 import { createVethPair, configurePodSide, deleteHostVeth, checkPodSide, hostVethName, randomMac, listHostVeths } from '../netlink/veth.js';
 import {
-  DataplaneUnavailableError, InvalidConfigError, NotReadyError, PoolExhaustedError, PoolSourceError,
+  DataplaneUnavailableError, InvalidConfigError, InvalidEnvError, NotReadyError, PoolExhaustedError, PoolSourceError,
   UnknownContainerError, VnetError,
 } from '../errors.js';
 import { Rollback } from './rollback.js';
@@ -34,6 +34,18 @@ const WIRESERVER_IP = '168.63.129.16/32';
  */
 function crashPoint(point: string): void {
   if (process.env.VNET_CNI_LAB === '1' && process.env.VNET_CNI_TEST_CRASH_AT === point) process.kill(process.pid, 'SIGKILL');
+}
+/**
+ * Pause injection for the environment-fault tests: with VNET_CNI_LAB=1 and
+ * VNET_CNI_TEST_PAUSE_AT=<point>, the call writes VNET_CNI_TEST_PAUSE_FILE +
+ * '.reached' and waits (at most 60 s) until VNET_CNI_TEST_PAUSE_FILE exists,
+ * so a test can change the world (delete the netns) at a known step.
+ */
+async function pausePoint(point: string): Promise<void> {
+  const file = process.env.VNET_CNI_TEST_PAUSE_FILE;
+  if (process.env.VNET_CNI_LAB !== '1' || process.env.VNET_CNI_TEST_PAUSE_AT !== point || !file) return;
+  writeFileSync(`${file}.reached`, point);
+  for (let waited = 0; waited < 60_000 && !existsSync(file); waited += 50) await new Promise((r) => setTimeout(r, 50));
 }
 /** Re-read the pool source at most this often on the ADD path (ms). */
 const POOL_MAX_AGE_MS = 30_000;
@@ -116,7 +128,13 @@ export class Agent implements AgentApi {
   private async fetchPool(config: NetConf, nicMac: string): Promise<NicPool> {
     const source = this.opts.poolSourceFor?.(config.ipam) ?? createPoolSource(config.ipam);
     const pools = await source.fetch();
-    return selectNic(pools, nicMac);
+    try {
+      return selectNic(pools, nicMac);
+    } catch (err) {
+      // A well-formed answer about other NICs: name where it came from, like every other source failure.
+      if (err instanceof PoolSourceError && 'url' in source) throw new PoolSourceError(`wireserver ${String(source.url)}: ${err.message}`, { cause: err });
+      throw err;
+    }
   }
 
   /** Refresh the pool inside a transaction, keeping the cached pool if the source is down. */
@@ -223,6 +241,8 @@ export class Agent implements AgentApi {
     const key = endpointKey(call.containerId, call.ifName);
     const nic = await linkInfo(config.master);
     if (!nic) throw new DataplaneUnavailableError(`host interface ${config.master} not found; set "master" in the conflist to the VM's NIC`);
+    // A pod wired to a NIC that is administratively down has no network; say so instead of handing out an IP.
+    if (!nic.flags.includes('UP')) throw new DataplaneUnavailableError(`host interface ${config.master} is down; bring it up (ip link set ${config.master} up) and retry`);
 
     // Slow work (the pool source, kernel checks) happens before the node lock;
     // the transaction only re-validates, so concurrent ADDs hold it briefly.
@@ -283,8 +303,10 @@ export class Agent implements AgentApi {
       await createVethPair(plan);
       undo.push('delete veth', () => deleteHostVeth(plan.hostVeth));
       crashPoint('add:after-veth');
+      await pausePoint('add:after-veth');
       await configurePodSide(plan);
       crashPoint('add:after-pod-config');
+      await pausePoint('add:after-pod-config');
       await dp.attachEndpoint(node, plan);
       undo.push('detach endpoint', () => dp.detachEndpoint(node, plan));
       crashPoint('add:after-attach');
@@ -303,6 +325,10 @@ export class Agent implements AgentApi {
           release(state.ipam, ownerOf(call));
         })
         .catch((e: unknown) => log.error({ err: e }, 'could not release the IP after a failed ADD; GC will'));
+      // The runtime removed the sandbox under us: say that, not which ip command tripped over it.
+      if (call.netns !== '' && !existsSync(call.netns)) {
+        throw new InvalidEnvError(`network namespace ${call.netns} disappeared during ADD (the container is gone); nothing was left behind`, { cause: err });
+      }
       throw err;
     }
   }
@@ -320,13 +346,27 @@ export class Agent implements AgentApi {
     const key = endpointKey(call.containerId, call.ifName);
     const found = await this.store.transaction((state) => {
       const rec = state.endpoints[key];
-      if (rec) rec.phase = 'deleting';
-      return rec ? { rec, node: state.node?.network } : undefined;
+      if (!rec) return undefined;
+      const before = { ...rec };
+      rec.phase = 'deleting';
+      return { rec: before, node: state.node?.network };
     });
     crashPoint('del:after-mark');
     if (found?.node) {
       const dp = await this.dataplane(found.rec.mode);
-      await dp.detachEndpoint(found.node, planOf(found.rec));
+      try {
+        await dp.detachEndpoint(found.node, planOf(found.rec));
+      } catch (err) {
+        // The dataplane could not even start (bpffs not mounted): nothing was removed, so the pod is
+        // still whole; put its phase back and let the runtime retry the DEL.
+        if (err instanceof DataplaneUnavailableError && found.rec.phase !== 'deleting') {
+          await this.store.transaction((state) => {
+            const cur = state.endpoints[key];
+            if (cur?.phase === 'deleting') cur.phase = found.rec.phase;
+          }).catch(() => {});
+        }
+        throw err;
+      }
     }
     crashPoint('del:after-detach');
     // The veth name is deterministic, so even without a record nothing leaks.
@@ -387,6 +427,7 @@ export class Agent implements AgentApi {
   async status(config: NetConf, opts: { requireFreeIp?: boolean } = {}): Promise<void> {
     const nic = await linkInfo(config.master);
     if (!nic) throw new NotReadyError(`host interface ${config.master} not found`);
+    if (!nic.flags.includes('UP')) throw new NotReadyError(`host interface ${config.master} is down; bring it up (ip link set ${config.master} up)`);
     await this.store.transaction((state) => this.refreshPool(state, config, nic.address, true)).catch((err: unknown) => {
       throw new NotReadyError(`pool source unavailable: ${(err as Error).message}`, { cause: err });
     });

@@ -4,7 +4,7 @@
 import { open, mkdir } from 'node:fs/promises';
 import path from 'node:path';
 import { native } from '../../native/index.js';
-import { StoreError, TryAgainError } from '../errors.js';
+import { StoreError, TryAgainError, storageHint } from '../errors.js';
 
 export interface HeldLock {
   release(): Promise<void>;
@@ -12,10 +12,10 @@ export interface HeldLock {
 
 export async function acquireLock(file: string, timeoutMs: number): Promise<HeldLock> {
   await mkdir(path.dirname(file), { recursive: true, mode: 0o700 }).catch((err: unknown) => {
-    throw new StoreError(`cannot create state directory ${path.dirname(file)}: ${(err as Error).message}`, { cause: err });
+    throw new StoreError(`cannot create state directory ${path.dirname(file)}: ${(err as Error).message}${storageHint(err, path.dirname(file))}`, { cause: err });
   });
   const fh = await open(file, 'a', 0o600).catch((err: unknown) => {
-    throw new StoreError(`cannot open lock file ${file}: ${(err as Error).message}`, { cause: err });
+    throw new StoreError(`cannot open lock file ${file}: ${(err as Error).message}${storageHint(err, path.dirname(file))}`, { cause: err });
   });
   let timer: NodeJS.Timeout | undefined;
   const timedOut = new Promise<'timeout'>((resolve) => {

@@ -5,7 +5,7 @@ import { readFile, stat } from 'node:fs/promises';
 import path from 'node:path';
 import { writeFileAtomic } from './atomic-file.js';
 import { acquireLock } from './lock.js';
-import { StoreError } from '../errors.js';
+import { StoreError, storageHint } from '../errors.js';
 import { emptyIpamState, validateIpamState, type IpamState } from '../ipam/allocator.js';
 import type { DataplaneMode, NetConf } from '../types.js';
 import type { EndpointPlan, NodeNetwork } from '../dataplane/types.js';
@@ -219,7 +219,7 @@ export class NodeStore {
     try {
       await writeFileAtomic(this.file, text);
     } catch (err) {
-      throw new StoreError(`cannot write ${this.file}: ${(err as Error).message}`, { cause: err });
+      throw new StoreError(`cannot write ${this.file}: ${(err as Error).message}${storageHint(err, this.dir)}`, { cause: err });
     }
     const version = await this.version().catch(() => undefined);
     if (version) this.cached = { text, version };

@@ -10,6 +10,7 @@ import { ipBatch, linkInfo, setSysctl } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
 import { EbpfPrograms, probeKernel, type EbpfConfig } from './programs.js';
+import { onBpffs } from './probe.js';
 
 function configOf(node: NodeNetwork): EbpfConfig {
   return { primaryIp: node.primaryIp, nicName: node.nic, nicMac: node.nicMac, noSnatCidrs: node.noSnatCidrs };
@@ -23,6 +24,10 @@ async function withPins<T>(node: NodeNetwork, fn: (p: EbpfPrograms) => Promise<T
   } finally {
     programs.close();
   }
+}
+
+function bpffsMissing(root: string): DataplaneUnavailableError {
+  return new DataplaneUnavailableError(`bpffs is not mounted where the dataplane pins live (${root}): mount it (mount -t bpf bpf /sys/fs/bpf, or a systemd sys-fs-bpf.mount unit) and retry`);
 }
 
 export class EbpfDataplane implements Dataplane {
@@ -61,7 +66,12 @@ export class EbpfDataplane implements Dataplane {
   }
 
   async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
-    if (!existsSync(path.join(node.bpfRoot, 'maps'))) return;
+    if (!existsSync(path.join(node.bpfRoot, 'maps'))) {
+      // No pins because bpffs is not mounted (not because the node was torn down): the pod's map
+      // entry is out of reach, so refuse rather than report a DEL that left it behind.
+      if (!onBpffs(node.bpfRoot)) throw bpffsMissing(node.bpfRoot);
+      return;
+    }
     await withPins(node, (p) => p.deleteEndpoint(ep.ip));
     // The /32 route and the tc hook go with the veth itself.
   }

@@ -61,7 +61,8 @@ export async function probeKernel(options: ProbeOptions = {}): Promise<ProbeRepo
   return { libbpf, missing };
 }
 
-function onBpffs(dir: string): boolean {
+/** Is `dir` (or its nearest existing ancestor) on a bpffs? */
+export function onBpffs(dir: string): boolean {
   let d = path.resolve(dir);
   for (let i = 0; i < 64; i++) {
     if (fs.existsSync(d)) {

@@ -5,7 +5,7 @@ import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { run, runOk } from '../../exec.js';
 import { ip, linkInfo, type LinkInfo } from '../../netlink/ip.js';
-import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
+import { DataplaneError, DataplaneUnavailableError, TryAgainError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
 import { detectIptablesBackend, type IptablesTools } from './backend.js';
 import { ensureBridge, restoreNic } from './bridge.js';
@@ -15,6 +15,17 @@ import {
 } from './rules.js';
 
 const EBTABLES = 'ebtables';
+/** Seconds iptables waits for the xtables lock (legacy backend; nft takes none) before we answer "try again". */
+export const XTABLES_WAIT_S = 5;
+
+/** iptables' complaint when another process held the xtables lock for longer than -w allowed. */
+function xtablesBusy(text: string): boolean {
+  return /xtables lock/i.test(text);
+}
+
+function busyError(what: string, detail: string): TryAgainError {
+  return new TryAgainError(`${what}: another process held the xtables lock (/run/xtables.lock) for more than ${XTABLES_WAIT_S} s; retry`, { details: detail.trim().slice(0, 500) });
+}
 
 /** Is an executable with this name on PATH? Checked here because `command -v` would need a shell. */
 function onPath(tool: string): boolean {
@@ -75,13 +86,16 @@ export class IptablesDataplane implements Dataplane {
   async ensureNode(node: NodeNetwork): Promise<void> {
     await ensureBridge(node);
     const tools = await this.ipt();
-    await runOk([tools.restore, '--noflush', '-w', '5'], { input: renderIptablesRestore(node) }).catch((err: unknown) => {
+    await runOk([tools.restore, '--noflush', '-w', String(XTABLES_WAIT_S)], { input: renderIptablesRestore(node) }).catch((err: unknown) => {
+      if (xtablesBusy((err as Error).message)) throw busyError(`programming ${SNAT_CHAIN}/${FORWARD_CHAIN}`, (err as Error).message);
       throw new DataplaneError(`programming ${SNAT_CHAIN}/${FORWARD_CHAIN} failed: ${(err as Error).message}`, { cause: err });
     });
     for (const j of jumpRules()) {
-      const check = await run([tools.iptables, '-w', '5', '-t', j.table, '-C', j.chain, ...j.spec]);
+      const check = await run([tools.iptables, '-w', String(XTABLES_WAIT_S), '-t', j.table, '-C', j.chain, ...j.spec]);
       if (check.code === 0) continue;
-      await runOk([tools.iptables, '-w', '5', '-t', j.table, '-I', j.chain, '1', ...j.spec]).catch((err: unknown) => {
+      if (xtablesBusy(check.stderr)) throw busyError(`checking the ${j.chain} jump`, check.stderr);
+      await runOk([tools.iptables, '-w', String(XTABLES_WAIT_S), '-t', j.table, '-I', j.chain, '1', ...j.spec]).catch((err: unknown) => {
+        if (xtablesBusy((err as Error).message)) throw busyError(`inserting the ${j.chain} jump`, (err as Error).message);
         throw new DataplaneError(`inserting the ${j.chain} jump failed: ${(err as Error).message}`, { cause: err });
       });
     }
@@ -111,14 +125,21 @@ export class IptablesDataplane implements Dataplane {
 
   async teardownNode(node: NodeNetwork): Promise<void> {
     const tools = await this.ipt();
+    // Absent rules and chains are fine (a rerun after a crash); a busy xtables lock is not: the
+    // caller's transaction fails with "try again" and keeps the node record, so a retry finishes.
+    const ipt = async (args: string[]): Promise<number> => {
+      const res = await run([tools.iptables, '-w', String(XTABLES_WAIT_S), ...args]);
+      if (res.code !== 0 && xtablesBusy(res.stderr)) throw busyError(`removing the node's iptables rules`, res.stderr);
+      return res.code;
+    };
     for (const j of jumpRules()) {
       for (let i = 0; i < 8; i++) {
-        if ((await run([tools.iptables, '-w', '5', '-t', j.table, '-D', j.chain, ...j.spec])).code !== 0) break;
+        if ((await ipt(['-t', j.table, '-D', j.chain, ...j.spec])) !== 0) break;
       }
     }
     for (const [table, chain] of [['nat', SNAT_CHAIN], ['filter', FORWARD_CHAIN]] as const) {
-      await run([tools.iptables, '-w', '5', '-t', table, '-F', chain]);
-      await run([tools.iptables, '-w', '5', '-t', table, '-X', chain]);
+      await ipt(['-t', table, '-F', chain]);
+      await ipt(['-t', table, '-X', chain]);
     }
     for (const [chain, hook] of [[EB_PRE_CHAIN, 'PREROUTING'], [EB_POST_CHAIN, 'POSTROUTING']] as const) {
       await ebDelete(hook, ['-j', chain]);
