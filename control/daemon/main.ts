@@ -10,19 +10,27 @@ import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } fr
 
 export const DEFAULT_SOCKET = '/run/vnet-cni/daemon.sock';
 
+/** The daemon's flags (exported: the DaemonSet test checks its command against them). */
+export const DAEMON_OPTIONS = {
+  socket: { type: 'string', default: DEFAULT_SOCKET },
+  'state-dir': { type: 'string', default: '/var/lib/vnet-cni' },
+  'log-file': { type: 'string', default: '/var/log/vnet-cni-daemon.log' },
+  'log-level': { type: 'string', default: 'info' },
+  'poll-seconds': { type: 'string', default: '30' },
+  'metrics-socket': { type: 'string', default: DEFAULT_METRICS_SOCKET },
+  'metrics-addr': { type: 'string' },
+  // Kubernetes (the DaemonSet passes them; the Kubernetes API client in control/k8s consumes them).
+  'node-name': { type: 'string' },
+  kubeconfig: { type: 'string' },
+} as const;
+
+/** Parse `vnetctl daemon` arguments; throws on an unknown flag or a missing value, like the daemon itself. */
+export function parseDaemonArgs(argv: string[]): ReturnType<typeof parseArgs<{ args: string[]; options: typeof DAEMON_OPTIONS }>>['values'] {
+  return parseArgs({ args: argv, options: DAEMON_OPTIONS, strict: true }).values;
+}
+
 export async function runDaemon(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      socket: { type: 'string', default: DEFAULT_SOCKET },
-      'state-dir': { type: 'string', default: '/var/lib/vnet-cni' },
-      'log-file': { type: 'string', default: '/var/log/vnet-cni-daemon.log' },
-      'log-level': { type: 'string', default: 'info' },
-      'poll-seconds': { type: 'string', default: '30' },
-      'metrics-socket': { type: 'string', default: DEFAULT_METRICS_SOCKET },
-      'metrics-addr': { type: 'string' },
-    },
-  });
+  const values = parseDaemonArgs(argv);
   assertSafeNetns();
   const logger = createLogger({ file: values['log-file']!, level: values['log-level']!, name: 'vnet-cni-daemon' });
   const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger);
