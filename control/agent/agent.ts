@@ -416,9 +416,10 @@ export class Agent implements AgentApi {
   async reconcile(): Promise<{ removed: string[]; rebuilt: string[]; strayVeths: string[] }> {
     assertSafeNetns();
     const report = { removed: [] as string[], rebuilt: [] as string[], strayVeths: [] as string[] };
-    const state = await this.store.peek();
-    const config = state.node?.config;
+    const config = (await this.store.peek()).node?.config;
     if (!config) return report;
+    await this.upgradeNode();
+    const state = await this.store.peek();
     for (const [key, rec] of Object.entries(state.endpoints)) {
       const alive = rec.netns !== '' && existsSync(rec.netns);
       const cfg = { ...config, name: rec.network, dataplane: rec.mode };
@@ -448,6 +449,24 @@ export class Agent implements AgentApi {
     }
     if (report.removed.length || report.rebuilt.length || report.strayVeths.length) this.log.info(report, 'reconciled');
     return report;
+  }
+
+  /**
+   * A new daemon (possibly a new version) takes over a node with live pods: re-install the node-wide dataplane
+   * state in place (ebpf: programs reloaded, maps kept; iptables: rules re-applied idempotently). A failure is
+   * logged and the old state keeps forwarding.
+   */
+  private async upgradeNode(): Promise<void> {
+    try {
+      await this.store.transaction(async (s) => {
+        if (!s.node || Object.keys(s.endpoints).length === 0) return;
+        const dp = await this.dataplane(s.node.mode);
+        await (dp.upgradeNode ? dp.upgradeNode(s.node.network) : dp.ensureNode(s.node.network));
+        this.log.info({ mode: s.node.mode }, 'node dataplane re-installed in place');
+      });
+    } catch (err) {
+      this.log.error({ err }, 'node dataplane upgrade failed; the previous programs/rules keep forwarding');
+    }
   }
 
   /** Re-read the pool source now (the daemon's poller); reports orphaned addresses through the log. */

@@ -49,6 +49,22 @@ export class EbpfDataplane implements Dataplane {
     }
   }
 
+  /**
+   * Load this version's BPF object over the pins: the maps are reused (same pinned fds, so endpoints and the SNAT
+   * table carry on), the new programs are pinned and replace the old ones on every hook they were attached to
+   * (tc replace: one atomic swap per hook, no window without a program). A map whose layout changed cannot be
+   * reused: the load fails, the old programs keep running, and the node needs draining (docs/operations.md).
+   */
+  async upgradeNode(node: NodeNetwork): Promise<void> {
+    if (!existsSync(path.join(node.bpfRoot, 'maps'))) return;
+    const programs = await EbpfPrograms.open(node.bpfRoot, configOf(node), { reload: true });
+    try {
+      await programs.attachNic(node.nic);
+    } finally {
+      programs.close();
+    }
+  }
+
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     // proxy_delay 0: the kernel otherwise delays proxy ARP answers by up to 0.8 s.
     await setSysctl(`net.ipv4.conf.${ep.hostVeth}.proxy_arp`, '1');
