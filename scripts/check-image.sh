@@ -11,13 +11,18 @@
 #     exists in the apt lists (`apt-cache show`).
 # Needs: npm run build first; apt lists (apt-get update) for the last check.
 #
-#   scripts/check-image.sh [--keep]     ends with "check-image: ok" or exits non-zero
+#   scripts/check-image.sh [--out DIR] [MODE...]   (modes: iptables ebpf; default both)
+# ends with "check-image: ok" or exits non-zero. With --out the work tree is
+# kept in DIR: DIR/rootfs is the staged image, DIR/host-<mode>/opt/cni/bin
+# the installed plugins (test/lab/install-upgrade.test.ts runs pods with
+# them). Each mode is one full install (~100 MB copied).
 set -euo pipefail
 repo="$(cd "$(dirname "$0")/.." && pwd)"
 dockerfile="$repo/docker/Dockerfile"
-keep=0; [ "${1:-}" = "--keep" ] && keep=1
-work="$(mktemp -d /tmp/vnet-check-image.XXXXXX)"
-[ $keep = 1 ] || trap 'rm -rf "$work"' EXIT
+work=""
+if [ "${1:-}" = "--out" ]; then work="$2"; shift 2; mkdir -p "$work"; fi
+modes=("$@"); [ ${#modes[@]} -gt 0 ] || modes=(iptables ebpf)
+if [ -z "$work" ]; then work="$(mktemp -d /tmp/vnet-check-image.XXXXXX)"; trap 'rm -rf "$work"' EXIT; fi
 fail() { echo "check-image: FAIL: $*" >&2; exit 1; }
 [ -f "$repo/dist/cni/azure-vnet.js" ] || fail "not built (npm run build)"
 
@@ -43,7 +48,7 @@ entry="$(sed -n 's/^ENTRYPOINT \["\([^"]*\)".*/\1/p' "$dockerfile")"
 [ -x "$work/rootfs$entry" ] || fail "ENTRYPOINT $entry is not an executable in the staged tree"
 
 # 2. The entrypoints, against the staged tree.
-for mode in iptables ebpf; do
+for mode in "${modes[@]}"; do
   host="$work/host-$mode"
   out="$("$stage/docker/node-install.sh" --dataplane "$mode" --bin-dir "$host/opt/cni/bin" --conf-dir "$host/etc/cni/net.d" --app-dir "$host/opt/vnet-cni")" \
     || fail "node-install.sh --dataplane $mode failed"

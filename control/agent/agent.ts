@@ -433,7 +433,8 @@ export class Agent implements AgentApi {
         if (state.node) await (await this.dataplane(rec.mode)).checkEndpoint(state.node.network, planOf(rec));
       } catch (err) {
         this.log.warn({ err, key }, 'reconcile: endpoint damaged; rebuilding');
-        await this.del({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config: cfg });
+        // ADD on the same container, ifname and netns rebuilds the endpoint with the IP and MACs it has
+        // (a DEL first would release the IP and renumber a running pod).
         await this.add({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {
           ...(rec.podName ? { K8S_POD_NAME: rec.podName } : {}), ...(rec.podNamespace ? { K8S_POD_NAMESPACE: rec.podNamespace } : {}),
         }, config: cfg });

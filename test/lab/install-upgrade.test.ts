@@ -1,5 +1,5 @@
-// The cluster install, as far as it runs without a cluster: the image's
-// installer (docker/node-install.sh) puts the plugins in a bin dir, each lab
+// The cluster install, as far as it runs without a cluster: the image's tree
+// is staged and its installer run (scripts/check-image.sh), each lab
 // VM gets the shipped conflist of the mode byte for byte, and the daemon runs
 // with the DaemonSet's own command line (read from the manifest). Then, per
 // dataplane: the readiness probe's command says not ready / ready, pods come
@@ -35,10 +35,14 @@ function fromManifest(argv: string[], binDir: string, vars: Record<string, strin
 t.test('cluster install and upgrade without dropping flows', async (t) => {
   const tmp = mkdtempSync(path.join(os.tmpdir(), 'vnet-install-'));
   t.teardown(() => rmSync(tmp, { recursive: true, force: true }));
-  const binDir = path.join(tmp, 'opt-cni-bin');
-  // The initContainer's job, run for real (the conf dir here is a scratch one: each VM gets its mode's file below).
-  const install = await run([path.join(REPO, 'docker', 'node-install.sh'), '--dataplane', 'ebpf', '--bin-dir', binDir, '--conf-dir', path.join(tmp, 'conf'), '--app-dir', path.join(tmp, 'opt-vnet-cni')], { timeoutMs: 300_000 });
-  t.equal(install.code, 0, `node-install.sh: ${install.stdout.trim()} ${install.stderr.trim()}`);
+  // The image's runtime tree staged from the Dockerfile's COPY lines, its initContainer entrypoint
+  // (docker/node-install.sh -> install-cni-plugin.sh) run against it, its commands and apt names checked.
+  const check = await run(['bash', path.join(REPO, 'scripts', 'check-image.sh'), '--out', tmp, 'ebpf'], { timeoutMs: 900_000 });
+  t.equal(check.code, 0, `scripts/check-image.sh ebpf\n${check.stdout}${check.stderr}`);
+  t.match(check.stdout, /check-image: ebpf: plugins VERSION ok/, 'the installed plugins answer VERSION');
+  t.match(check.stdout, /apt packages exist/, 'every apt package of the Dockerfile exists');
+  t.match(check.stdout, /^check-image: ok$/m);
+  const binDir = path.join(tmp, 'host-ebpf', 'opt', 'cni', 'bin');
   const cniPath = `${binDir}:/usr/lib/cni`;
 
   for (const mode of MODES) {

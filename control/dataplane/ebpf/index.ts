@@ -6,7 +6,7 @@
 // a short-lived CNI call edits them without interrupting traffic.
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { ipBatch, linkInfo, setSysctl } from '../../netlink/ip.js';
+import { ipBatch, ipv4Routes, linkInfo, setSysctl } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
 import { EbpfPrograms, probeKernel, type EbpfConfig } from './programs.js';
@@ -85,6 +85,10 @@ export class EbpfDataplane implements Dataplane {
   async checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     const host = await linkInfo(ep.hostVeth);
     if (!host) throw new DataplaneError(`host veth ${ep.hostVeth} not found`);
+    // The programs forward pod traffic without it, but the node's own packets to the pod (kubelet probes,
+    // host-network pods, replies from the host stack) follow the /32 route.
+    const routes = await ipv4Routes([`${ep.ip}/32`, 'dev', ep.hostVeth]);
+    if (routes.length === 0) throw new DataplaneError(`no /32 route for ${ep.ip} via ${ep.hostVeth}`);
     await withPins(node, async (p) => {
       const entry = p.getEndpoint(ep.ip);
       if (!entry) throw new DataplaneError(`endpoint map has no entry for ${ep.ip}`);
