@@ -460,7 +460,9 @@ export class Agent implements AgentApi {
   private async upgradeNode(): Promise<void> {
     try {
       await this.store.transaction(async (s) => {
-        if (!s.node || Object.keys(s.endpoints).length === 0) return;
+        // Only with live pods: after a reboot (every netns gone) reconcile removes the endpoints and the
+        // node state instead, and iptables mode must not re-bridge the NIC just to un-bridge it.
+        if (!s.node || !Object.values(s.endpoints).some((e) => e.netns !== '' && existsSync(e.netns))) return;
         const dp = await this.dataplane(s.node.mode);
         await (dp.upgradeNode ? dp.upgradeNode(s.node.network) : dp.ensureNode(s.node.network));
         this.log.info({ mode: s.node.mode }, 'node dataplane re-installed in place');
