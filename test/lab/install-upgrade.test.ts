@@ -63,7 +63,7 @@ t.test('cluster install and upgrade without dropping flows', async (t) => {
       const startDaemon = async (vm: string): Promise<void> => {
         const argv = fromManifest(daemonSpec.command as string[], binDir, { NODE_NAME: vm, VNET_LOG_LEVEL: 'info' });
         const child = startChild(vmExecArgv(lab.names, vm, argv));
-        await waitForLine(child, /^READY /, 30_000, `daemon in ${vm}`);
+        await waitForLine(child, /^READY /, 120_000, `daemon in ${vm}`);
         daemons.set(vm, child);
       };
       t.teardown(async () => {
