@@ -473,9 +473,10 @@ export class Agent implements AgentApi {
   async reconcile(): Promise<{ removed: string[]; rebuilt: string[]; strayVeths: string[] }> {
     assertSafeNetns();
     const report = { removed: [] as string[], rebuilt: [] as string[], strayVeths: [] as string[] };
-    const state = await this.store.peek();
-    const config = state.node?.config;
+    const config = (await this.store.peek()).node?.config;
     if (!config) return report;
+    await this.upgradeNode();
+    const state = await this.store.peek();
     for (const [key, rec] of Object.entries(state.endpoints)) {
       const alive = rec.netns !== '' && existsSync(rec.netns);
       const cfg = { ...config, name: rec.network, dataplane: rec.mode };
@@ -489,7 +490,8 @@ export class Agent implements AgentApi {
         if (state.node) await (await this.dataplane(rec.mode)).checkEndpoint(state.node.network, planOf(rec));
       } catch (err) {
         this.log.warn({ err, key }, 'reconcile: endpoint damaged; rebuilding');
-        await this.del({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config: cfg });
+        // ADD on the same container, ifname and netns rebuilds the endpoint with the IP and MACs it has
+        // (a DEL first would release the IP and renumber a running pod).
         await this.add({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {
           ...(rec.podName ? { K8S_POD_NAME: rec.podName } : {}), ...(rec.podNamespace ? { K8S_POD_NAMESPACE: rec.podNamespace } : {}),
         }, config: cfg });
@@ -505,6 +507,26 @@ export class Agent implements AgentApi {
     }
     if (report.removed.length || report.rebuilt.length || report.strayVeths.length) this.log.info(report, 'reconciled');
     return report;
+  }
+
+  /**
+   * A new daemon (possibly a new version) takes over a node with live pods: re-install the node-wide dataplane
+   * state in place (ebpf: programs reloaded, maps kept; iptables: rules re-applied idempotently). A failure is
+   * logged and the old state keeps forwarding.
+   */
+  private async upgradeNode(): Promise<void> {
+    try {
+      await this.store.transaction(async (s) => {
+        // Only with live pods: after a reboot (every netns gone) reconcile removes the endpoints and the
+        // node state instead, and iptables mode must not re-bridge the NIC just to un-bridge it.
+        if (!s.node || !Object.values(s.endpoints).some((e) => e.netns !== '' && existsSync(e.netns))) return;
+        const dp = await this.dataplane(s.node.mode);
+        await (dp.upgradeNode ? dp.upgradeNode(s.node.network) : dp.ensureNode(s.node.network));
+        this.log.info({ mode: s.node.mode }, 'node dataplane re-installed in place');
+      });
+    } catch (err) {
+      this.log.error({ err }, 'node dataplane upgrade failed; the previous programs/rules keep forwarding');
+    }
   }
 
   /** Re-read the pool source now (the daemon's poller); reports orphaned addresses through the log. */

@@ -6,6 +6,8 @@ commands:
   lab up|down|status|exec   the simulated Azure VNet (see docs/lab.md)
   debug ...                 inspect the control plane and the dataplane
   daemon                    run the node daemon
+  status [--live]           CNI STATUS through the daemon with the installed conflist (exit 0: ready)
+  version                   print the version
 `;
 
 async function main(argv: string[]): Promise<number> {
@@ -22,6 +24,18 @@ async function main(argv: string[]): Promise<number> {
     case 'daemon': {
       const { runDaemon } = await import('../daemon/main.js');
       return runDaemon(rest);
+    }
+    case 'status': {
+      const { runStatusCli } = await import('./status.js');
+      return runStatusCli(rest);
+    }
+    case 'version':
+    case '--version': {
+      const { readFileSync } = await import('node:fs');
+      // dist/control/cli/vnetctl.js -> <install root>/package.json
+      const pkg = JSON.parse(readFileSync(new URL('../../../package.json', import.meta.url), 'utf8')) as { version: string };
+      process.stdout.write(`vnet-cni v${pkg.version}\n`);
+      return 0;
     }
     case undefined:
     case '-h':

@@ -10,28 +10,33 @@ import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } fr
 
 export const DEFAULT_SOCKET = '/run/vnet-cni/daemon.sock';
 
+/** The daemon's flags (exported: the DaemonSet test checks its command against them). */
+export const DAEMON_OPTIONS = {
+  socket: { type: 'string', default: DEFAULT_SOCKET },
+  'state-dir': { type: 'string', default: '/var/lib/vnet-cni' },
+  'log-file': { type: 'string', default: '/var/log/vnet-cni-daemon.log' },
+  'log-level': { type: 'string', default: 'info' },
+  'poll-seconds': { type: 'string', default: '30' },
+  'metrics-socket': { type: 'string', default: DEFAULT_METRICS_SOCKET },
+  'metrics-addr': { type: 'string' },
+  // Kubernetes (control/k8s): on when --node-name is given
+  'node-name': { type: 'string' },
+  kubeconfig: { type: 'string' },
+  'nnc-namespace': { type: 'string' },
+  'status-debounce-ms': { type: 'string', default: '1000' },
+  'condition-seconds': { type: 'string', default: '10' },
+  master: { type: 'string', default: 'eth0' },
+  'api-backoff-ms': { type: 'string', default: '500' },
+  'api-backoff-max-ms': { type: 'string', default: '30000' },
+} as const;
+
+/** Parse `vnetctl daemon` arguments; throws on an unknown flag or a missing value, like the daemon itself. */
+export function parseDaemonArgs(argv: string[]): ReturnType<typeof parseArgs<{ args: string[]; options: typeof DAEMON_OPTIONS }>>['values'] {
+  return parseArgs({ args: argv, options: DAEMON_OPTIONS, strict: true }).values;
+}
+
 export async function runDaemon(argv: string[]): Promise<number> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      socket: { type: 'string', default: DEFAULT_SOCKET },
-      'state-dir': { type: 'string', default: '/var/lib/vnet-cni' },
-      'log-file': { type: 'string', default: '/var/log/vnet-cni-daemon.log' },
-      'log-level': { type: 'string', default: 'info' },
-      'poll-seconds': { type: 'string', default: '30' },
-      'metrics-socket': { type: 'string', default: DEFAULT_METRICS_SOCKET },
-      'metrics-addr': { type: 'string' },
-      // Kubernetes (control/k8s): on when --node-name is given
-      'node-name': { type: 'string' },
-      kubeconfig: { type: 'string' },
-      'nnc-namespace': { type: 'string' },
-      'status-debounce-ms': { type: 'string', default: '1000' },
-      'condition-seconds': { type: 'string', default: '10' },
-      master: { type: 'string', default: 'eth0' },
-      'api-backoff-ms': { type: 'string', default: '500' },
-      'api-backoff-max-ms': { type: 'string', default: '30000' },
-    },
-  });
+  const values = parseDaemonArgs(argv);
   assertSafeNetns();
   const logger = createLogger({ file: values['log-file']!, level: values['log-level']!, name: 'vnet-cni-daemon' });
   // Loaded only when asked for, so a daemon without Kubernetes never pays for the client.

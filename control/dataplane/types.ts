@@ -54,6 +54,12 @@ export interface Dataplane {
   detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void>;
   /** Throws DataplaneError describing the first mismatch with what attachEndpoint programs. */
   checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void>;
+  /**
+   * Daemon start (an upgrade replaces the daemon and its files): put this version's node-wide state in place of
+   * the running one without interrupting established flows. Called under the node lock while endpoints exist.
+   * Absent: ensureNode is used (it is idempotent).
+   */
+  upgradeNode?(node: NodeNetwork): Promise<void>;
   /** Remove node-wide state after the last endpoint left. Called under the node lock. */
   teardownNode(node: NodeNetwork): Promise<void>;
   /** True if this mode's node-wide state is present (used when the node switches modes). */

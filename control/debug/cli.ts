@@ -31,7 +31,7 @@ const VIEWS: Record<string, View> = {
   endpoints: { collect: collectEndpoints, render: renderEndpoints, fromStore: true },
   nat: { collect: collectNat, render: renderNat, fromStore: false },
   counters: { collect: collectCounters, render: renderCounters, fromStore: false },
-  iptables: { collect: () => collectIptables(), render: renderIptables, fromStore: false },
+  iptables: { collect: (ctx) => collectIptables(ctx.snapshot.state.node?.mode === 'iptables' ? ctx.snapshot.state.node.network : undefined), render: renderIptables, fromStore: false },
   pool: { collect: async (ctx) => collectPool(ctx.snapshot.state), render: renderPool, fromStore: true },
   kubernetes: { collect: async (ctx) => collectKubernetes(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon'), render: renderKubernetes, fromStore: true },
   all: { collect: collectSummary, render: renderSummary, fromStore: false },

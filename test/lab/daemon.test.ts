@@ -37,7 +37,7 @@ for (const mode of MODES) {
     let daemon: ChildProcess | undefined;
     const startDaemon = async (vm: string): Promise<ChildProcess> => {
       const child = startChild(vmExecArgv(lab.names, vm, [process.execPath, path.join(REPO, 'dist', 'control', 'cli', 'vnetctl.js'), 'daemon', '--socket', SOCKET]));
-      await waitForLine(child, /^READY /, 20_000, 'vnetctl daemon');
+      await waitForLine(child, /^READY /, 120_000, 'vnetctl daemon');
       return child;
     };
     t.teardown(async () => {

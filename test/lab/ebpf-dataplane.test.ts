@@ -95,7 +95,7 @@ t.test('ebpf dataplane specifics', async (t) => {
     const viaDaemon = new VmCni(lab, 'vm1', azureConflist({ cniVersion: '1.0.0', dataplane: 'ebpf', extra: { daemonSocket: sock } }), 'daemon.conflist');
     const startDaemon = async () => {
       const child = startChild(vmExecArgv(lab.names, 'vm1', [process.execPath, path.join(REPO, 'dist/control/cli/vnetctl.js'), 'daemon', '--socket', sock]));
-      await waitForLine(child, /^READY /, 20_000, 'daemon');
+      await waitForLine(child, /^READY /, 120_000, 'daemon');
       return child;
     };
     let daemon = await startDaemon();

@@ -41,7 +41,7 @@ for (const mode of MODES) {
     t.teardown(() => lab.down());
     const daemon: ChildProcess = startChild(vmExecArgv(lab.names, 'vm1', [process.execPath, path.join(REPO, 'dist', 'control', 'cli', 'vnetctl.js'), 'daemon', '--socket', SOCKET]));
     t.teardown(() => stopChild(daemon));
-    await waitForLine(daemon, /^READY /, 20_000, 'vnetctl daemon');
+    await waitForLine(daemon, /^READY /, 120_000, 'vnetctl daemon');
     const metricsPath = path.join(lab.vmPaths('vm1').run, path.basename(METRICS_SOCKET));
     const cni = new VmCni(lab, 'vm1', azureConflist({ cniVersion: '1.0.0', dataplane: mode, portmap: false, extra: { daemonSocket: SOCKET, maxPods: 2 } }));
 

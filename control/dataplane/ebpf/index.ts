@@ -6,7 +6,7 @@
 // a short-lived CNI call edits them without interrupting traffic.
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { ipBatch, linkInfo, setSysctl } from '../../netlink/ip.js';
+import { ipBatch, ipv4Routes, linkInfo, setSysctl } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
 import { EbpfPrograms, probeKernel, type EbpfConfig } from './programs.js';
@@ -54,6 +54,22 @@ export class EbpfDataplane implements Dataplane {
     }
   }
 
+  /**
+   * Load this version's BPF object over the pins: the maps are reused (same pinned fds, so endpoints and the SNAT
+   * table carry on), the new programs are pinned and replace the old ones on every hook they were attached to
+   * (tc replace: one atomic swap per hook, no window without a program). A map whose layout changed cannot be
+   * reused: the load fails, the old programs keep running, and the node needs draining (docs/operations.md).
+   */
+  async upgradeNode(node: NodeNetwork): Promise<void> {
+    if (!existsSync(path.join(node.bpfRoot, 'maps'))) return;
+    const programs = await EbpfPrograms.open(node.bpfRoot, configOf(node), { reload: true });
+    try {
+      await programs.attachNic(node.nic);
+    } finally {
+      programs.close();
+    }
+  }
+
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     // proxy_delay 0: the kernel otherwise delays proxy ARP answers by up to 0.8 s.
     await setSysctl(`net.ipv4.conf.${ep.hostVeth}.proxy_arp`, '1');
@@ -79,6 +95,10 @@ export class EbpfDataplane implements Dataplane {
   async checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     const host = await linkInfo(ep.hostVeth);
     if (!host) throw new DataplaneError(`host veth ${ep.hostVeth} not found`);
+    // The programs forward pod traffic without it, but the node's own packets to the pod (kubelet probes,
+    // host-network pods, replies from the host stack) follow the /32 route.
+    const routes = await ipv4Routes([`${ep.ip}/32`, 'dev', ep.hostVeth]);
+    if (routes.length === 0) throw new DataplaneError(`no /32 route for ${ep.ip} via ${ep.hostVeth}`);
     await withPins(node, async (p) => {
       const entry = p.getEndpoint(ep.ip);
       if (!entry) throw new DataplaneError(`endpoint map has no entry for ${ep.ip}`);

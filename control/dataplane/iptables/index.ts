@@ -104,6 +104,11 @@ export class IptablesDataplane implements Dataplane {
     for (const r of ebtablesNodeRules(node)) await ebEnsure(r.chain, r.spec);
   }
 
+  /** Upgrade: the same as ensureNode, which is idempotent (iptables-restore declares and refills our chains in one commit). */
+  async upgradeNode(node: NodeNetwork): Promise<void> {
+    await this.ensureNode(node);
+  }
+
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     await ip(['link', 'set', ep.hostVeth, 'master', node.bridge, 'up']);
     const r = ebtablesEndpointRule(node, ep);

@@ -2,7 +2,7 @@
 // ebtables rules (iptables) beside the control plane's endpoint records, with
 // every disagreement flagged. The diff is a pure function so it is unit-tested.
 import { MAPS, decodeEndpoint, decodeEndpointKey } from '../../dataplane/ebpf/layouts.js';
-import type { LinkInfo } from '../../netlink/ip.js';
+import { ipv4Routes, type LinkInfo } from '../../netlink/ip.js';
 import type { EndpointRecord } from '../../store/node-store.js';
 import { dumpPinnedMap } from '../bpftool.js';
 import { mapPin, type DebugContext } from '../context.js';
@@ -23,6 +23,7 @@ export type EndpointIssue =
   | 'pod-mac-mismatch'
   | 'host-mac-mismatch'
   | 'veth-missing'
+  | 'route-missing'
   | 'veth-not-on-bridge'
   | 'ebtables-rule-missing'
   | 'ebtables-mac-mismatch';
@@ -50,6 +51,8 @@ export interface EndpointFacts {
   links: LinkInfo[];
   /** ebpf: the decoded endpoint map (undefined when nothing is pinned) */
   map?: MapEndpoint[];
+  /** ebpf: the host's /32 routes, pod IP -> device */
+  routes?: Map<string, string>;
   /** iptables: the bridge name and the ebtables DNAT rules, pod IP -> MAC */
   bridge?: string;
   ebtables?: Map<string, string>;
@@ -99,6 +102,10 @@ export function diffEndpoints(f: EndpointFacts): EndpointRow[] {
         if (!sameMac(r.map.hostMac, s.hostMac)) r.issues.push({ kind: 'host-mac-mismatch', detail: `the map has host MAC ${r.map.hostMac}, the store ${s.hostMac}` });
       }
     }
+    if (f.mode === 'ebpf' && f.routes && s && s.mode === 'ebpf' && s.phase === 'ready' && r.veth && f.routes.get(r.ip) !== s.hostVeth) {
+      const dev = f.routes.get(r.ip);
+      r.issues.push({ kind: 'route-missing', detail: `no /32 route for ${r.ip} via ${s.hostVeth}${dev ? ` (it points at ${dev})` : ''}: the node's own traffic to the pod (kubelet probes, replies from the host) leaves by the NIC instead` });
+    }
     if (f.mode === 'iptables' && s && s.mode === 'iptables' && s.phase === 'ready') {
       if (r.veth && f.bridge && r.veth.master !== f.bridge) r.issues.push({ kind: 'veth-not-on-bridge', detail: `${s.hostVeth} is not a port of ${f.bridge}` });
       const mac = f.ebtables?.get(r.ip);
@@ -120,11 +127,18 @@ function pickEndpoint(b: Buffer): Omit<MapEndpoint, 'ip'> {
   return { ifindex: v.ifindex, podMac: v.podMac, hostMac: v.hostMac };
 }
 
+/** The host's /32 routes (pod IP -> device), as the ebpf dataplane installs them. */
+async function hostRoutes(): Promise<Map<string, string>> {
+  const routes = await ipv4Routes(['scope', 'link']);
+  return new Map(routes.filter((r) => r.dev && /^\d+\.\d+\.\d+\.\d+$/.test(r.dst)).map((r) => [r.dst, r.dev!]));
+}
+
 export async function collectEndpoints(ctx: DebugContext): Promise<EndpointsView> {
   const { state } = ctx.snapshot;
   const mode = state.node?.mode;
   const facts: EndpointFacts = { mode, records: Object.values(state.endpoints), links: ctx.links };
   if (mode === 'ebpf' || (mode === undefined && ctx.pinned)) facts.map = await readEndpointMap(ctx);
+  if (mode === 'ebpf') facts.routes = await hostRoutes();
   if (mode === 'iptables') {
     facts.bridge = state.node!.network.bridge;
     facts.ebtables = await ebtablesDnatTargets();

@@ -4,7 +4,8 @@
 import { run } from '../../exec.js';
 import { DataplaneError } from '../../errors.js';
 import { detectIptablesBackend } from '../../dataplane/iptables/backend.js';
-import { EB_POST_CHAIN, EB_PRE_CHAIN } from '../../dataplane/iptables/rules.js';
+import { EB_POST_CHAIN, EB_PRE_CHAIN, ebtablesNodeRules, jumpRules, renderIptablesRestore } from '../../dataplane/iptables/rules.js';
+import type { NodeNetwork } from '../../dataplane/types.js';
 import { renderTable } from '../table.js';
 
 export interface RuleRow {
@@ -19,6 +20,8 @@ export interface IptablesView {
   backend: string;
   iptables: RuleRow[];
   ebtables: RuleRow[];
+  /** node-wide rules the dataplane installs (for the node the store records) that the kernel does not have */
+  issues: string[];
 }
 
 const OURS = /^VNET-/;
@@ -67,6 +70,26 @@ export function dnatTargets(rows: readonly RuleRow[]): Map<string, string> {
   return out;
 }
 
+/** An argv tail as iptables-save / ebtables -L print it (arguments with spaces in double quotes). */
+const asSaved = (spec: readonly string[]): string => spec.map((a) => (/\s/.test(a) ? `"${a}"` : a)).join(' ');
+
+/** Node-wide rules the iptables dataplane installs for `node` (rules.ts), missing from what the kernel has. */
+export function missingNodeRules(node: NodeNetwork, iptables: readonly RuleRow[], ebtables: readonly RuleRow[]): string[] {
+  const want: { table: string; chain: string; rule: string; tool: string }[] = [];
+  let table = '';
+  for (const line of renderIptablesRestore(node).split('\n')) {
+    if (line.startsWith('*')) table = line.slice(1);
+    const m = /^-A (\S+) (.*)$/.exec(line);
+    if (m) want.push({ table, chain: m[1]!, rule: m[2]!, tool: 'iptables' });
+  }
+  for (const j of jumpRules()) want.push({ table: j.table, chain: j.chain, rule: asSaved(j.spec), tool: 'iptables' });
+  for (const r of ebtablesNodeRules(node)) want.push({ table: 'nat', chain: r.chain, rule: asSaved(r.spec), tool: 'ebtables' });
+  const have = new Set([...iptables.map((r) => `iptables ${r.table} ${r.chain} ${r.rule}`), ...ebtables.map((r) => `ebtables ${r.table} ${r.chain} ${r.rule}`)].map((k) => k.toLowerCase()));
+  return want
+    .filter((w) => !have.has(`${w.tool} ${w.table} ${w.chain} ${w.rule}`.toLowerCase()))
+    .map((w) => `${w.tool} ${w.table} ${w.chain}: missing ${w.rule}`);
+}
+
 async function ebtablesRows(): Promise<RuleRow[]> {
   const res = await run(['ebtables', '--concurrent', '-t', 'nat', '-L', '--Lc'], { timeoutMs: 30_000 });
   if (res.code !== 0) throw new DataplaneError(`ebtables -t nat -L --Lc: ${res.stderr.trim() || `exit ${res.code}`}`);
@@ -77,15 +100,19 @@ export async function ebtablesDnatTargets(): Promise<Map<string, string>> {
   return dnatTargets(await ebtablesRows());
 }
 
-export async function collectIptables(): Promise<IptablesView> {
+/** `node`: the node the store records in iptables mode; its node-wide rules are then checked. */
+export async function collectIptables(node?: NodeNetwork): Promise<IptablesView> {
   const tools = await detectIptablesBackend();
   const res = await run([tools.save, '-c'], { timeoutMs: 30_000 });
   if (res.code !== 0) throw new DataplaneError(`${tools.save} -c: ${res.stderr.trim() || `exit ${res.code}`}`);
-  return { backend: tools.backend, iptables: parseIptablesSave(res.stdout), ebtables: await ebtablesRows() };
+  const iptables = parseIptablesSave(res.stdout);
+  const ebtables = await ebtablesRows();
+  return { backend: tools.backend, iptables, ebtables, issues: node ? missingNodeRules(node, iptables, ebtables) : [] };
 }
 
 export function renderIptables(v: IptablesView): string {
   const rows = (rs: RuleRow[]): (string | number)[][] => rs.map((r) => [r.table, r.chain, r.packets, r.bytes, r.rule]);
   const headers = ['TABLE', 'CHAIN', 'PACKETS', 'BYTES', 'RULE'];
-  return `iptables (${v.backend})\n` + renderTable(headers, rows(v.iptables)) + '\nebtables\n' + renderTable(headers, rows(v.ebtables));
+  const issues = v.issues.length ? `issues (${v.issues.length}):\n${v.issues.map((i) => `  ! ${i}\n`).join('')}` : 'issues: none\n';
+  return `iptables (${v.backend})\n` + renderTable(headers, rows(v.iptables)) + '\nebtables\n' + renderTable(headers, rows(v.ebtables)) + issues;
 }

@@ -41,7 +41,7 @@ export async function collectSummary(ctx: DebugContext): Promise<SummaryView> {
     view.nat = await part(() => collectNat(ctx));
     view.counters = await part(() => collectCounters(ctx));
   }
-  if (mode === 'iptables') view.iptables = await part(() => collectIptables());
+  if (mode === 'iptables') view.iptables = await part(() => collectIptables(state.node?.network));
   return view;
 }
 
@@ -63,7 +63,9 @@ export function renderSummary(v: SummaryView): string {
   if (v.node) facts.push(['node', `${v.node.nic} ${v.node.primaryIp} in ${v.node.subnet}; pins ${v.node.pinRoot}`]);
   facts.push(['pool', poolLine(v.pool.summary)]);
   if (v.endpoints.ok) facts.push(['endpoints', `${v.endpoints.value.endpoints.length} (${v.endpoints.value.issueCount} issues)`]);
+  if (v.progs?.ok) facts.push(['progs', `${v.progs.value.hooks.length} tc hooks (${v.progs.value.issues.length} issues)`]);
   if (v.nat?.ok) facts.push(['nat', `${v.nat.value.entries.length} SNAT flows`]);
+  if (v.iptables?.ok) facts.push(['iptables', `${v.iptables.value.iptables.length + v.iptables.value.ebtables.length} rules of ours (${v.iptables.value.issues.length} issues)`]);
   if (v.counters?.ok) {
     const drops = v.counters.value.filter((c) => c.drop).reduce((n, c) => n + c.packets, 0n);
     facts.push(['drops', `${drops} packets`]);
