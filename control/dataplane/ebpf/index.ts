@@ -6,7 +6,7 @@
 // a short-lived CNI call edits them without interrupting traffic.
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { ipBatch, linkInfo, setSysctl } from '../../netlink/ip.js';
+import { ipBatch, ipJson, linkInfo, setSysctl } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
 import { EbpfPrograms, probeKernel, type EbpfConfig } from './programs.js';
@@ -23,6 +23,11 @@ async function withPins<T>(node: NodeNetwork, fn: (p: EbpfPrograms) => Promise<T
   } finally {
     programs.close();
   }
+}
+
+async function linkIndexExists(ifindex: number): Promise<boolean> {
+  const links = await ipJson<{ ifindex: number }[]>(['link', 'show']);
+  return links.some((l) => l.ifindex === ifindex);
 }
 
 export class EbpfDataplane implements Dataplane {
@@ -62,6 +67,12 @@ export class EbpfDataplane implements Dataplane {
 
   async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     if (!existsSync(path.join(node.bpfRoot, 'maps'))) return;
+    const host = await linkInfo(ep.hostVeth);
+    const entry = await withPins(node, (p) => p.getEndpoint(ep.ip));
+    // The map is keyed by IP: if the entry leads to another live link, the IP
+    // now serves another pod (this endpoint's record was dropped and the IP
+    // reused while an ADD was rolling back); that pod's entry stays.
+    if (entry && host && entry.ifindex !== host.ifindex && (await linkIndexExists(entry.ifindex))) return;
     await withPins(node, (p) => p.deleteEndpoint(ep.ip));
     // The /32 route and the tc hook go with the veth itself.
   }
