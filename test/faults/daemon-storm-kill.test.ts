@@ -17,7 +17,7 @@ import { run } from '../../control/exec.js';
 import { VmDaemon, leakProblems, nodeView, pluginCall, resultIp, sleep, uniquenessProblems } from './helpers/node-harness.js';
 import { StormNode, emptyStats, type StormStats } from './helpers/storm.js';
 
-const PODS = scaled(48, 250);
+const PODS = scaled(40, 250);
 /** A supervisor's restart delay: the window in which plugins run standalone and the new daemon reconciles under them. */
 const RESTART_DELAY_MS = 1000;
 const SEED = seedFromEnv();

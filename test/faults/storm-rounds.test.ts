@@ -14,7 +14,7 @@ import { StormNode, emptyStats } from './helpers/storm.js';
 import { flatProblems, formatSeries } from './helpers/usage.js';
 
 const ROUNDS = scaled(2, 10);
-const PODS = scaled(40, 250);
+const PODS = scaled(32, 250);
 const IN_FLIGHT = 32;
 const SEED = seedFromEnv();
 /** One dataplane per run, alternating with the seed (VNET_TEST_MODES narrows it); the full form runs every mode only when asked. */
