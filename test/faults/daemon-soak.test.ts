@@ -45,6 +45,9 @@ t.test(`${CALLS}-call mixed-verb soak against the node daemon (${mode})`, async 
   const failures: string[] = [];
   const counts = new Map<SoakVerb, number>();
   let seq = 0;
+  let gcs = 0;
+  let gcFinished: () => void = () => {};
+  let gcDone: Promise<void> = Promise.resolve();
   const stats = emptyStats();
 
   const one = async (): Promise<void> => {
@@ -54,6 +57,8 @@ t.test(`${CALLS}-call mixed-verb soak against the node daemon (${mode})`, async 
     counts.set(verb, (counts.get(verb) ?? 0) + 1);
     try {
       if (verb === 'ADD') {
+        // Like a runtime, never start a sandbox while a GC runs with a list taken before it.
+        while (gcs > 0) await gcDone;
         const name = `q${seq++}`;
         const ref = { containerId: `st-vm1-${name}`, ifName: 'eth0' };
         busy.set(keyOf(ref), ref);
@@ -82,8 +87,13 @@ t.test(`${CALLS}-call mixed-verb soak against the node daemon (${mode})`, async 
       } else if (verb === 'GC') {
         // The runtime lists every attachment it knows, including those being set up or torn down.
         const valid = [witness, ...idle.values(), ...busy.values()].map((p) => ({ containerId: p.containerId, ifName: p.ifName }));
-        const err = await node.gc(valid as LivePod[]);
-        if (err) throw new Error(err);
+        if (gcs++ === 0) gcDone = new Promise((r) => (gcFinished = r));
+        try {
+          const err = await node.gc(valid as LivePod[]);
+          if (err) throw new Error(err);
+        } finally {
+          if (--gcs === 0) gcFinished();
+        }
       } else if (verb === 'STATUS') {
         const res = await node.gcCni.client('status', []);
         if (res.code !== 0) throw new Error(`STATUS: ${res.stderr.trim()}`);
