@@ -112,6 +112,7 @@ t.test(`${CALLS}-call mixed-verb soak against the node daemon (${mode})`, async 
   for (let s = 0; s < SEGMENTS; s++) {
     await inParallel(Array.from({ length: perSegment }), IN_FLIGHT, () => one());
     series.push(await daemon.settledUsage());
+    t.comment(`after ${(s + 1) * perSegment} calls (${Math.round((Date.now() - started) / 1000)} s): ${formatSeries(series.slice(-1))}, ${idle.size} live, ${failures.length} failures`);
   }
   const calls = perSegment * SEGMENTS;
   t.comment(`${calls} calls in ${Math.round((Date.now() - started) / 1000)} s: ${[...counts].map(([v, n]) => `${v} ${n}`).join(', ')}; ${stats.failures} failed attempts retried`);
