@@ -312,11 +312,28 @@ export class Agent implements AgentApi {
   }
 
   async del(call: CniCall): Promise<void> {
+    await this.delIf(call);
+  }
+
+  /**
+   * DEL; with `expect`, only if the record is still that very attempt (same
+   * creation, phase and owner), checked in the same transaction that marks
+   * it: reconcile decides from a snapshot that a slow pass over many pods
+   * makes old, and meanwhile a CNI call may have retried the ADD to the end.
+   */
+  private async delIf(call: CniCall, expect?: EndpointRecord): Promise<boolean> {
     assertSafeNetns();
     const key = endpointKey(call.containerId, call.ifName);
     const owner = currentOwner();
+    const changed = (rec: EndpointRecord | undefined): boolean =>
+      expect !== undefined && (!rec || rec.createdAt !== expect.createdAt || rec.phase !== expect.phase || rec.ip !== expect.ip || rec.owner?.pid !== expect.owner?.pid);
+    let skipped = false;
     const found = await this.store.transaction((state) => {
       const rec = state.endpoints[key];
+      if (changed(rec)) {
+        skipped = true;
+        return undefined;
+      }
       if (rec) {
         rec.phase = 'deleting';
         if (owner) rec.owner = owner;
@@ -324,6 +341,10 @@ export class Agent implements AgentApi {
       }
       return rec ? { rec, node: state.node?.network } : undefined;
     });
+    if (skipped) {
+      this.log.info({ key }, 'reconcile: the endpoint changed since it was looked at; left alone');
+      return false;
+    }
     crashPoint('del:after-mark');
     if (found?.node) {
       const dp = await this.dataplane(found.rec.mode);
@@ -339,6 +360,7 @@ export class Agent implements AgentApi {
       await this.teardownIfIdle(state);
     });
     this.log.info({ containerId: call.containerId, ifName: call.ifName, ip: found?.rec.ip }, found ? 'endpoint deleted' : 'DEL for an unknown endpoint: nothing to do');
+    return true;
   }
 
   /** The last endpoint left: restore the NIC and remove node-wide rules/programs. */
@@ -445,8 +467,8 @@ export class Agent implements AgentApi {
         continue;
       }
       if (!alive || rec.phase !== 'ready') {
-        await this.del({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config: cfg });
-        report.removed.push(key);
+        if (await this.delIf({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config: cfg }, rec)) report.removed.push(key);
+        else report.inProgress.push(key);
         continue;
       }
       try {

@@ -15,7 +15,7 @@ import { MODES, azureConflist, type Mode } from '../lab/helpers/cni-harness.js';
 import { FaultTally } from './helpers/report.js';
 import { Rng, scaled, seedFromEnv } from './helpers/scale.js';
 import {
-  VmDaemon, DAEMON_SOCKET, errorCode, keyOf, leakProblems, nodeView, pluginCall, resultIp, sleep, uniquenessProblems, unreachable,
+  VmDaemon, DAEMON_SOCKET, errorCode, keyOf, leakProblems, nodeView, pluginCall, resultIp, sleep, staleNeighbours, uniquenessProblems, unreachable,
   type LivePod, type NodeView, type PodRef, type ProcResult, type Verb,
 } from './helpers/node-harness.js';
 
@@ -207,11 +207,14 @@ t.test('random kill -9 of ADD, DEL and GC: standalone and daemon, both dataplane
     const live = [n.witness, ...n.live.values()];
     const view = await nodeView(lab, n.vm);
     const problems = uniquenessProblems(view, live);
-    const lost = [
-      ...(await unreachable(n.witness.netns, [...n.live.values()].map((p) => p.ip))),
-      ...(await unreachable(lab.vmInfo(n.vm).netnsPath, [n.witness.ip])),
-    ];
+    const fromWitness = await unreachable(n.witness.netns, [...n.live.values()].map((p) => p.ip));
+    const stale = n.mode === 'iptables' ? await staleNeighbours(n.witness.netns, fromWitness, view) : [];
+    const lost = [...fromWitness.filter((ip) => !stale.includes(ip)), ...(await unreachable(lab.vmInfo(n.vm).netnsPath, [n.witness.ip]))];
     if (lost.length) problems.push(`unreachable: ${lost.join(' ')}`);
+    if (stale.length) {
+      t.comment(`${label}: KNOWN ISSUE, witness caches an old MAC for reused ${stale.join(' ')} (no gratuitous ARP in iptables mode)`);
+      tally.add(`${exec}, ${n.mode}`, 'pod with a just-reused IP, seen from a neighbour pod', `KNOWN ISSUE: unreachable until the neighbour's stale ARP entry expires`, stale.length);
+    }
     await untilOk(n, exec, 'GC', undefined, live);
     problems.push(...leakProblems(await nodeView(lab, n.vm), live, n.mode, n.pins));
     t.same(problems, [], `${label}: ${phase}; ${callOutcome}; ${outcome}; ${live.length} live`);

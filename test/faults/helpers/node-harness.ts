@@ -442,3 +442,23 @@ export async function unreachable(fromNetns: string, ips: string[]): Promise<str
   }
   return pending;
 }
+
+/**
+ * KNOWN ISSUE (iptables mode, not fixed yet): pods on the bridge see each
+ * other's real MACs, and the pod side sends no gratuitous ARP, so a pod that
+ * gets an IP freed shortly before is unreachable from a neighbour that still
+ * caches the old owner's MAC until that entry expires (~30-45 s). Of the
+ * unreachable IPs, returns those the neighbour's cache maps to a MAC other
+ * than the pod's: a stale entry, not a broken endpoint.
+ */
+export async function staleNeighbours(fromNetns: string, ips: string[], view: NodeView): Promise<string[]> {
+  if (!ips.length) return [];
+  const res = await run(['nsenter', `--net=${fromNetns}`, '--', 'ip', '-4', 'neigh', 'show'], { timeoutMs: 30_000 });
+  const macOf = new Map(Object.values(view.endpoints).map((e) => [e.ip, normMac(e.podMac)]));
+  const stale: string[] = [];
+  for (const ip of ips) {
+    const m = new RegExp(`^${ip.replaceAll('.', '\\.')} .*lladdr (\\S+)`, 'm').exec(res.stdout);
+    if (m && macOf.has(ip) && normMac(m[1]!) !== macOf.get(ip)) stale.push(ip);
+  }
+  return stale;
+}
