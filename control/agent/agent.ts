@@ -19,10 +19,11 @@ import { linkInfo, ipv4Addrs, type LinkInfo } from '../netlink/ip.js';
 import { createVethPair, configurePodSide, deleteHostVeth, checkPodSide, hostVethName, randomMac, listHostVeths } from '../netlink/veth.js';
 import {
   DataplaneUnavailableError, InvalidConfigError, InvalidEnvError, NotReadyError, PoolExhaustedError, PoolSourceError,
-  UnknownContainerError, VnetError,
+  TryAgainError, UnknownContainerError, VnetError,
 } from '../errors.js';
 import { Rollback } from './rollback.js';
 import { assertSafeNetns } from './safety.js';
+import { currentOwner, ownerRunning } from './owner.js';
 import { createDataplane } from '../dataplane/index.js';
 
 const WIRESERVER_IP = '168.63.129.16/32';
@@ -252,6 +253,7 @@ export class Agent implements AgentApi {
       : undefined;
     const readyNode = before.node?.mode === config.dataplane && (await (await this.dataplane(config.dataplane)).hasNodeState(before.node.network, nic)) ? before.node.network : undefined;
 
+    const owner = currentOwner();
     const prepared = await this.store.transaction(async (state) => {
       const existing = state.endpoints[key];
       if (existing?.phase === 'ready' && existing.netns === call.netns) return { rec: existing, reused: true, retry: true, dp: await this.dataplane(existing.mode), node: state.node!.network };
@@ -274,6 +276,7 @@ export class Agent implements AgentApi {
         hostMac: existing?.hostMac ?? randomMac(), podMac: existing?.podMac ?? randomMac(),
         mtu: node.mtu, mode: dp.mode, phase: 'creating', network: config.name,
         createdAt: new Date().toISOString(),
+        ...(owner ? { owner } : {}),
         ...(call.args.K8S_POD_NAME ? { podName: call.args.K8S_POD_NAME } : {}),
         ...(call.args.K8S_POD_NAMESPACE ? { podNamespace: call.args.K8S_POD_NAMESPACE } : {}),
         ...(call.args.K8S_POD_NAME && call.args.K8S_POD_NAMESPACE ? podFields(this.opts.podInfo?.(call.args.K8S_POD_NAMESPACE, call.args.K8S_POD_NAME)) : {}),
@@ -312,7 +315,15 @@ export class Agent implements AgentApi {
       crashPoint('add:after-attach');
       await this.store.transaction((state) => {
         const cur = state.endpoints[key];
-        if (cur) cur.phase = 'ready';
+        // Someone (GC, or a reconcile that could not tell this call was alive)
+        // removed the intent meanwhile and may have given the IP to another
+        // pod: reporting success would hand out an address the store no
+        // longer holds for us. Fail; the runtime retries.
+        if (!cur || cur.ip !== rec.ip || cur.phase !== 'creating') {
+          throw new TryAgainError(`the endpoint record for ${key} was removed while the ADD was in progress; retry`);
+        }
+        cur.phase = 'ready';
+        delete cur.owner;
       });
       log.info({ hostVeth: plan.hostVeth, mode: dp.mode, pod: rec.podName, podNamespace: rec.podNamespace }, 'endpoint added');
       return this.resultOf({ ...rec, phase: 'ready' }, config);
@@ -342,15 +353,39 @@ export class Agent implements AgentApi {
   }
 
   async del(call: CniCall): Promise<void> {
+    await this.delIf(call);
+  }
+
+  /**
+   * DEL; with `expect`, only if the record is still that very attempt (same
+   * creation, phase and owner), checked in the same transaction that marks
+   * it: reconcile decides from a snapshot that a slow pass over many pods
+   * makes old, and meanwhile a CNI call may have retried the ADD to the end.
+   */
+  private async delIf(call: CniCall, expect?: EndpointRecord): Promise<boolean> {
     assertSafeNetns();
     const key = endpointKey(call.containerId, call.ifName);
+    const owner = currentOwner();
+    const changed = (rec: EndpointRecord | undefined): boolean =>
+      expect !== undefined && (!rec || rec.createdAt !== expect.createdAt || rec.phase !== expect.phase || rec.ip !== expect.ip || rec.owner?.pid !== expect.owner?.pid);
+    let skipped = false;
     const found = await this.store.transaction((state) => {
       const rec = state.endpoints[key];
+      if (changed(rec)) {
+        skipped = true;
+        return undefined;
+      }
       if (!rec) return undefined;
       const before = { ...rec };
       rec.phase = 'deleting';
+      if (owner) rec.owner = owner;
+      else delete rec.owner;
       return { rec: before, node: state.node?.network };
     });
+    if (skipped) {
+      this.log.info({ key }, 'reconcile: the endpoint changed since it was looked at; left alone');
+      return false;
+    }
     crashPoint('del:after-mark');
     if (found?.node) {
       const dp = await this.dataplane(found.rec.mode);
@@ -378,6 +413,7 @@ export class Agent implements AgentApi {
       await this.teardownIfIdle(state);
     });
     this.log.info({ containerId: call.containerId, ifName: call.ifName, ip: found?.rec.ip }, found ? 'endpoint deleted' : 'DEL for an unknown endpoint: nothing to do');
+    return true;
   }
 
   /** The last endpoint left: restore the NIC and remove node-wide rules/programs. */
@@ -470,9 +506,9 @@ export class Agent implements AgentApi {
    * removed, live ones whose kernel side is damaged are rebuilt, and host
    * veths nobody owns are deleted. Returns what it fixed.
    */
-  async reconcile(): Promise<{ removed: string[]; rebuilt: string[]; strayVeths: string[] }> {
+  async reconcile(): Promise<{ removed: string[]; rebuilt: string[]; strayVeths: string[]; inProgress: string[] }> {
     assertSafeNetns();
-    const report = { removed: [] as string[], rebuilt: [] as string[], strayVeths: [] as string[] };
+    const report = { removed: [] as string[], rebuilt: [] as string[], strayVeths: [] as string[], inProgress: [] as string[] };
     const config = (await this.store.peek()).node?.config;
     if (!config) return report;
     await this.upgradeNode();
@@ -480,9 +516,15 @@ export class Agent implements AgentApi {
     for (const [key, rec] of Object.entries(state.endpoints)) {
       const alive = rec.netns !== '' && existsSync(rec.netns);
       const cfg = { ...config, name: rec.network, dataplane: rec.mode };
+      if (rec.phase !== 'ready' && ownerRunning(rec.owner)) {
+        // A CNI call that ran standalone while the daemon was down is still at it: its own end (or a later DEL/GC) settles it.
+        this.log.info({ key, phase: rec.phase, pid: rec.owner?.pid }, 'reconcile: endpoint in progress by a running CNI call; left alone');
+        report.inProgress.push(key);
+        continue;
+      }
       if (!alive || rec.phase !== 'ready') {
-        await this.del({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config: cfg });
-        report.removed.push(key);
+        if (await this.delIf({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config: cfg }, rec)) report.removed.push(key);
+        else report.inProgress.push(key);
         continue;
       }
       try {
@@ -505,7 +547,7 @@ export class Agent implements AgentApi {
         report.strayVeths.push(name);
       }
     }
-    if (report.removed.length || report.rebuilt.length || report.strayVeths.length) this.log.info(report, 'reconciled');
+    if (report.removed.length || report.rebuilt.length || report.strayVeths.length || report.inProgress.length) this.log.info(report, 'reconciled');
     return report;
   }
 

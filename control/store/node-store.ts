@@ -9,6 +9,7 @@ import { StoreError, storageHint } from '../errors.js';
 import { emptyIpamState, validateIpamState, type IpamState } from '../ipam/allocator.js';
 import type { DataplaneMode, NetConf } from '../types.js';
 import type { EndpointPlan, NodeNetwork } from '../dataplane/types.js';
+import type { EndpointOwner } from '../agent/owner.js';
 
 export type EndpointPhase = 'creating' | 'ready' | 'deleting';
 
@@ -23,6 +24,8 @@ export interface EndpointRecord extends EndpointPlan {
   podUid?: string;
   podLabels?: Record<string, string>;
   createdAt: string;
+  /** The process creating or deleting it (not kept once ready). */
+  owner?: EndpointOwner;
 }
 
 export interface NodeRecord {

@@ -6,7 +6,7 @@
 // a short-lived CNI call edits them without interrupting traffic.
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { ipBatch, ipv4Routes, linkInfo, setSysctl } from '../../netlink/ip.js';
+import { ipBatch, ipJson, ipv4Routes, linkInfo, setSysctl } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
 import { EbpfPrograms, probeKernel, type EbpfConfig } from './programs.js';
@@ -28,6 +28,11 @@ async function withPins<T>(node: NodeNetwork, fn: (p: EbpfPrograms) => Promise<T
 
 function bpffsMissing(root: string): DataplaneUnavailableError {
   return new DataplaneUnavailableError(`bpffs is not mounted where the dataplane pins live (${root}): mount it (mount -t bpf bpf /sys/fs/bpf, or a systemd sys-fs-bpf.mount unit) and retry`);
+}
+
+async function linkIndexExists(ifindex: number): Promise<boolean> {
+  const links = await ipJson<{ ifindex: number }[]>(['link', 'show']);
+  return links.some((l) => l.ifindex === ifindex);
 }
 
 export class EbpfDataplane implements Dataplane {
@@ -88,6 +93,12 @@ export class EbpfDataplane implements Dataplane {
       if (!onBpffs(node.bpfRoot)) throw bpffsMissing(node.bpfRoot);
       return;
     }
+    const host = await linkInfo(ep.hostVeth);
+    const entry = await withPins(node, (p) => p.getEndpoint(ep.ip));
+    // The map is keyed by IP: if the entry leads to another live link, the IP
+    // now serves another pod (this endpoint's record was dropped and the IP
+    // reused while an ADD was rolling back); that pod's entry stays.
+    if (entry && host && entry.ifindex !== host.ifindex && (await linkIndexExists(entry.ifindex))) return;
     await withPins(node, (p) => p.deleteEndpoint(ep.ip));
     // The /32 route and the tc hook go with the veth itself.
   }
