@@ -6,7 +6,7 @@
 // a short-lived CNI call edits them without interrupting traffic.
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { ipBatch, linkInfo, setSysctl } from '../../netlink/ip.js';
+import { netlink, linkInfo, setSysctl } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
 import { EbpfPrograms, probeKernel, type EbpfConfig } from './programs.js';
@@ -51,9 +51,12 @@ export class EbpfDataplane implements Dataplane {
 
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     // proxy_delay 0: the kernel otherwise delays proxy ARP answers by up to 0.8 s.
-    await setSysctl(`net.ipv4.conf.${ep.hostVeth}.proxy_arp`, '1');
-    await setSysctl(`net.ipv4.neigh.${ep.hostVeth}.proxy_delay`, '0');
-    await ipBatch([`link set ${ep.hostVeth} up`, `route replace ${ep.ip}/32 dev ${ep.hostVeth} scope link`]);
+    await netlink([
+      { op: 'sysctl', key: `net/ipv4/conf/${ep.hostVeth}/proxy_arp`, value: '1' },
+      { op: 'sysctl', key: `net/ipv4/neigh/${ep.hostVeth}/proxy_delay`, value: '0' },
+      { op: 'linkSet', dev: ep.hostVeth, up: true },
+      { op: 'routeAdd', address: ep.ip, dstLen: 32, dev: ep.hostVeth, replace: true }, // scope link: no gateway
+    ]);
     await withPins(node, async (p) => {
       const ifindex = await p.attachPod(ep.hostVeth);
       p.setEndpoint(ep.ip, { ifindex, podMac: ep.podMac, hostMac: ep.hostMac });
