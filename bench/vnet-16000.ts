@@ -9,7 +9,8 @@ import { nsArgv } from '../lab/lab.js';
 import { defaultSpec } from '../lab/spec.js';
 import { run } from '../control/exec.js';
 import { VmCni } from '../test/lab/helpers/cni-harness.js';
-import { VmCniBatch, procCpu } from './lib/cni-batch.js';
+import { SHIM_DIR, VmCniBatch, procCpu, shimBuilt } from './lib/cni-batch.js';
+import { CNI_PATH } from '../test/lab/helpers/cni-harness.js';
 import { busySeconds, sampleCpu } from './lib/cpu.js';
 import { DAEMON_SOCKET, VmDaemon } from './lib/daemon.js';
 import { ensureCniClient, podArgs, vnetConflist } from './lib/dataplane-lab.js';
@@ -73,6 +74,7 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
   const daemons: VmDaemon[] = [];
   const memory = new MemoryWatch(() => daemons);
   const clientsToKill: VmCniBatch[] = [];
+  let viaShimText = 'Node launcher (bin/azure-vnet)';
   const up = await timed(() => Lab.up(defaultSpec(opts.vms, opts.podsPerVm)));
   const lab = up.value;
   phase['lab up'] = up.ms / 1000;
@@ -84,8 +86,11 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
     opts.log(`vnet-16000: lab up ${phase['lab up']!.toFixed(1)} s, ${vms.length} daemons in ${(start.ms / 1000).toFixed(1)} s`);
     // The conflist goes in place through VmCni; the ADDs go through one `cniclient batch` per VM.
     for (const vm of vms) new VmCni(lab, vm, vnetConflist(opts.dataplane ?? 'iptables', { daemonSocket: DAEMON_SOCKET }));
-    const clients = new Map(vms.map((vm) => [vm, new VmCniBatch(lab, vm)]));
+    const viaShim = shimBuilt() && process.env.VNET16K_NO_SHIM === undefined;
+    const cniPath = viaShim ? `${SHIM_DIR}:${CNI_PATH}` : CNI_PATH;
+    const clients = new Map(vms.map((vm) => [vm, new VmCniBatch(lab, vm, { cniPath })]));
     clientsToKill.push(...clients.values());
+    if (viaShim) viaShimText = 'native shim (dist/shim/azure-vnet)';
 
     // Pod k of every VM before pod k+1 of any: a bounded run still spreads over all VMs.
     const order: { vm: string; k: number }[] = [];
@@ -167,7 +172,7 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
     memory.stop();
 
     const target = opts.vms * opts.podsPerVm;
-    lines.push(`vnet-16000: ${opts.vms} VMs x ${opts.podsPerVm} pods (${target} pods), daemon mode, ${opts.dataplane ?? 'iptables'} dataplane, ${IN_FLIGHT} ADDs in flight, one libcni batch client per VM, budget ${opts.maxMinutes} min`);
+    lines.push(`vnet-16000: ${opts.vms} VMs x ${opts.podsPerVm} pods (${target} pods), daemon mode, ${opts.dataplane ?? 'iptables'} dataplane, ${IN_FLIGHT} ADDs in flight, one libcni batch client per VM, CNI binary ${viaShimText}, budget ${opts.maxMinutes} min`);
     lines.push(`| figure | value |`, `|---|---|`);
     lines.push(`| pods up | ${pods.length} of ${target} (${failed} failed${firstError ? `; first: ${firstError.replace(/\|/g, '/')}` : ''}) |`);
     for (const [name, s] of Object.entries(phase)) lines.push(`| ${name} | ${s.toFixed(1)} s |`);

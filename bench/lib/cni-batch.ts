@@ -8,7 +8,14 @@ import path from 'node:path';
 import { createInterface } from 'node:readline';
 import type { Lab } from '../../lab/lab.js';
 import { vmExecArgv } from '../../lab/vm-exec.js';
-import { CNICLIENT, CNI_PATH, VM_CACHE_DIR, VM_CONF_DIR } from '../../test/lab/helpers/cni-harness.js';
+import { existsSync } from 'node:fs';
+import { CNICLIENT, CNI_PATH, REPO, VM_CACHE_DIR, VM_CONF_DIR } from '../../test/lab/helpers/cni-harness.js';
+
+/** The native CNI shim (native/shim, built into dist/shim) when present: a forwarded call then starts no Node. */
+export const SHIM_DIR = path.join(REPO, 'dist', 'shim');
+export function shimBuilt(): boolean {
+  return existsSync(path.join(SHIM_DIR, 'azure-vnet'));
+}
 
 interface Reply {
   id: number;
@@ -35,9 +42,10 @@ export class VmCniBatch {
   private readonly child: ChildProcess;
   private exited = false;
 
-  constructor(lab: Lab, readonly vm: string, confFile = '10-azure.conflist') {
-    const argv = vmExecArgv(lab.names, vm, [CNICLIENT, 'batch', '--conflist', path.join(VM_CONF_DIR, confFile), '--cni-path', CNI_PATH, '--cache-dir', VM_CACHE_DIR]);
-    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, CNI_PATH } });
+  constructor(lab: Lab, readonly vm: string, options: { confFile?: string; cniPath?: string } = {}) {
+    const cniPath = options.cniPath ?? CNI_PATH;
+    const argv = vmExecArgv(lab.names, vm, [CNICLIENT, 'batch', '--conflist', path.join(VM_CONF_DIR, options.confFile ?? '10-azure.conflist'), '--cni-path', cniPath, '--cache-dir', VM_CACHE_DIR]);
+    this.child = spawn(argv[0]!, argv.slice(1), { stdio: ['pipe', 'pipe', 'inherit'], env: { ...process.env, CNI_PATH: cniPath } });
     createInterface({ input: this.child.stdout! }).on('line', (line) => {
       const reply = JSON.parse(line) as Reply;
       this.pending.get(reply.id)?.resolve(reply);
