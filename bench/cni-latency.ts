@@ -1,13 +1,17 @@
 // Scenario 4: CNI ADD/DEL latency through the same libcni client
 // (test/cniclient run inside the VM, as kubelet's runtime would), for
-// vnet-cni through the node daemon, vnet-cni standalone (the plugin does the
-// work in its own process) and Debian's bridge + host-local; serially and 32
-// in parallel; then N pods up and down on one VM (32 in flight) and the
-// daemon's RSS while it holds N endpoints.
+// vnet-cni through the node daemon with the native shim as the CNI binary
+// (dist/shim, what install-cni-plugin.sh installs), the same daemon with the
+// Node launcher as the CNI binary (bin/azure-vnet), vnet-cni standalone (the
+// Node plugin does the work in its own process) and Debian's bridge +
+// host-local; serially and 32 in parallel; then N pods up and down on one VM
+// (32 in flight) and the daemon's RSS while it holds N endpoints.
 // Every timing includes the client and lab/vm-exec (~same for all setups).
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Lab } from '../lab/lab.js';
 import { defaultSpec } from '../lab/spec.js';
-import { VmCni, type PodHandle } from '../test/lab/helpers/cni-harness.js';
+import { SHIM_CNI_PATH, VmCni, type PodHandle } from '../test/lab/helpers/cni-harness.js';
 import { VmDaemon, DAEMON_SOCKET } from './lib/daemon.js';
 import { ensureCniClient, podArgs, referenceConflist, vnetConflist } from './lib/dataplane-lab.js';
 import type { BenchOptions } from './lib/options.js';
@@ -15,7 +19,7 @@ import { mapLimit, quantile, timed } from './lib/stats.js';
 import { ratioText, targetText, type Row } from './lib/table.js';
 
 const PARALLEL = 32;
-type CniSetup = 'vnet daemon' | 'vnet standalone' | 'bridge+host-local';
+type CniSetup = 'vnet daemon via shim' | 'vnet daemon via Node launcher' | 'vnet standalone' | 'bridge+host-local';
 const REFERENCE: CniSetup = 'bridge+host-local';
 
 interface Latencies {
@@ -109,6 +113,43 @@ function latencyRows(scenario: string, all: Map<CniSetup, Latencies>, pick: (l: 
   });
 }
 
+/**
+ * Where a forwarded ADD's time goes inside the daemon: its `request served` log
+ * lines (serial ADDs only, so no lock waits) give the time from request to
+ * answer and the programs the ADD ran, with the wall time spent waiting for each.
+ */
+function daemonBreakdown(lab: Lab, serialIds: Set<string>): Row | undefined {
+  let text: string;
+  try {
+    text = readFileSync(path.join(lab.vmPaths('vm1').log, 'vnet-cni-daemon.log'), 'utf8');
+  } catch {
+    return undefined;
+  }
+  const total: number[] = [];
+  const perProgram = new Map<string, { n: number[]; ms: number[] }>();
+  for (const line of text.split('\n')) {
+    if (!line.includes('"request served"') || !line.includes('"via":"shim"')) continue;
+    const rec = JSON.parse(line) as { verb?: string; containerId?: string; ms?: number; spawns?: Record<string, { n: number; ms: number }> };
+    if (rec.verb !== 'ADD' || !rec.containerId || !serialIds.has(rec.containerId) || rec.ms === undefined) continue;
+    total.push(rec.ms);
+    for (const [prog, v] of Object.entries(rec.spawns ?? {})) {
+      const e = perProgram.get(prog) ?? { n: [], ms: [] };
+      e.n.push(v.n);
+      e.ms.push(v.ms);
+      perProgram.set(prog, e);
+    }
+  }
+  if (total.length === 0) return undefined;
+  const parts = [...perProgram.entries()].map(([prog, e]) => `${prog} ${quantile(e.n, 0.5)}x ${quantile(e.ms, 0.5).toFixed(0)} ms`);
+  return {
+    scenario: 'CNI ADD serial, inside the daemon',
+    setup: 'vnet daemon via shim',
+    value: quantile(total, 0.5),
+    unit: 'ms p50',
+    detail: `spawns p50: ${parts.join(', ') || 'none'} (n=${total.length})`,
+  };
+}
+
 export async function runCniLatency(opts: BenchOptions): Promise<Row[]> {
   await ensureCniClient();
   const lab = await Lab.up(defaultSpec(3, Math.max(opts.bulkPods, 64)));
@@ -116,28 +157,42 @@ export async function runCniLatency(opts: BenchOptions): Promise<Row[]> {
   try {
     const all = new Map<CniSetup, Latencies>();
     daemon = await VmDaemon.start(lab, 'vm1');
-    all.set('vnet daemon', await measureSetup(lab, new VmCni(lab, 'vm1', vnetConflist('iptables', { daemonSocket: DAEMON_SOCKET })), opts, 'vnet daemon', true, daemon));
-    all.set('vnet standalone', await measureSetup(lab, new VmCni(lab, 'vm2', vnetConflist('iptables')), opts, 'vnet standalone', opts.bulkAll));
-    all.set(REFERENCE, await measureSetup(lab, new VmCni(lab, 'vm3', referenceConflist(), '10-ref.conflist'), opts, REFERENCE, true));
+    // The same daemon and VM for both CNI binaries; the shim goes first and so pays the node's first-ADD setup.
+    const viaDaemon = vnetConflist('iptables', { daemonSocket: DAEMON_SOCKET });
+    // A setup that fails (e.g. lock timeouts on an overloaded machine) loses its rows, not the whole run.
+    const measure = async (setup: CniSetup, fn: () => Promise<Latencies>): Promise<void> => {
+      try {
+        all.set(setup, await fn());
+      } catch (err) {
+        opts.log(`cni ${setup}: FAILED, no rows: ${(err as Error).message.slice(0, 300)}`);
+      }
+    };
+    await measure('vnet daemon via shim', () => measureSetup(lab, new VmCni(lab, 'vm1', viaDaemon, '10-azure.conflist', SHIM_CNI_PATH), opts, 'vnet daemon via shim', true, daemon));
+    await measure('vnet daemon via Node launcher', () => measureSetup(lab, new VmCni(lab, 'vm1', viaDaemon), opts, 'vnet daemon via Node launcher', opts.bulkAll));
+    await measure('vnet standalone', () => measureSetup(lab, new VmCni(lab, 'vm2', vnetConflist('iptables')), opts, 'vnet standalone', opts.bulkAll));
+    await measure(REFERENCE, () => measureSetup(lab, new VmCni(lab, 'vm3', referenceConflist(), '10-ref.conflist'), opts, REFERENCE, true));
 
+    const serialIds = new Set(Array.from({ length: opts.quick ? 8 : 16 }, (_, i) => `bench-vm1-s${i}`));
+    const breakdown = daemonBreakdown(lab, serialIds);
     const bulkRows: Row[] = [...all.entries()].filter(([, l]) => Number.isFinite(l.bulkUpS)).map(([setup, l]) => ({
       scenario: `${opts.bulkPods} pods up / down (${PARALLEL} in flight)`,
       setup,
       value: l.bulkUpS,
       unit: 's up',
       detail: `${l.bulkDownS.toFixed(1)} s down`,
-      vsPeer: setup === REFERENCE ? 'reference' : ratioText(l.bulkUpS, all.get(REFERENCE)!.bulkUpS, 'ref'),
+      vsPeer: setup === REFERENCE ? 'reference' : ratioText(l.bulkUpS, all.get(REFERENCE)?.bulkUpS ?? NaN, 'ref'),
     }));
-    const rss = all.get('vnet daemon')!.rssMiB ?? NaN;
+    const rss = all.get('vnet daemon via shim')?.rssMiB ?? NaN;
     return [
       ...latencyRows('CNI ADD serial', all, (l) => l.serialAdd, 'p50'),
+      ...(breakdown ? [breakdown] : []),
       ...latencyRows('CNI DEL serial', all, (l) => l.serialDel),
       ...latencyRows(`CNI ADD ${PARALLEL} parallel`, all, (l) => l.parallelAdd, 'p99'),
       ...latencyRows(`CNI DEL ${PARALLEL} parallel`, all, (l) => l.parallelDel),
       ...bulkRows,
       {
         scenario: `daemon RSS at ${opts.bulkPods} endpoints`,
-        setup: 'vnet daemon',
+        setup: 'vnet daemon via shim',
         value: rss,
         unit: 'MiB',
         detail: 'VmRSS of vnetctl daemon',

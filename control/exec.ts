@@ -2,6 +2,18 @@
 // shell, so no input (pod names, container IDs, config values) is ever parsed
 // by one. Output is captured; stdout of the plugin itself is never inherited.
 import { spawn } from 'node:child_process';
+import { AsyncLocalStorage } from 'node:async_hooks';
+import path from 'node:path';
+
+/** Programs run and wall time spent waiting for them, per program name. */
+export type SpawnTally = Record<string, { n: number; ms: number }>;
+
+/**
+ * Where a unit of work's spawns are tallied: the daemon runs each request in
+ * `spawnTally.run({}, ...)` and logs the tally, so its log shows how much of a
+ * request was ip/iptables/ebtables. Outside such a scope nothing is counted.
+ */
+export const spawnTally = new AsyncLocalStorage<SpawnTally>();
 
 export interface ExecResult {
   code: number;
@@ -31,6 +43,8 @@ export function run(argv: readonly string[], options: ExecOptions = {}): Promise
   return new Promise((resolve, reject) => {
     const [file, ...args] = argv;
     if (file === undefined) return reject(new Error('run: empty argv'));
+    const tally = spawnTally.getStore();
+    const started = tally ? performance.now() : 0;
     const child = spawn(file, args, {
       stdio: ['pipe', 'pipe', 'pipe'],
       env: options.env ?? process.env,
@@ -43,6 +57,11 @@ export function run(argv: readonly string[], options: ExecOptions = {}): Promise
     child.stderr.on('data', (b: Buffer) => err.push(b));
     child.on('error', reject);
     child.on('close', (code, signal) => {
+      if (tally) {
+        const entry = (tally[path.basename(file)] ??= { n: 0, ms: 0 });
+        entry.n++;
+        entry.ms += performance.now() - started;
+      }
       resolve({
         code: code ?? (signal ? 128 : 1),
         stdout: Buffer.concat(out).toString('utf8'),

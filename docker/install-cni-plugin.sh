@@ -2,22 +2,28 @@
 # Installs azure-vnet and azure-vnet-ipam (and vnetctl) plus the default
 # conflist, the way the original's install-cni-plugin.sh does.
 #
-#   install-cni-plugin.sh [version] [--bin-dir D] [--conf-dir D] [--app-dir D] [--conflist FILE]
+#   install-cni-plugin.sh [version] [--bin-dir D] [--conf-dir D] [--app-dir D] [--conflist FILE] [--no-shim]
 #
 # Defaults: --bin-dir /opt/cni/bin, --conf-dir /etc/cni/net.d, --app-dir /opt/vnet-cni.
-# The built tree (dist/, native addon, BPF objects, runtime node_modules) is
-# copied to <app-dir>/<version>; the binaries in <bin-dir> are small shims
-# that exec node on it, so replacing a version is one atomic symlink flip.
+# The built tree (dist/, bin/, native addon, BPF objects, runtime node_modules)
+# is copied to <app-dir>/<version>. azure-vnet and azure-vnet-ipam in <bin-dir>
+# are symlinks to the native shim (<app-dir>/current/dist/shim, built by
+# npm run build:shim), which hands calls to the node daemon when the conflist
+# names its socket and otherwise runs the Node plugin; without a built shim (no
+# C compiler) or with --no-shim they are small scripts that exec node, as
+# before. vnetctl is always such a script. Replacing a version is one atomic
+# symlink flip of <app-dir>/current.
 set -euo pipefail
 src="$(cd "$(dirname "$0")/.." && pwd)"
-version="" bin_dir=/opt/cni/bin conf_dir=/etc/cni/net.d app_dir=/opt/vnet-cni conflist="$src/docker/10-azure.conflist"
+version="" bin_dir=/opt/cni/bin conf_dir=/etc/cni/net.d app_dir=/opt/vnet-cni conflist="$src/docker/10-azure.conflist" shim=1
 while [ $# -gt 0 ]; do
   case "$1" in
     --bin-dir) bin_dir="$2"; shift 2 ;;
     --conf-dir) conf_dir="$2"; shift 2 ;;
     --app-dir) app_dir="$2"; shift 2 ;;
     --conflist) conflist="$2"; shift 2 ;;
-    -h|--help) sed -n '2,12p' "$0"; exit 0 ;;
+    --no-shim) shim=0; shift ;;
+    -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
     -*) echo "install-cni-plugin.sh: unknown option $1" >&2; exit 2 ;;
     *) version="$1"; shift ;;
   esac
@@ -35,6 +41,9 @@ dest="$app_dir/$version"
 tmp="$dest.tmp.$$"
 rm -rf "$tmp"; mkdir -p "$tmp"
 cp -a "$src/dist" "$src/package.json" "$tmp/"
+# The Node launchers: the shim's fallback runs <root>/bin/<plugin>.
+mkdir -p "$tmp/bin"
+cp -a "$src/bin/azure-vnet" "$src/bin/azure-vnet-ipam" "$tmp/bin/"
 mkdir -p "$tmp/native/build/Release" "$tmp/bpf"
 cp -a "$src/native/build/Release/vnet_native.node" "$tmp/native/build/Release/"
 cp -a "$src"/bpf/*.o "$tmp/bpf/" 2>/dev/null || true
@@ -49,10 +58,18 @@ rm -rf "$dest"; mv "$tmp" "$dest"
 ln -sfn "$version" "$app_dir/current.tmp" && mv -T "$app_dir/current.tmp" "$app_dir/current"
 
 mkdir -p "$bin_dir" "$conf_dir"
+[ -x "$dest/dist/shim/cni-shim" ] || shim=0
 for b in azure-vnet azure-vnet-ipam vnetctl; do
-  case "$b" in vnetctl) entry=control/cli/vnetctl.js ;; *) entry="cni/$b.js" ;; esac
-  printf '#!/bin/sh\nexec %s %s "$@"\n' "$node_bin" "$app_dir/current/dist/$entry" > "$bin_dir/.$b.tmp"
-  chmod 0755 "$bin_dir/.$b.tmp"; mv "$bin_dir/.$b.tmp" "$bin_dir/$b"
+  rm -f "$bin_dir/.$b.tmp"
+  if [ "$b" != vnetctl ] && [ "$shim" = 1 ]; then
+    # The shim tells the plugins apart by the name it is run as, so the link keeps the plugin's name.
+    ln -s "$app_dir/current/dist/shim/$b" "$bin_dir/.$b.tmp"
+  else
+    case "$b" in vnetctl) entry=control/cli/vnetctl.js ;; *) entry="cni/$b.js" ;; esac
+    printf '#!/bin/sh\nexec %s %s "$@"\n' "$node_bin" "$app_dir/current/dist/$entry" > "$bin_dir/.$b.tmp"
+    chmod 0755 "$bin_dir/.$b.tmp"
+  fi
+  mv -T "$bin_dir/.$b.tmp" "$bin_dir/$b"
 done
 install -m 0644 "$conflist" "$conf_dir/.10-azure.conflist.tmp" && mv "$conf_dir/.10-azure.conflist.tmp" "$conf_dir/10-azure.conflist"
-echo "installed vnet-cni $version: $bin_dir/{azure-vnet,azure-vnet-ipam,vnetctl}, $conf_dir/10-azure.conflist"
+echo "installed vnet-cni $version ($([ "$shim" = 1 ] && echo 'native shim' || echo 'Node launchers')): $bin_dir/{azure-vnet,azure-vnet-ipam,vnetctl}, $conf_dir/10-azure.conflist"

@@ -12,7 +12,8 @@ import type { AgentApi, Attachment, CniCall, CniResult, NetConf, DataplaneMode }
 import { NodeStore, endpointKey, type EndpointRecord, type NodeState } from '../store/node-store.js';
 import { createPoolSource, selectNic } from '../ipam/index.js';
 import { allocate, applyPool, release, lookup, poolSummary, allocations } from '../ipam/allocator.js';
-import type { NicPool } from '../ipam/types.js';
+import type { NicPool, PoolSource } from '../ipam/types.js';
+import type { IpamConfig } from '../types.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../dataplane/types.js';
 import { linkInfo, ipv4Addrs, type LinkInfo } from '../netlink/ip.js';
 import { createVethPair, configurePodSide, deleteHostVeth, checkPodSide, hostVethName, randomMac, listHostVeths } from '../netlink/veth.js';
@@ -48,6 +49,19 @@ export interface AgentOptions {
   logger: Logger;
   /** Override the dataplane factory (tests). */
   dataplaneFor?: (mode: DataplaneMode) => Promise<Dataplane>;
+  /** The daemon's own pool source for a config (the kubernetes watch cache); undefined: the config's usual source. */
+  poolSourceFor?: (ipam: IpamConfig) => PoolSource | undefined;
+  /** The daemon's pod cache: UID and labels of a pod on this node, from memory (never an API call). */
+  podInfo?: (namespace: string, name: string) => PodInfo | undefined;
+}
+
+export interface PodInfo {
+  uid: string;
+  labels: Record<string, string>;
+}
+
+function podFields(info: PodInfo | undefined): Pick<EndpointRecord, 'podUid' | 'podLabels'> {
+  return info ? { podUid: info.uid, podLabels: info.labels } : {};
 }
 
 function ownerOf(call: Pick<CniCall, 'containerId' | 'ifName'>): { containerId: string; ifName: string } {
@@ -100,7 +114,7 @@ export class Agent implements AgentApi {
 
   /** Fetch the NIC's pool from the source, matched by the NIC's MAC. */
   private async fetchPool(config: NetConf, nicMac: string): Promise<NicPool> {
-    const source = createPoolSource(config.ipam);
+    const source = this.opts.poolSourceFor?.(config.ipam) ?? createPoolSource(config.ipam);
     const pools = await source.fetch();
     return selectNic(pools, nicMac);
   }
@@ -242,6 +256,7 @@ export class Agent implements AgentApi {
         createdAt: new Date().toISOString(),
         ...(call.args.K8S_POD_NAME ? { podName: call.args.K8S_POD_NAME } : {}),
         ...(call.args.K8S_POD_NAMESPACE ? { podNamespace: call.args.K8S_POD_NAMESPACE } : {}),
+        ...(call.args.K8S_POD_NAME && call.args.K8S_POD_NAMESPACE ? podFields(this.opts.podInfo?.(call.args.K8S_POD_NAMESPACE, call.args.K8S_POD_NAME)) : {}),
       };
       state.endpoints[key] = rec;
       return { rec, reused: false, dp, node, retry: existing !== undefined };
@@ -368,14 +383,15 @@ export class Agent implements AgentApi {
     });
   }
 
-  async status(config: NetConf): Promise<void> {
+  /** CNI STATUS. `requireFreeIp: false` (the node condition) treats a full pool as ready: that is capacity, not a broken network. */
+  async status(config: NetConf, opts: { requireFreeIp?: boolean } = {}): Promise<void> {
     const nic = await linkInfo(config.master);
     if (!nic) throw new NotReadyError(`host interface ${config.master} not found`);
     await this.store.transaction((state) => this.refreshPool(state, config, nic.address, true)).catch((err: unknown) => {
       throw new NotReadyError(`pool source unavailable: ${(err as Error).message}`, { cause: err });
     });
     const s = poolSummary((await this.store.peek()).ipam);
-    if (s.free === 0) throw new NotReadyError(`no free pod IP on this node (pool ${s.size}, in use ${s.used})`);
+    if (s.free === 0 && opts.requireFreeIp !== false) throw new NotReadyError(`no free pod IP on this node (pool ${s.size}, in use ${s.used})`);
   }
 
   async ipamAdd(call: CniCall): Promise<CniResult> {
@@ -457,6 +473,31 @@ export class Agent implements AgentApi {
     const nic = await linkInfo(config.master);
     if (!nic) return;
     await this.store.transaction((state) => this.refreshPool(state, config, nic.address, true));
+  }
+
+  /**
+   * Fill in pod UID and labels on endpoints whose pod the pod watch knows now
+   * (it may see the pod after its ADD) or whose labels changed. Touches the
+   * store only when something changed; returns how many endpoints changed.
+   */
+  async annotatePods(podInfo: (namespace: string, name: string) => PodInfo | undefined): Promise<number> {
+    const stale = (rec: EndpointRecord): PodInfo | undefined => {
+      if (!rec.podName || !rec.podNamespace) return undefined;
+      const info = podInfo(rec.podNamespace, rec.podName);
+      if (!info) return undefined;
+      return info.uid !== rec.podUid || JSON.stringify(info.labels) !== JSON.stringify(rec.podLabels ?? {}) ? info : undefined;
+    };
+    if (!Object.values((await this.store.peek()).endpoints).some((rec) => stale(rec))) return 0;
+    return this.store.transaction((state) => {
+      let changed = 0;
+      for (const rec of Object.values(state.endpoints)) {
+        const info = stale(rec);
+        if (!info) continue;
+        Object.assign(rec, podFields(info));
+        changed++;
+      }
+      return changed;
+    });
   }
 
   /** The store as JSON, for `vnetctl debug` and the daemon's DUMP. */

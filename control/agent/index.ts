@@ -3,7 +3,7 @@
 // runs in-process (standalone mode, for plain Docker/podman hosts).
 import type { Logger } from 'pino';
 import type { AgentApi, NetConf } from '../types.js';
-import { Agent } from './agent.js';
+import { Agent, type AgentOptions } from './agent.js';
 import { NodeStore } from '../store/node-store.js';
 
 export async function createAgent(config: NetConf, opts: { plugin: 'azure-vnet' | 'azure-vnet-ipam'; logger: Logger }): Promise<AgentApi> {
@@ -16,6 +16,6 @@ export async function createAgent(config: NetConf, opts: { plugin: 'azure-vnet' 
   return createLocalAgent(config, opts.logger);
 }
 
-export function createLocalAgent(config: Pick<NetConf, 'stateDir'>, logger: Logger): Agent {
-  return new Agent(new NodeStore(config.stateDir), { logger });
+export function createLocalAgent(config: Pick<NetConf, 'stateDir'>, logger: Logger, extra: Omit<AgentOptions, 'logger'> = {}): Agent {
+  return new Agent(new NodeStore(config.stateDir), { logger, ...extra });
 }

@@ -13,6 +13,7 @@ export enum Verb {
   IPAM_ADD = 6,
   IPAM_DEL = 7,
   DUMP = 8,
+  INVOKE = 9,
 }
 
 export interface WireRequest {
@@ -25,6 +26,10 @@ export interface WireRequest {
   configJson: string;
   prevResultJson: string;
   validAttachments: { containerId: string; ifName: string }[];
+  /** INVOKE only (sent by the native shim): the raw CNI call. */
+  stdin?: Uint8Array;
+  env?: Record<string, string>;
+  plugin?: string;
 }
 
 export interface WireError {
@@ -38,6 +43,9 @@ export interface WireResponse {
   ok: boolean;
   resultJson: string;
   error?: WireError;
+  /** INVOKE only: the plugin's stdout bytes and exit code. */
+  stdout?: Uint8Array;
+  exitCode?: number;
 }
 
 /** Prefix a message with its uint32 big-endian length. */

@@ -21,11 +21,33 @@ export async function runDaemon(argv: string[]): Promise<number> {
       'poll-seconds': { type: 'string', default: '30' },
       'metrics-socket': { type: 'string', default: DEFAULT_METRICS_SOCKET },
       'metrics-addr': { type: 'string' },
+      // Kubernetes (control/k8s): on when --node-name is given
+      'node-name': { type: 'string' },
+      kubeconfig: { type: 'string' },
+      'nnc-namespace': { type: 'string' },
+      'status-debounce-ms': { type: 'string', default: '1000' },
+      'condition-seconds': { type: 'string', default: '10' },
+      master: { type: 'string', default: 'eth0' },
+      'api-backoff-ms': { type: 'string', default: '500' },
+      'api-backoff-max-ms': { type: 'string', default: '30000' },
     },
   });
   assertSafeNetns();
   const logger = createLogger({ file: values['log-file']!, level: values['log-level']!, name: 'vnet-cni-daemon' });
-  const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger);
+  // Loaded only when asked for, so a daemon without Kubernetes never pays for the client.
+  const k8s = values['node-name']
+    ? new (await import('../k8s/kubernetes.js')).KubernetesIntegration({
+      nodeName: values['node-name'],
+      ...(values.kubeconfig ? { kubeconfig: values.kubeconfig } : {}),
+      ...(values['nnc-namespace'] ? { namespace: values['nnc-namespace'] } : {}),
+      statusDebounceMs: Math.max(0, Number(values['status-debounce-ms'])),
+      conditionPeriodMs: Math.max(0.2, Number(values['condition-seconds'])) * 1000,
+      master: values.master!,
+      backoff: { initialMs: Math.max(10, Number(values['api-backoff-ms'])), maxMs: Math.max(10, Number(values['api-backoff-max-ms'])), maxErrors: 10 },
+      logger,
+    })
+    : undefined;
+  const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger, k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {});
   // metrics: parse the address before anything else can fail half-started
   const metricsAddr = values['metrics-addr'] ? parseMetricsAddr(values['metrics-addr']) : { socketPath: values['metrics-socket']! };
   const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats }, logger);
@@ -35,8 +57,25 @@ export async function runDaemon(argv: string[]): Promise<number> {
     metrics.recordReconcile(err as Error);
     logger.error({ err }, 'reconcile on start failed; serving anyway');
   }
-  const server = new DaemonServer({ socketPath: values.socket!, agent, logger, onRequest: metrics.onRequest });
+  const onRequest = k8s
+    ? (verb: string, ok: boolean, seconds: number, code?: number): void => {
+      metrics.onRequest(verb, ok, seconds, code);
+      k8s.afterRequest(verb, ok);
+    }
+    : metrics.onRequest;
+  // DUMP carries the watches' counters beside the store when Kubernetes is on.
+  const served = k8s
+    ? new Proxy(agent, {
+      get(target, prop) {
+        if (prop === 'dump') return async () => ({ ...(await target.dump()), kubernetes: k8s.stats() });
+        const value: unknown = Reflect.get(target, prop);
+        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
+      },
+    })
+    : agent;
+  const server = new DaemonServer({ socketPath: values.socket!, agent: served, logger, onRequest });
   await server.listen();
+  k8s?.start(agent);
   await metrics.listen(metricsAddr);
   logger.info({ metrics: metricsAddr }, 'metrics listening');
   logger.info({ socket: values.socket, pid: process.pid }, 'daemon listening');
@@ -54,6 +93,8 @@ export async function runDaemon(argv: string[]): Promise<number> {
   });
   clearInterval(poller);
   await server.close();
+  await k8s?.status.flush().catch(() => {});
+  await k8s?.stop();
   await metrics.close();
   logger.info('daemon stopped');
   return 0;

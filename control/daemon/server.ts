@@ -9,6 +9,8 @@ import type { Logger } from 'pino';
 import type { AgentApi, CniCall, CniResult, NetConf } from '../types.js';
 import { asVnetError, CniCode, DecodeError } from '../errors.js';
 import { FrameReader, Verb, decodeRequest, encodeResponse, frame, type WireRequest, type WireResponse } from './codec.js';
+import { CallLoggers, invoke } from './invoke.js';
+import { spawnTally, type SpawnTally } from '../exec.js';
 
 export interface DaemonServerOptions {
   socketPath: string;
@@ -45,9 +47,28 @@ async function dispatch(agent: DaemonServerOptions['agent'], req: WireRequest): 
   }
 }
 
+/** Metrics and logs name an INVOKE by its CNI command, like the older per-verb requests (ADD, IPAM_ADD, ...). */
+function invokeVerbName(req: WireRequest): string {
+  const command = req.env?.CNI_COMMAND ?? '';
+  if (!['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'].includes(command)) return 'INVOKE';
+  return req.plugin === 'azure-vnet-ipam' && (command === 'ADD' || command === 'DEL') ? `IPAM_${command}` : command;
+}
+
+/** The CNI code in a failed INVOKE's error document, for metrics. */
+function invokeErrorCode(stdout: Uint8Array | undefined): number | undefined {
+  try {
+    const doc = JSON.parse(Buffer.from(stdout ?? []).toString('utf8')) as { code?: unknown };
+    return typeof doc.code === 'number' ? doc.code : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export class DaemonServer {
   private server: net.Server | undefined;
   private readonly sockets = new Set<net.Socket>();
+  /** Per-call loggers for INVOKE (the conflist's logFile), opened once per file. */
+  private readonly callLoggers = new CallLoggers();
 
   constructor(private readonly opts: DaemonServerOptions) {}
 
@@ -101,25 +122,41 @@ export class DaemonServer {
       return;
     }
     const started = process.hrtime.bigint();
-    const verbName = Verb[req.verb] ?? String(req.verb);
+    const verbName = req.verb === Verb.INVOKE ? invokeVerbName(req) : Verb[req.verb] ?? String(req.verb);
     let res: WireResponse;
+    const spawns: SpawnTally = {};
     try {
-      const out = await dispatch(this.opts.agent, req);
-      res = { ok: true, resultJson: out === undefined ? '' : JSON.stringify(out) };
+      res = await spawnTally.run(spawns, () => this.respond(req));
     } catch (err) {
       const e = asVnetError(err);
       res = { ok: false, resultJson: '', error: { cniCode: e.cniCode, code: e.code, message: e.message, details: e.details ?? '' } };
     }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
-    this.opts.onRequest?.(verbName, res.ok, seconds, res.error?.cniCode);
+    const cniCode = res.error?.cniCode ?? (res.exitCode ? invokeErrorCode(res.stdout) : undefined);
+    this.opts.onRequest?.(verbName, res.ok && !res.exitCode, seconds, cniCode);
     // Time inside the daemon per verb: compare with the client's wall time to see transport and start-up costs.
-    this.opts.logger.info({ verb: verbName, containerId: req.containerId || undefined, ok: res.ok, ms: Math.round(seconds * 1e4) / 10 }, 'request served');
+    const via = req.verb === Verb.INVOKE ? 'shim' : undefined;
+    const containerId = req.containerId || (req.verb === Verb.INVOKE ? req.env?.CNI_CONTAINERID : undefined) || undefined;
+    // spawns: the programs this request ran (ip, iptables, ebtables...) and the ms spent waiting for them.
+    const spawned = Object.fromEntries(Object.entries(spawns).map(([k, v]) => [k, { n: v.n, ms: Math.round(v.ms) }]));
+    this.opts.logger.info({ verb: verbName, via, containerId, ok: res.ok, exitCode: res.exitCode, ms: Math.round(seconds * 1e4) / 10, spawns: spawned }, 'request served');
     if (!sock.destroyed) sock.write(frame(encodeResponse(res)));
+  }
+
+  private async respond(req: WireRequest): Promise<WireResponse> {
+    if (req.verb === Verb.INVOKE) {
+      // The whole CNI call, run by the plugin's own code; its outcome (even a CNI error) is ok=true.
+      const out = await invoke(this.opts.agent, this.callLoggers, req);
+      return { ok: true, resultJson: '', stdout: out.stdout, exitCode: out.exitCode };
+    }
+    const out = await dispatch(this.opts.agent, req);
+    return { ok: true, resultJson: out === undefined ? '' : JSON.stringify(out) };
   }
 
   async close(): Promise<void> {
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     await unlink(this.opts.socketPath).catch(() => {});
+    this.callLoggers.closeAll();
   }
 }

@@ -11,6 +11,7 @@ import { collectEndpoints, renderEndpoints } from './views/endpoints.js';
 import { collectIptables, renderIptables } from './views/iptables.js';
 import { collectNat, renderNat } from './views/nat.js';
 import { collectPool, renderPool } from './views/pool.js';
+import { collectKubernetes, renderKubernetes } from './views/kubernetes.js';
 import { collectProgs, renderProgs } from './views/progs.js';
 import { collectSummary, renderSummary, sourceLine } from './views/summary.js';
 
@@ -32,10 +33,11 @@ const VIEWS: Record<string, View> = {
   counters: { collect: collectCounters, render: renderCounters, fromStore: false },
   iptables: { collect: () => collectIptables(), render: renderIptables, fromStore: false },
   pool: { collect: async (ctx) => collectPool(ctx.snapshot.state), render: renderPool, fromStore: true },
+  kubernetes: { collect: async (ctx) => collectKubernetes(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon'), render: renderKubernetes, fromStore: true },
   all: { collect: collectSummary, render: renderSummary, fromStore: false },
 };
 
-export const DEBUG_USAGE = `usage: vnetctl debug [progs|endpoints|nat|counters|iptables|pool|all] [--json]
+export const DEBUG_USAGE = `usage: vnetctl debug [progs|endpoints|nat|counters|iptables|pool|kubernetes|all] [--json]
                      [--state-dir D] [--socket P] [--bpf-root R] [--node NAME]
 
   progs      tc programs per interface and hook (bpftool)
@@ -44,6 +46,7 @@ export const DEBUG_USAGE = `usage: vnetctl debug [progs|endpoints|nat|counters|i
   counters   dataplane packet counters by reason, summed over CPUs
   iptables   the plugin's iptables chains and ebtables rules with packet counts
   pool       IPAM pool summary and allocations
+  kubernetes the daemon's API watches, status writes and node condition (daemon only)
   all        a summary of everything (the default)
 
   --state-dir D  node state dir (default ${DEFAULT_STATE_DIR})

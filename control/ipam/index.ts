@@ -18,11 +18,18 @@ export { poolsFromInterfaces } from './interfaces-doc.js';
 
 export const DEFAULT_WIRESERVER_TIMEOUT_MS = 10_000;
 
-/** Placeholder until the Kubernetes (pool CRD) source lands in control/k8s. */
-export class KubernetesSourceUnavailable implements PoolSource {
+/**
+ * `kubernetes` without the daemon: the pool lives in the node's
+ * NodeNetworkConfig, which only the daemon watches (control/k8s). The plugin
+ * never calls the API server itself (no credentials, no client in the
+ * binary), so standalone calls fail with a retryable error naming the fix.
+ */
+export class KubernetesNeedsDaemon implements PoolSource {
   readonly kind = 'kubernetes' as const;
   async fetch(): Promise<NicPool[]> {
-    throw new PoolSourceError('the kubernetes pool source is not available yet; use ipam.environment "azure", "fileIpam" or "static"');
+    throw new PoolSourceError(
+      'ipam.environment "kubernetes" needs the node daemon (vnetctl daemon --node-name NODE): set "daemonSocket" in the conflist and make sure the daemon runs; the plugin does not read the Kubernetes API itself',
+    );
   }
 }
 
@@ -36,7 +43,7 @@ export function createPoolSource(cfg: IpamConfig): PoolSource {
     case 'static':
       return new StaticSource(cfg);
     case 'kubernetes':
-      return new KubernetesSourceUnavailable();
+      return new KubernetesNeedsDaemon();
     default:
       throw new InvalidConfigError(
         `ipam.environment ${JSON.stringify((cfg as { environment: unknown }).environment)} is not one of azure, fileIpam, static, kubernetes`,

@@ -19,6 +19,9 @@ export interface EndpointRecord extends EndpointPlan {
   network: string;
   podName?: string;
   podNamespace?: string;
+  /** the pod's UID and labels, from the daemon's pod watch (Kubernetes only; filled in late if the pod was not known at ADD) */
+  podUid?: string;
+  podLabels?: Record<string, string>;
   createdAt: string;
 }
 

@@ -67,7 +67,7 @@ function hostile(rng: Rng): { name: string; bytes: Buffer } {
     }
     case 7: {
       const req = validRequest();
-      (req as { verb: number }).verb = rng.pick([9, 100, 2 ** 31 - 1, -1]);
+      (req as { verb: number }).verb = rng.pick([10, 100, 2 ** 31 - 1, -1]);
       return { name: 'unknown verb', bytes: frame(encodeRequest(req)) };
     }
     case 8:

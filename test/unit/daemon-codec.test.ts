@@ -26,10 +26,19 @@ t.test('request and response round trip through frames', async (t) => {
   const wire = frame(encodeRequest(req));
   const frames = [...reader.push(wire.subarray(0, 3)), ...reader.push(wire.subarray(3))];
   t.equal(frames.length, 1, 'one frame from a split write');
-  t.same(decodeRequest(frames[0]!), req);
+  t.same(decodeRequest(frames[0]!), { ...req, ...INVOKE_DEFAULTS });
   const res = { ok: false, resultJson: '', error: { cniCode: 11, code: 'ETRYAGAIN', message: 'busy', details: 'd' } };
-  t.same(decodeResponse(encodeResponse(res)), res);
+  t.same(decodeResponse(encodeResponse(res)), { ...res, ...INVOKE_RESPONSE_DEFAULTS });
+  // INVOKE (the native shim's request): raw stdin bytes, the CNI env, the plugin; stdout bytes and exit code back.
+  const invoke = { ...req, verb: Verb.INVOKE, stdin: Buffer.from('{"cniVersion":"1.0.0"}\n\u0000\xff', 'latin1'), env: { CNI_COMMAND: 'ADD', CNI_ARGS: 'a=b;c=d' }, plugin: 'azure-vnet-ipam' };
+  t.same(decodeRequest(encodeRequest(invoke)), invoke, 'INVOKE request round trip');
+  const out = { ok: true, resultJson: '', stdout: Buffer.from('{"code":7}\n'), exitCode: 1 };
+  t.same(decodeResponse(encodeResponse(out)), { ...out, error: null }, 'INVOKE response round trip');
 });
+
+/** What the daemon's codec fills in for the INVOKE-only fields of an older request / response. */
+const INVOKE_DEFAULTS = { stdin: Buffer.alloc(0), env: {}, plugin: '' };
+const INVOKE_RESPONSE_DEFAULTS = { stdout: Buffer.alloc(0), exitCode: 0 };
 
 t.test('the plugin light codec and the daemon protobufjs codec agree', async (t) => {
   const reqs: WireRequest[] = [
@@ -40,7 +49,7 @@ t.test('the plugin light codec and the daemon protobufjs codec agree', async (t)
       validAttachments: [{ containerId: 'a', ifName: 'eth0' }, { containerId: 'b', ifName: '' }] },
     { clientVersion: 'v', verb: Verb.VERB_UNSPECIFIED, containerId: '', netns: '', ifName: '', args: {}, configJson: '', prevResultJson: '', validAttachments: [] },
   ];
-  for (const req of reqs) t.same(decodeRequest(encodeRequestLite(req)), req, `request verb ${req.verb} decodes in the daemon exactly`);
+  for (const req of reqs) t.same(decodeRequest(encodeRequestLite(req)), { ...req, ...INVOKE_DEFAULTS }, `request verb ${req.verb} decodes in the daemon exactly`);
   const responses: WireResponse[] = [
     { ok: true, resultJson: JSON.stringify({ cniVersion: '1.1.0', ips: [{ address: '10.0.0.5/24' }] }) },
     { ok: false, resultJson: '', error: { cniCode: 4294967295, code: 'EX', message: 'ä'.repeat(200), details: '' } },

@@ -157,10 +157,10 @@ t.test('static: config mistakes are InvalidConfigError (code 7) at creation', as
   }
 });
 
-t.test('kubernetes is not available yet; unknown environments are config errors', async (t) => {
+t.test('kubernetes without the daemon says the daemon is required; unknown environments are config errors', async (t) => {
   const k8s = createPoolSource({ ...BASE, environment: 'kubernetes' });
   t.equal(k8s.kind, 'kubernetes');
-  await expectError(t, k8s.fetch(), PoolSourceError, CniCode.TryAgainLater, /kubernetes pool source is not available yet/);
+  await expectError(t, k8s.fetch(), PoolSourceError, CniCode.TryAgainLater, /ipam.environment "kubernetes" needs the node daemon .*daemonSocket/);
   await expectError(
     t,
     (async () => createPoolSource({ ...BASE, environment: 'mas' as IpamConfig['environment'] }))(),

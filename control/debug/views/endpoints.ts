@@ -29,7 +29,9 @@ export type EndpointIssue =
 
 export interface EndpointRow {
   ip: string;
-  store?: Pick<EndpointRecord, 'containerId' | 'ifName' | 'hostVeth' | 'podMac' | 'hostMac' | 'phase' | 'mode' | 'netns'> & { podName?: string; podNamespace?: string };
+  store?: Pick<EndpointRecord, 'containerId' | 'ifName' | 'hostVeth' | 'podMac' | 'hostMac' | 'phase' | 'mode' | 'netns'> & {
+    podName?: string; podNamespace?: string; podUid?: string; podLabels?: Record<string, string>;
+  };
   map?: MapEndpoint & { ifname?: string };
   /** the store's veth as the kernel has it */
   veth?: { ifindex: number; master?: string };
@@ -75,6 +77,7 @@ export function diffEndpoints(f: EndpointFacts): EndpointRow[] {
       containerId: rec.containerId, ifName: rec.ifName, hostVeth: rec.hostVeth, podMac: rec.podMac, hostMac: rec.hostMac,
       phase: rec.phase, mode: rec.mode, netns: rec.netns,
       ...(rec.podName ? { podName: rec.podName } : {}), ...(rec.podNamespace ? { podNamespace: rec.podNamespace } : {}),
+      ...(rec.podUid ? { podUid: rec.podUid } : {}), ...(rec.podLabels ? { podLabels: rec.podLabels } : {}),
     };
     const link = byName.get(rec.hostVeth);
     if (link) r.veth = { ifindex: link.ifindex, ...(link.master ? { master: link.master } : {}) };
@@ -130,8 +133,15 @@ export async function collectEndpoints(ctx: DebugContext): Promise<EndpointsView
   return { mode, endpoints, issueCount: endpoints.reduce((n, r) => n + r.issues.length, 0) };
 }
 
+/** Pod labels as `k=v,k=v`, bounded so one pod cannot stretch the table. */
+function labelsText(labels: Record<string, string> | undefined): string {
+  const text = Object.entries(labels ?? {}).sort(([a], [b]) => a.localeCompare(b)).map(([k, v]) => `${k}=${v}`).join(',');
+  if (text === '') return '-';
+  return text.length > 40 ? `${text.slice(0, 39)}~` : text;
+}
+
 export function renderEndpoints(v: EndpointsView): string {
-  const headers = ['IP', 'POD', 'CONTAINER', 'VETH', 'PHASE', 'MAP IFINDEX', 'MAP IFNAME', 'POD MAC', 'HOST MAC', 'STATUS'];
+  const headers = ['IP', 'POD', 'CONTAINER', 'VETH', 'PHASE', 'MAP IFINDEX', 'MAP IFNAME', 'POD MAC', 'HOST MAC', 'STATUS', 'POD UID', 'LABELS'];
   const rows = v.endpoints.map((r) => [
     r.ip,
     r.store ? `${r.store.podNamespace ?? '-'}/${r.store.podName ?? '-'}` : undefined,
@@ -143,6 +153,8 @@ export function renderEndpoints(v: EndpointsView): string {
     r.map?.podMac ?? r.store?.podMac,
     r.map?.hostMac ?? r.store?.hostMac,
     r.issues.length ? r.issues.map((i) => i.kind).join(',') : 'ok',
+    r.store ? r.store.podUid?.slice(0, 8) ?? '-' : undefined,
+    r.store ? labelsText(r.store.podLabels) : undefined,
   ]);
   let out = `endpoints (mode: ${v.mode ?? 'none'})\n` + renderTable(headers, rows);
   const details = v.endpoints.flatMap((r) => r.issues.map((i) => `  ! ${r.ip} ${i.kind}: ${i.detail}\n`));

@@ -12,6 +12,9 @@ const here = path.dirname(fileURLToPath(import.meta.url));
 export const REPO = path.resolve(here, '..', '..', '..', '..');
 export const CNICLIENT = path.join(REPO, 'test', 'cniclient', 'cniclient');
 export const CNI_PATH = `${path.join(REPO, 'bin')}:/usr/lib/cni`;
+/** The native shim (npm run build:shim) as azure-vnet/azure-vnet-ipam, as install-cni-plugin.sh installs it. */
+export const SHIM_DIR = path.join(REPO, 'dist', 'shim');
+export const SHIM_CNI_PATH = `${SHIM_DIR}:/usr/lib/cni`;
 /** Where conflists live inside every VM (bind-mounted per VM by lab/vm-exec). */
 export const VM_CONF_DIR = '/etc/cni/net.d';
 /** libcni's result cache, kept per VM. */
@@ -66,6 +69,8 @@ export class VmCni {
     readonly vm: string,
     conflist: Record<string, unknown>,
     readonly fileName = '10-azure.conflist',
+    /** Where libcni finds the plugins: the Node launchers (default) or SHIM_CNI_PATH. */
+    readonly cniPath = CNI_PATH,
   ) {
     this.confFile = path.join(VM_CONF_DIR, fileName);
     this.setConflist(conflist);
@@ -77,8 +82,8 @@ export class VmCni {
 
   /** Runs cniclient inside the VM; resolves with its raw result (never throws). */
   async client(verb: string, flags: string[], env: Record<string, string> = {}): Promise<ExecResult> {
-    return this.lab.execVm(this.vm, [CNICLIENT, verb, '--conflist', this.confFile, '--cni-path', CNI_PATH, '--cache-dir', VM_CACHE_DIR, ...flags], {
-      env: { CNI_PATH, ...env },
+    return this.lab.execVm(this.vm, [CNICLIENT, verb, '--conflist', this.confFile, '--cni-path', this.cniPath, '--cache-dir', VM_CACHE_DIR, ...flags], {
+      env: { CNI_PATH: this.cniPath, ...env },
       timeoutMs: 180_000,
     });
   }
@@ -139,9 +144,9 @@ export interface PluginRun {
   json: Record<string, unknown> | undefined;
 }
 
-/** Execs bin/<plugin> inside the VM like a runtime: CNI_* env and the network config on stdin. */
-export async function execPlugin(lab: Lab, vm: string, env: Record<string, string>, stdin: string, plugin = 'azure-vnet'): Promise<PluginRun> {
-  const res = await lab.execVm(vm, [path.join(REPO, 'bin', plugin)], { env: { CNI_PATH, ...env }, input: stdin, timeoutMs: 60_000 });
+/** Execs bin/<plugin> (or <binDir>/<plugin>) inside the VM like a runtime: CNI_* env and the network config on stdin. */
+export async function execPlugin(lab: Lab, vm: string, env: Record<string, string>, stdin: string, plugin = 'azure-vnet', binDir = path.join(REPO, 'bin')): Promise<PluginRun> {
+  const res = await lab.execVm(vm, [path.join(binDir, plugin)], { env: { CNI_PATH, ...env }, input: stdin, timeoutMs: 60_000 });
   let json: Record<string, unknown> | undefined;
   try {
     json = JSON.parse(res.stdout) as Record<string, unknown>;
