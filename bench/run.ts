@@ -4,7 +4,7 @@
 //   --repeats N --seconds N
 //   --bulk-all           also bring 250 pods up/down in vnet standalone mode (slow)
 //   --vnet-16000         the scale run instead (see bench/vnet-16000.ts and
-//                        docs/benchmarks.md): --vms --pods-per-vm --max-minutes --pairs
+//                        docs/benchmarks.md): --vms --pods-per-vm --max-minutes --pairs --dataplane
 // Must run as root on a lab machine; every lab is torn down in finally.
 import { runCniLatency } from './cni-latency.js';
 import { buildDataplaneLab, type DataplaneLab } from './lib/dataplane-lab.js';

@@ -8,14 +8,23 @@ import { Lab } from '../lab/lab.js';
 import { nsArgv } from '../lab/lab.js';
 import { defaultSpec } from '../lab/spec.js';
 import { run } from '../control/exec.js';
-import { VmCni, type PodHandle } from '../test/lab/helpers/cni-harness.js';
+import { VmCni } from '../test/lab/helpers/cni-harness.js';
+import { SHIM_DIR, VmCniBatch, procCpu, shimBuilt } from './lib/cni-batch.js';
+import { CNI_PATH } from '../test/lab/helpers/cni-harness.js';
 import { busySeconds, sampleCpu } from './lib/cpu.js';
 import { DAEMON_SOCKET, VmDaemon } from './lib/daemon.js';
 import { ensureCniClient, podArgs, vnetConflist } from './lib/dataplane-lab.js';
 import type { BenchOptions } from './lib/options.js';
 import { mapLimit, quantile, timed } from './lib/stats.js';
 
-const IN_FLIGHT = 8;
+const IN_FLIGHT = Number(process.env.VNET16K_IN_FLIGHT ?? 16);
+/** Pod netns are made per VM in chunks of this many, one `ip -batch` each, just ahead of their ADDs. */
+const NETNS_CHUNK = 25;
+
+interface PodHandle {
+  netns: string;
+  ip: string;
+}
 
 function machineUsedMiB(): number {
   const info = readFileSync('/proc/meminfo', 'utf8');
@@ -64,6 +73,8 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
   const phase: Record<string, number> = {};
   const daemons: VmDaemon[] = [];
   const memory = new MemoryWatch(() => daemons);
+  const clientsToKill: VmCniBatch[] = [];
+  let viaShimText = 'Node launcher (bin/azure-vnet)';
   const up = await timed(() => Lab.up(defaultSpec(opts.vms, opts.podsPerVm)));
   const lab = up.value;
   phase['lab up'] = up.ms / 1000;
@@ -73,28 +84,51 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
     const start = await timed(() => mapLimit(vms, 4, async (vm) => daemons.push(await VmDaemon.start(lab, vm, 120_000))));
     phase['64 daemons start'.replace('64', String(vms.length))] = start.ms / 1000;
     opts.log(`vnet-16000: lab up ${phase['lab up']!.toFixed(1)} s, ${vms.length} daemons in ${(start.ms / 1000).toFixed(1)} s`);
-    const clients = new Map(vms.map((vm) => [vm, new VmCni(lab, vm, vnetConflist('iptables', { daemonSocket: DAEMON_SOCKET }))]));
+    // The conflist goes in place through VmCni; the ADDs go through one `cniclient batch` per VM.
+    for (const vm of vms) new VmCni(lab, vm, vnetConflist(opts.dataplane ?? 'iptables', { daemonSocket: DAEMON_SOCKET }));
+    const viaShim = shimBuilt() && process.env.VNET16K_NO_SHIM === undefined;
+    const cniPath = viaShim ? `${SHIM_DIR}:${CNI_PATH}` : CNI_PATH;
+    const clients = new Map(vms.map((vm) => [vm, new VmCniBatch(lab, vm, { cniPath })]));
+    clientsToKill.push(...clients.values());
+    if (viaShim) viaShimText = 'native shim (dist/shim/azure-vnet)';
 
     // Pod k of every VM before pod k+1 of any: a bounded run still spreads over all VMs.
-    const order: { vm: string; pod: string }[] = [];
-    for (let k = 0; k < opts.podsPerVm; k++) for (const vm of vms) order.push({ vm, pod: `p${k}` });
+    const order: { vm: string; k: number }[] = [];
+    for (let k = 0; k < opts.podsPerVm; k++) for (const vm of vms) order.push({ vm, k });
     const pods: PodHandle[] = [];
     const vmOf = new Map<PodHandle, string>();
     const addMs: number[] = [];
     let netnsMs = 0;
     let failed = 0;
     let firstError = '';
+    const chunks = new Map<string, Promise<string[]>>();
+    const netnsOf = async (vm: string, k: number): Promise<string> => {
+      const c = Math.floor(k / NETNS_CHUNK);
+      const key = `${vm}/${c}`;
+      let chunk = chunks.get(key);
+      if (!chunk) {
+        const names = Array.from({ length: Math.min(NETNS_CHUNK, opts.podsPerVm - c * NETNS_CHUNK) }, (_, i) => `p${c * NETNS_CHUNK + i}`);
+        chunk = timed(() => lab.addPodNetnsMany(vm, names)).then((r) => {
+          netnsMs += r.ms;
+          return r.value;
+        });
+        chunks.set(key, chunk);
+      }
+      return (await chunk)[k - c * NETNS_CHUNK]!;
+    };
     const cpuBefore = sampleCpu();
+    const daemonCpuBefore = daemons.map((d) => procCpu(d.pid));
     const addPhase = await timed(() =>
-      mapLimit(order, IN_FLIGHT, async ({ vm, pod }) => {
+      mapLimit(order, IN_FLIGHT, async ({ vm, k }) => {
         if (Date.now() > addDeadline) return;
-        const ns = await timed(() => lab.addPodNetns(vm, pod));
-        netnsMs += ns.ms;
+        const pod = `p${k}`;
         try {
-          const r = await timed(() => clients.get(vm)!.add(pod, ns.value, `c-${vm}-${pod}`, { args: podArgs(pod) }));
+          const netns = await netnsOf(vm, k);
+          const r = await timed(() => clients.get(vm)!.add(`c-${vm}-${pod}`, netns, podArgs(pod)));
           addMs.push(r.ms);
-          pods.push(r.value);
-          vmOf.set(r.value, vm);
+          const handle = { netns, ip: r.value };
+          pods.push(handle);
+          vmOf.set(handle, vm);
         } catch (err) {
           failed++;
           firstError ||= String(err).slice(0, 300);
@@ -105,6 +139,21 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
     );
     const addCpu = busySeconds(cpuBefore, sampleCpu());
     phase['ADD phase'] = addPhase.ms / 1000;
+    // Where the CPU went: the daemons (own work; their children = ebtables/iptables
+    // spawns), the libcni clients (own; their children = the plugin processes).
+    const daemonCpu = daemons.map((d, i) => {
+      const now = procCpu(d.pid);
+      return { self: now.self - daemonCpuBefore[i]!.self, children: now.children - daemonCpuBefore[i]!.children };
+    });
+    const clientCpu = [...clients.values()].map((c) => procCpu(c.pid));
+    await Promise.all([...clients.values()].map((c) => c.close()));
+    const sum = (xs: number[]) => xs.filter(Number.isFinite).reduce((a, b) => a + b, 0);
+    const cpuSplit = {
+      daemons: sum(daemonCpu.map((c) => c.self)),
+      daemonChildren: sum(daemonCpu.map((c) => c.children)),
+      clients: sum(clientCpu.map((c) => c.self)),
+      plugins: sum(clientCpu.map((c) => c.children)),
+    };
 
     const pairs = shuffledPairs(pods, vmOf, opts.pairs);
     const pingDeadline = Math.max(started + budgetMs, Date.now() + 120_000);
@@ -123,7 +172,7 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
     memory.stop();
 
     const target = opts.vms * opts.podsPerVm;
-    lines.push(`vnet-16000: ${opts.vms} VMs x ${opts.podsPerVm} pods (${target} pods), daemon mode, ${IN_FLIGHT} ADDs in flight, budget ${opts.maxMinutes} min`);
+    lines.push(`vnet-16000: ${opts.vms} VMs x ${opts.podsPerVm} pods (${target} pods), daemon mode, ${opts.dataplane ?? 'iptables'} dataplane, ${IN_FLIGHT} ADDs in flight, one libcni batch client per VM, CNI binary ${viaShimText}, budget ${opts.maxMinutes} min`);
     lines.push(`| figure | value |`, `|---|---|`);
     lines.push(`| pods up | ${pods.length} of ${target} (${failed} failed${firstError ? `; first: ${firstError.replace(/\|/g, '/')}` : ''}) |`);
     for (const [name, s] of Object.entries(phase)) lines.push(`| ${name} | ${s.toFixed(1)} s |`);
@@ -131,10 +180,17 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
     lines.push(`| ADD latency (client call, ${IN_FLIGHT} in flight) | p50 ${quantile(addMs, 0.5).toFixed(0)} ms, p99 ${quantile(addMs, 0.99).toFixed(0)} ms |`);
     lines.push(`| pod netns creation (sum over calls) | ${(netnsMs / 1000).toFixed(1)} s |`);
     lines.push(`| machine CPU during ADD phase | ${addCpu.toFixed(0)} CPU-s = ${((addCpu * 1000) / Math.max(1, pods.length)).toFixed(0)} CPU-ms per pod |`);
+    const perPod = (s: number) => `${s.toFixed(0)} CPU-s = ${((s * 1000) / Math.max(1, pods.length)).toFixed(1)} ms/pod`;
+    lines.push(`| of which: daemons' own work | ${perPod(cpuSplit.daemons)} |`);
+    lines.push(`| of which: daemons' child processes (ebtables/iptables) | ${perPod(cpuSplit.daemonChildren)} |`);
+    lines.push(`| of which: plugin processes (exec'd by libcni) | ${perPod(cpuSplit.plugins)} |`);
+    lines.push(`| of which: libcni clients (one per VM) | ${perPod(cpuSplit.clients)} |`);
+    lines.push(`| of which: rest (pod netns creation, kernel, harness, other load on the machine) | ${perPod(addCpu - cpuSplit.daemons - cpuSplit.daemonChildren - cpuSplit.plugins - cpuSplit.clients)} |`);
     lines.push(`| connectivity | ${pingOk} of ${pairs.length} random cross-VM pairs ok, ${pingFail} failed, ${pingSkipped} skipped (time) |`);
     lines.push(`| peak RSS, all daemons | ${memory.peakDaemonsMiB.toFixed(0)} MiB (${(memory.peakDaemonsMiB / Math.max(1, daemons.length)).toFixed(0)} MiB per daemon) |`);
     lines.push(`| peak machine memory used | ${memory.peakMachineMiB.toFixed(0)} MiB (baseline ${memory.baselineMachineMiB.toFixed(0)} MiB) |`);
   } finally {
+    for (const c of clientsToKill) c.kill();
     memory.stop();
     const down = await timed(async () => {
       await mapLimit(daemons, 8, (d) => d.stop());

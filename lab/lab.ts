@@ -292,6 +292,13 @@ export class Lab {
     return netnsPath(name);
   }
 
+  /** addPodNetns for many pods of `vm` in one `ip -batch` process (one spawn instead of one per pod). */
+  async addPodNetnsMany(vm: string, pods: string[]): Promise<string[]> {
+    const names = pods.map((pod) => this.names.pod(this.vm(vm).name, checkPodName(pod)));
+    if (names.length) await ipBatch(undefined, names.map((name) => `netns add ${name}\n`).join(''));
+    return names.map(netnsPath);
+  }
+
   /** Delete a pod netns made by addPodNetns (no error if it is already gone). */
   async removePodNetns(nsPath: string): Promise<void> {
     const name = path.basename(nsPath);

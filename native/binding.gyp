@@ -10,7 +10,8 @@
         "src/bpf_program.cc",
         "src/bpf_map.cc",
         "src/tc.cc",
-        "src/layouts.cc"
+        "src/layouts.cc",
+        "src/netlink.cc"
       ],
       "include_dirs": [
         "<!(node -p \"require('node-addon-api').include_dir\")",

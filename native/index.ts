@@ -125,7 +125,59 @@ export interface TcTarget {
   netns?: string;
 }
 
+/**
+ * One rtnetlink request (native/src/netlink.cc). `dev`/`master` are link names
+ * in the batch's netns; `netns` fields are netns paths. IPv4 only.
+ */
+export type NetlinkOp =
+  | { op: 'linkGet'; dev: string }
+  | { op: 'linkList' }
+  | {
+      op: 'linkAdd';
+      kind: 'veth' | 'bridge';
+      name: string;
+      mtu?: number;
+      mac?: string;
+      up?: boolean;
+      /** veth only: the peer, created directly in `netns` (IFLA_NET_NS_FD) when given. */
+      peer?: { name: string; mtu?: number; mac?: string; netns?: string };
+    }
+  | { op: 'linkSet'; dev: string; up?: boolean; mtu?: number; mac?: string; name?: string; master?: string; netns?: string }
+  | { op: 'linkDel'; dev: string; missingOk?: boolean }
+  | { op: 'addrAdd'; dev: string; address: string; prefixLength: number; broadcast?: string; replace?: boolean }
+  | { op: 'addrDel'; dev: string; address: string; prefixLength: number; missingOk?: boolean }
+  | { op: 'addrList'; dev?: string }
+  | {
+      op: 'routeAdd' | 'routeDel';
+      /** Destination: `default: true`, or address + dstLen. */
+      default?: boolean;
+      address?: string;
+      dstLen?: number;
+      gateway?: string;
+      dev?: string;
+      onlink?: boolean;
+      /** RT_SCOPE_* number; default as iproute2 (link without gateway, else global). */
+      scope?: number;
+      /** RTPROT_* number; default boot (as iproute2). */
+      protocol?: number;
+      prefsrc?: string;
+      metric?: number;
+      replace?: boolean;
+      missingOk?: boolean;
+    }
+  | { op: 'routeList'; dev?: string; default?: boolean }
+  /** key: path under /proc/sys ('net/ipv4/ip_forward'), written with the thread in the batch's netns. */
+  | { op: 'sysctl'; key: string; value: string };
+
 export interface NativeAddon {
+  /**
+   * Runs ops in order over one NETLINK_ROUTE socket opened in `netns` (path;
+   * default the caller's). Resolves with one result per op (undefined for
+   * changes, boolean for deletes, link/null, arrays for lists); rejects at the
+   * first failing op with a NativeError that also has `index`.
+   */
+  netlink(ops: NetlinkOp[], netns?: string): Promise<unknown[]>;
+
   flock(fd: number, exclusive: boolean, timeoutMs: number): Promise<void>;
   funlock(fd: number): void;
   /** Blocking flock on a dup of fd; bound the wait by closing fd (the lock then dies with the dup). */

@@ -22,6 +22,8 @@ export interface BenchOptions {
   podsPerVm: number;
   maxMinutes: number;
   pairs: number;
+  /** --dataplane for --vnet-16000 (default iptables) */
+  dataplane?: 'iptables' | 'ebpf';
   log: (line: string) => void;
 }
 
@@ -38,6 +40,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       'pods-per-vm': { type: 'string', default: '250' },
       'max-minutes': { type: 'string', default: '40' },
       pairs: { type: 'string', default: '1000' },
+      dataplane: { type: 'string', default: 'iptables' },
       quiet: { type: 'boolean', default: false },
       'bulk-all': { type: 'boolean', default: false },
     },
@@ -65,6 +68,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     podsPerVm: int(values['pods-per-vm'], 250, '--pods-per-vm'),
     maxMinutes: int(values['max-minutes'], 40, '--max-minutes'),
     pairs: int(values.pairs, 1000, '--pairs'),
+    dataplane: values.dataplane === 'ebpf' ? 'ebpf' : 'iptables',
     log: values.quiet ? () => {} : (line: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`),
   };
 }

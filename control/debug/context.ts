@@ -3,7 +3,7 @@
 import { existsSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
-import { ipJson, type LinkInfo } from '../netlink/ip.js';
+import { listLinks, type LinkInfo } from '../netlink/ip.js';
 import { loadState, type StateSnapshot } from './node-state.js';
 
 export const DEFAULT_BPF_ROOT = '/sys/fs/bpf/vnet-cni';
@@ -42,6 +42,6 @@ export function mapPin(ctx: Pick<DebugContext, 'pinRoot'>, map: string): string 
 export async function buildContext(opts: DebugOptions): Promise<DebugContext> {
   const snapshot = await loadState(opts);
   const pinRoot = resolvePinRoot(opts, snapshot);
-  const links = await ipJson<LinkInfo[]>(['link', 'show']);
+  const links = await listLinks();
   return { snapshot, pinRoot, pinned: existsSync(path.join(pinRoot, 'maps')), links };
 }

@@ -1,9 +1,12 @@
-// Thin wrappers over iproute2. Every call is one process; callers batch
-// related changes with ipBatch so a pod costs a handful of spawns. A netns is
-// given by path (CNI_NETNS is a path), so we enter it with nsenter rather than
-// `ip -n`, which only knows names under /run/netns.
-import { run, ExecError } from '../exec.js';
+// Links, IPv4 addresses, routes and sysctls through rtnetlink in the native
+// addon (native/src/netlink.cc): no iproute2 process per change. The addon is
+// required anyway (the store's flock lives there), so there is no `ip`
+// fallback. A netns is given by path (CNI_NETNS is a path); the addon opens
+// its netlink socket there and never leaves a thread in it.
+import { native, isNativeError, type NetlinkOp } from '../../native/index.js';
 import { DataplaneError } from '../errors.js';
+
+export type { NetlinkOp } from '../../native/index.js';
 
 export interface LinkInfo {
   ifindex: number;
@@ -11,6 +14,7 @@ export interface LinkInfo {
   address: string;
   mtu: number;
   operstate: string;
+  /** 'UP', 'LOWER_UP', 'LOOPBACK', 'NOARP' as set. */
   flags: string[];
   master?: string;
   link_netnsid?: number;
@@ -26,6 +30,7 @@ export interface AddrInfo {
 }
 
 export interface RouteInfo {
+  /** 'default' or 'a.b.c.d/len'. */
   dst: string;
   gateway?: string;
   dev?: string;
@@ -36,54 +41,64 @@ export interface RouteInfo {
   flags?: string[];
 }
 
-function argvFor(args: readonly string[], netns?: string): string[] {
-  return netns ? ['nsenter', `--net=${netns}`, '--', 'ip', ...args] : ['ip', ...args];
+/** A kernel refusal of one netlink request: `errno`/`sysCode` ('EEXIST', 'ENODEV', ...) and the op that failed. */
+export class NetlinkError extends DataplaneError {
+  constructor(
+    message: string,
+    readonly errno: number,
+    readonly sysCode: string,
+    readonly op: string,
+    options?: { cause?: unknown; details?: string },
+  ) {
+    super(message, options);
+  }
 }
 
-/** Run one ip command; throws DataplaneError with ip's own message on failure. */
-export async function ip(args: readonly string[], netns?: string): Promise<string> {
-  const argv = argvFor(args, netns);
-  const res = await run(argv, { timeoutMs: 30_000 });
-  if (res.code !== 0) throw new DataplaneError(`ip ${args.join(' ')}: ${res.stderr.trim() || `exit ${res.code}`}`, { cause: new ExecError(argv, res) });
-  return res.stdout;
-}
-
-/** Run several ip commands in one process; stops at the first failing line. */
-export async function ipBatch(lines: readonly string[], netns?: string): Promise<void> {
-  if (lines.length === 0) return;
-  const argv = argvFor(['-batch', '-'], netns);
-  const res = await run(argv, { input: lines.join('\n') + '\n', timeoutMs: 30_000 });
-  if (res.code !== 0) throw new DataplaneError(`ip -batch failed: ${res.stderr.trim() || `exit ${res.code}`}`, { cause: new ExecError(argv, res), details: lines.join('; ') });
-}
-
-export async function ipJson<T>(args: readonly string[], netns?: string): Promise<T> {
-  const out = await ip(['-j', ...args], netns);
-  if (out.trim() === '') return [] as unknown as T;
-  return JSON.parse(out) as T;
+/** Run ops in order in `netns` (path; default: ours). Throws NetlinkError at the first failure. */
+export async function netlink(ops: NetlinkOp[], netns?: string): Promise<unknown[]> {
+  try {
+    return await native().netlink(ops, netns);
+  } catch (err) {
+    if (isNativeError(err)) throw new NetlinkError(`netlink ${err.message}`, err.errno, err.code, err.op, { cause: err });
+    throw err;
+  }
 }
 
 /** The link, or undefined if it does not exist. */
 export async function linkInfo(name: string, netns?: string): Promise<LinkInfo | undefined> {
-  const res = await run(argvFor(['-j', '-d', 'link', 'show', 'dev', name], netns), { timeoutMs: 30_000 });
-  if (res.code !== 0) {
-    if (/does not exist|Cannot find device/i.test(res.stderr)) return undefined;
-    throw new DataplaneError(`ip link show ${name}: ${res.stderr.trim()}`);
-  }
-  const links = JSON.parse(res.stdout) as LinkInfo[];
-  return links[0];
+  const [link] = await netlink([{ op: 'linkGet', dev: name }], netns);
+  return (link as LinkInfo | null) ?? undefined;
+}
+
+export async function listLinks(netns?: string): Promise<LinkInfo[]> {
+  const [links] = await netlink([{ op: 'linkList' }], netns);
+  return links as LinkInfo[];
 }
 
 export async function ipv4Addrs(dev: string, netns?: string): Promise<AddrInfo[]> {
-  const data = await ipJson<{ addr_info?: AddrInfo[] }[]>(['-4', 'addr', 'show', 'dev', dev], netns);
-  return (data[0]?.addr_info ?? []).filter((a) => a.family === 'inet');
+  const [addrs] = await netlink([{ op: 'addrList', dev }], netns);
+  return addrs as AddrInfo[];
 }
 
-export async function ipv4Routes(selector: readonly string[], netns?: string): Promise<RouteInfo[]> {
-  return ipJson<RouteInfo[]>(['-4', 'route', 'show', ...selector], netns);
+/** IPv4 unicast routes of the main table, optionally only via `dev` or only the default. */
+export async function ipv4Routes(filter: { dev?: string; default?: boolean } = {}, netns?: string): Promise<RouteInfo[]> {
+  const [routes] = await netlink([{ op: 'routeList', ...filter }], netns);
+  return routes as RouteInfo[];
 }
 
-/** Write a sysctl under /proc/sys of the current network namespace. */
-export async function setSysctl(key: string, value: string): Promise<void> {
-  const { writeFile } = await import('node:fs/promises');
-  await writeFile(`/proc/sys/${key.replaceAll('.', '/')}`, value);
+/** A route op for `dst` ('default' or 'a.b.c.d/len' or a bare address = /32). */
+export function routeTo(dst: string): { default: true } | { address: string; dstLen: number } {
+  if (dst === 'default') return { default: true };
+  const [address, len] = dst.split('/');
+  return { address: address!, dstLen: len === undefined ? 32 : Number(len) };
+}
+
+/** Write a sysctl ('net.ipv4.ip_forward') of our netns, or of `netns` (path). */
+export async function setSysctl(key: string, value: string, netns?: string): Promise<void> {
+  await netlink([{ op: 'sysctl', key: key.replaceAll('.', '/'), value }], netns);
+}
+
+/** True if err is a NetlinkError with this errno name. */
+export function isNetlinkError(err: unknown, sysCode?: string): err is NetlinkError {
+  return err instanceof NetlinkError && (sysCode === undefined || err.sysCode === sysCode);
 }

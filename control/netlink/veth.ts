@@ -1,7 +1,7 @@
 // Pod-side plumbing shared by both dataplanes: the veth pair, the pod's
 // address, its default route. The host side is the dataplane's business.
 import { createHash, randomBytes } from 'node:crypto';
-import { ip, ipBatch, ipJson, linkInfo, ipv4Addrs, ipv4Routes } from './ip.js';
+import { netlink, linkInfo, ipv4Addrs, ipv4Routes, listLinks } from './ip.js';
 import { DataplaneError } from '../errors.js';
 import type { EndpointPlan } from '../dataplane/types.js';
 
@@ -18,22 +18,31 @@ export function randomMac(): string {
   return [...b].map((x) => x.toString(16).padStart(2, '0')).join(':');
 }
 
-/** Create the veth pair with the pod end already inside the pod netns under its final name. */
+/**
+ * Create the veth pair with the pod end created directly inside the pod netns
+ * under its final name (one atomic request: both ends or neither).
+ */
 export async function createVethPair(ep: EndpointPlan): Promise<void> {
-  await ip([
-    'link', 'add', ep.hostVeth, 'mtu', String(ep.mtu), 'address', ep.hostMac,
-    'type', 'veth', 'peer', 'name', ep.ifName, 'mtu', String(ep.mtu), 'address', ep.podMac, 'netns', ep.netns,
+  await netlink([
+    {
+      op: 'linkAdd',
+      kind: 'veth',
+      name: ep.hostVeth,
+      mtu: ep.mtu,
+      mac: ep.hostMac,
+      peer: { name: ep.ifName, mtu: ep.mtu, mac: ep.podMac, netns: ep.netns },
+    },
   ]);
 }
 
-/** Address, link state and default route inside the pod. */
+/** Address, link state and default route inside the pod (one netlink socket in the pod netns). */
 export async function configurePodSide(ep: EndpointPlan): Promise<void> {
-  await ipBatch(
+  await netlink(
     [
-      'link set lo up',
-      `addr replace ${ep.ip}/${ep.prefixLength} dev ${ep.ifName}`,
-      `link set ${ep.ifName} up`,
-      `route replace default via ${ep.gateway} dev ${ep.ifName} onlink`,
+      { op: 'linkSet', dev: 'lo', up: true },
+      { op: 'addrAdd', dev: ep.ifName, address: ep.ip, prefixLength: ep.prefixLength, replace: true },
+      { op: 'linkSet', dev: ep.ifName, up: true },
+      { op: 'routeAdd', default: true, gateway: ep.gateway, dev: ep.ifName, onlink: true, replace: true },
     ],
     ep.netns,
   );
@@ -41,20 +50,15 @@ export async function configurePodSide(ep: EndpointPlan): Promise<void> {
 
 /** Delete the host end (the kernel removes the pod end with it). Succeeds if absent. */
 export async function deleteHostVeth(hostVeth: string): Promise<void> {
-  try {
-    await ip(['link', 'del', hostVeth]);
-  } catch (err) {
-    if (err instanceof DataplaneError && /Cannot find device|does not exist/i.test(err.message)) return;
-    throw err;
-  }
+  await netlink([{ op: 'linkDel', dev: hostVeth, missingOk: true }]);
 }
 
 /** Delete the pod's interface from inside its netns, if the netns still exists. */
 export async function deletePodInterface(netns: string, ifName: string): Promise<void> {
   try {
-    await ip(['link', 'del', ifName], netns);
+    await netlink([{ op: 'linkDel', dev: ifName, missingOk: true }], netns);
   } catch {
-    // netns gone or link gone: nothing left to remove
+    // netns gone: nothing left to remove
   }
 }
 
@@ -69,7 +73,7 @@ export async function checkPodSide(ep: EndpointPlan): Promise<void> {
   if (!addrs.some((a) => a.local === ep.ip && a.prefixlen === ep.prefixLength)) {
     throw new DataplaneError(`interface ${ep.ifName} in ${ep.netns} lacks ${ep.ip}/${ep.prefixLength}`);
   }
-  const routes = await ipv4Routes(['default'], ep.netns);
+  const routes = await ipv4Routes({ default: true }, ep.netns);
   if (!routes.some((r) => r.gateway === ep.gateway)) {
     throw new DataplaneError(`pod ${ep.netns} has no default route via ${ep.gateway}`);
   }
@@ -79,6 +83,6 @@ export async function checkPodSide(ep: EndpointPlan): Promise<void> {
 
 /** Host-side veths this plugin names (azv + 12 hex), whoever owns them. */
 export async function listHostVeths(): Promise<string[]> {
-  const links = await ipJson<{ ifname: string }[]>(['link', 'show', 'type', 'veth']);
-  return links.map((l) => l.ifname).filter((n) => /^azv[0-9a-f]{12}$/.test(n));
+  const links = await listLinks();
+  return links.filter((l) => l.linkinfo?.info_kind === 'veth').map((l) => l.ifname).filter((n) => /^azv[0-9a-f]{12}$/.test(n));
 }

@@ -6,6 +6,7 @@
 //   bpf_map.cc      map handles and operations
 //   tc.cc           clsact attach/detach/query, link listing
 //   layouts.cc      map layouts + counter labels from bpf/include/vnet_maps.h
+//   netlink.cc      rtnetlink links/addresses/routes + /proc/sys writes (ADD/DEL paths)
 #include <napi.h>
 
 #include "bpf_common.h"
@@ -17,6 +18,7 @@ static Napi::Object Init(Napi::Env env, Napi::Object exports) {
   vnet::InitBpf(env, exports);
   vnet::InitTc(env, exports);
   vnet::InitLayouts(env, exports);
+  vnet::InitNetlink(env, exports);
   return exports;
 }
 

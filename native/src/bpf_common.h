@@ -156,5 +156,6 @@ class BpfMap : public Napi::ObjectWrap<BpfMap> {
 Napi::Object InitBpf(Napi::Env env, Napi::Object exports);
 Napi::Object InitTc(Napi::Env env, Napi::Object exports);
 Napi::Object InitLayouts(Napi::Env env, Napi::Object exports);
+Napi::Object InitNetlink(Napi::Env env, Napi::Object exports);
 
 }  // namespace vnet

@@ -1,6 +1,8 @@
 // Object load (AsyncWorker) and the BpfObject wrap, plus opening pins.
 #include "bpf_common.h"
 
+#include <malloc.h>
+
 #include <bpf/bpf.h>
 #include <bpf/btf.h>
 #include <errno.h>
@@ -51,6 +53,10 @@ class LoadWorker : public PromiseWorker {
       }
     }
     int err = bpf_object__load(obj_);
+    // The load parsed the kernel's BTF (tens of MB of small allocations, freed
+    // by libbpf right after) on this pool thread; glibc keeps such memory in
+    // the thread's arena, so a daemon would hold it as RSS for good. Hand it back.
+    malloc_trim(0);
     if (err) return Fail("bpf_object__load", -err, path_);
   }
 
@@ -290,13 +296,20 @@ Napi::Value BpfObject::BtfStruct(const Napi::CallbackInfo& info) {
 }
 
 Napi::Value BpfObject::Close(const Napi::CallbackInfo& info) {
-  if (obj_) bpf_object__close(obj_);
+  if (obj_) {
+    bpf_object__close(obj_);
+    malloc_trim(0);  // the object's ELF and BTF copies: return them to the OS (see LoadWorker)
+  }
   obj_ = nullptr;
   return info.Env().Undefined();
 }
 
 Napi::Object InitBpf(Napi::Env env, Napi::Object exports) {
   InstallLibbpfPrint();
+  // A fixed mmap threshold: glibc otherwise raises it after the first big
+  // free (up to 32 MiB), so libbpf's multi-MB BTF buffers land in the pool
+  // threads' arenas and stay there as RSS of a long-running daemon.
+  mallopt(M_MMAP_THRESHOLD, 256 * 1024);
   auto* data = new AddonData();
   data->object_ctor = Napi::Persistent(BpfObject::Define(env));
   data->program_ctor = Napi::Persistent(BpfProgram::Define(env));

@@ -10,6 +10,7 @@
 //	  [--netns PATH] [--ifname eth0] [--args K=V;...] [--capability-args JSON]
 //	  [--valid-attachments JSON] [--cni-path DIR:DIR] [--cache-dir DIR]
 //	  [--timeout 120s] [--exec]
+//	cniclient batch --conflist FILE [...]   (ADD/DEL jobs as JSON lines on stdin; see batch.go)
 //
 // The result (ADD) is printed to stdout; errors go to stderr as one JSON line
 // {"code":N,"msg":...,"details":...} with exit code 1 (2 for usage errors).
@@ -64,6 +65,10 @@ func main() {
 	if err := refuseRootNetns(); err != nil {
 		fail(err, 2)
 	}
+	if opts.verb == "batch" {
+		runBatch(opts)
+		return
+	}
 	ctx, cancel := context.WithTimeout(context.Background(), opts.timeout)
 	defer cancel()
 	out, err := runVerb(ctx, opts)
@@ -100,7 +105,7 @@ func parseFlags(argv []string, stderr io.Writer) (*options, error) {
 		return nil, usageError{fmt.Sprintf("unexpected arguments: %v", fs.Args())}
 	}
 	switch o.verb {
-	case "add", "del", "check", "gc", "status":
+	case "add", "del", "check", "gc", "status", "batch":
 	default:
 		return nil, usageError{fmt.Sprintf("unknown verb %q: want add, del, check, gc or status", o.verb)}
 	}

@@ -6,7 +6,7 @@
 // a short-lived CNI call edits them without interrupting traffic.
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { ipBatch, ipJson, ipv4Routes, linkInfo, setSysctl } from '../../netlink/ip.js';
+import { netlink, linkInfo, listLinks, ipv4Routes, setSysctl } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
 import { EbpfPrograms, probeKernel, type EbpfConfig } from './programs.js';
@@ -31,8 +31,7 @@ function bpffsMissing(root: string): DataplaneUnavailableError {
 }
 
 async function linkIndexExists(ifindex: number): Promise<boolean> {
-  const links = await ipJson<{ ifindex: number }[]>(['link', 'show']);
-  return links.some((l) => l.ifindex === ifindex);
+  return (await listLinks()).some((l) => l.ifindex === ifindex);
 }
 
 export class EbpfDataplane implements Dataplane {
@@ -77,9 +76,12 @@ export class EbpfDataplane implements Dataplane {
 
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     // proxy_delay 0: the kernel otherwise delays proxy ARP answers by up to 0.8 s.
-    await setSysctl(`net.ipv4.conf.${ep.hostVeth}.proxy_arp`, '1');
-    await setSysctl(`net.ipv4.neigh.${ep.hostVeth}.proxy_delay`, '0');
-    await ipBatch([`link set ${ep.hostVeth} up`, `route replace ${ep.ip}/32 dev ${ep.hostVeth} scope link`]);
+    await netlink([
+      { op: 'sysctl', key: `net/ipv4/conf/${ep.hostVeth}/proxy_arp`, value: '1' },
+      { op: 'sysctl', key: `net/ipv4/neigh/${ep.hostVeth}/proxy_delay`, value: '0' },
+      { op: 'linkSet', dev: ep.hostVeth, up: true },
+      { op: 'routeAdd', address: ep.ip, dstLen: 32, dev: ep.hostVeth, replace: true }, // scope link: no gateway
+    ]);
     await withPins(node, async (p) => {
       const ifindex = await p.attachPod(ep.hostVeth);
       p.setEndpoint(ep.ip, { ifindex, podMac: ep.podMac, hostMac: ep.hostMac });
@@ -108,7 +110,7 @@ export class EbpfDataplane implements Dataplane {
     if (!host) throw new DataplaneError(`host veth ${ep.hostVeth} not found`);
     // The programs forward pod traffic without it, but the node's own packets to the pod (kubelet probes,
     // host-network pods, replies from the host stack) follow the /32 route.
-    const routes = await ipv4Routes([`${ep.ip}/32`, 'dev', ep.hostVeth]);
+    const routes = (await ipv4Routes({ dev: ep.hostVeth })).filter((r) => r.dst === `${ep.ip}/32`);
     if (routes.length === 0) throw new DataplaneError(`no /32 route for ${ep.ip} via ${ep.hostVeth}`);
     await withPins(node, async (p) => {
       const entry = p.getEndpoint(ep.ip);

@@ -1,33 +1,40 @@
 // Bridge mode, as the original plugin does it: the NIC becomes a port of the
 // bridge and its addresses and routes move to the bridge, so pods and the
 // host share one L2 segment with the fabric. Everything moves in one
-// `ip -batch` to keep the window without connectivity short.
-import { ipBatch, linkInfo, ipv4Addrs, ipv4Routes, setSysctl, type AddrInfo, type RouteInfo } from '../../netlink/ip.js';
+// netlink batch (one worker hop) to keep the window without connectivity short.
+import { netlink, linkInfo, ipv4Addrs, ipv4Routes, routeTo, setSysctl, type AddrInfo, type NetlinkOp, type RouteInfo } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { NodeNetwork } from '../types.js';
 
-function routeLine(r: RouteInfo, dev: string): string | undefined {
+const RT_SCOPES: Record<string, number> = { global: 0, site: 200, link: 253, host: 254 };
+const RT_PROTOS: Record<string, number> = { boot: 3, static: 4, dhcp: 16 };
+
+function routeOp(r: RouteInfo, dev: string): NetlinkOp | undefined {
   if (r.protocol === 'kernel') return undefined; // recreated by the address itself
-  const parts = ['route', 'replace', r.dst];
-  if (r.gateway) parts.push('via', r.gateway);
-  parts.push('dev', dev);
-  if (r.protocol && r.protocol !== 'boot') parts.push('proto', r.protocol);
-  if (r.scope && r.scope !== 'global') parts.push('scope', r.scope);
-  if (r.prefsrc) parts.push('src', r.prefsrc);
-  if (r.metric !== undefined) parts.push('metric', String(r.metric));
-  if (r.flags?.includes('onlink')) parts.push('onlink');
-  return parts.join(' ');
+  const proto = r.protocol === undefined ? undefined : (RT_PROTOS[r.protocol] ?? (/^\d+$/.test(r.protocol) ? Number(r.protocol) : undefined));
+  return {
+    op: 'routeAdd',
+    ...routeTo(r.dst),
+    ...(r.gateway ? { gateway: r.gateway } : {}),
+    dev,
+    ...(proto !== undefined ? { protocol: proto } : {}),
+    ...(r.scope && RT_SCOPES[r.scope] !== undefined ? { scope: RT_SCOPES[r.scope] } : {}),
+    ...(r.prefsrc ? { prefsrc: r.prefsrc } : {}),
+    ...(r.metric !== undefined ? { metric: r.metric } : {}),
+    onlink: r.flags?.includes('onlink') ?? false,
+    replace: true,
+  };
 }
 
-/** ip -batch lines that put `addrs` and the non-kernel `routes` on `dev`. */
-function addressAndRouteLines(dev: string, addrs: AddrInfo[], routes: RouteInfo[]): string[] {
-  const lines = addrs.map((a) => `addr replace ${a.local}/${a.prefixlen}${a.broadcast ? ` broadcast ${a.broadcast}` : ''} dev ${dev}`);
-  lines.push(`link set ${dev} up`);
+/** Netlink ops that put `addrs` and the non-kernel `routes` on `dev`. */
+function addressAndRouteOps(dev: string, addrs: AddrInfo[], routes: RouteInfo[]): NetlinkOp[] {
+  const ops: NetlinkOp[] = addrs.map((a) => ({ op: 'addrAdd', dev, address: a.local, prefixLength: a.prefixlen, ...(a.broadcast ? { broadcast: a.broadcast } : {}), replace: true }));
+  ops.push({ op: 'linkSet', dev, up: true });
   for (const r of routes) {
-    const line = routeLine(r, dev);
-    if (line) lines.push(line);
+    const op = routeOp(r, dev);
+    if (op) ops.push(op);
   }
-  return lines;
+  return ops;
 }
 
 /** Create the bridge and move the NIC under it. Idempotent. */
@@ -36,22 +43,22 @@ export async function ensureBridge(node: NodeNetwork): Promise<void> {
   if (!nic) throw new DataplaneUnavailableError(`host interface ${node.nic} not found; set "master" in the conflist to the VM's NIC`);
   const bridge = await linkInfo(node.bridge);
   if (bridge && nic.master === node.bridge) {
-    if (!bridge.flags.includes('UP')) await ipBatch([`link set ${node.bridge} up`]);
+    if (!bridge.flags.includes('UP')) await netlink([{ op: 'linkSet', dev: node.bridge, up: true }]);
     return;
   }
   if (nic.master && nic.master !== node.bridge) {
     throw new DataplaneUnavailableError(`${node.nic} is already a port of ${nic.master}; cannot enslave it to ${node.bridge}`);
   }
   const addrs = await ipv4Addrs(node.nic);
-  const routes = await ipv4Routes(['dev', node.nic]);
-  const lines: string[] = [];
-  if (!bridge) lines.push(`link add ${node.bridge} type bridge forward_delay 0`);
-  lines.push(`link set ${node.bridge} address ${nic.address} mtu ${nic.mtu}`);
-  lines.push(`link set ${node.nic} master ${node.bridge}`);
-  for (const a of addrs) lines.push(`addr del ${a.local}/${a.prefixlen} dev ${node.nic}`);
-  lines.push(...addressAndRouteLines(node.bridge, addrs, routes));
+  const routes = await ipv4Routes({ dev: node.nic });
+  const ops: NetlinkOp[] = [];
+  if (!bridge) ops.push({ op: 'linkAdd', kind: 'bridge', name: node.bridge });
+  ops.push({ op: 'linkSet', dev: node.bridge, mac: nic.address, mtu: nic.mtu });
+  ops.push({ op: 'linkSet', dev: node.nic, master: node.bridge });
+  for (const a of addrs) ops.push({ op: 'addrDel', dev: node.nic, address: a.local, prefixLength: a.prefixlen });
+  ops.push(...addressAndRouteOps(node.bridge, addrs, routes));
   try {
-    await ipBatch(lines);
+    await netlink(ops);
   } catch (err) {
     await restoreNic(node).catch(() => {});
     throw err;
@@ -67,10 +74,10 @@ export async function restoreNic(node: NodeNetwork): Promise<void> {
   const bridge = await linkInfo(node.bridge);
   if (!bridge) return;
   const addrs = await ipv4Addrs(node.bridge);
-  const routes = await ipv4Routes(['dev', node.bridge]);
-  const lines = [`link set ${node.nic} nomaster`, `link del ${node.bridge}`, ...addressAndRouteLines(node.nic, addrs, routes)];
+  const routes = await ipv4Routes({ dev: node.bridge });
+  const ops: NetlinkOp[] = [{ op: 'linkSet', dev: node.nic, master: '' }, { op: 'linkDel', dev: node.bridge }, ...addressAndRouteOps(node.nic, addrs, routes)];
   try {
-    await ipBatch(lines);
+    await netlink(ops);
   } catch (err) {
     throw new DataplaneError(`restoring ${node.nic} from ${node.bridge} failed: ${(err as Error).message}`, { cause: err });
   }

@@ -4,7 +4,7 @@
 import { accessSync, constants } from 'node:fs';
 import path from 'node:path';
 import { run, runOk } from '../../exec.js';
-import { ip, linkInfo, type LinkInfo } from '../../netlink/ip.js';
+import { netlink, linkInfo, type LinkInfo } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError, TryAgainError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
 import { detectIptablesBackend, type IptablesTools } from './backend.js';
@@ -76,9 +76,9 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async probe(node: NodeNetwork): Promise<void> {
-    const missing = ['ip', 'nsenter', EBTABLES].filter((tool) => !onPath(tool));
+    const missing = [EBTABLES].filter((tool) => !onPath(tool));
     if (!onPath('iptables-nft-restore') && !onPath('iptables-legacy-restore')) missing.push('iptables-restore');
-    if (missing.length) throw new DataplaneUnavailableError(`iptables dataplane needs ${missing.join(', ')} on the node; install iproute2, util-linux, ebtables and iptables`);
+    if (missing.length) throw new DataplaneUnavailableError(`iptables dataplane needs ${missing.join(', ')} on the node; install ebtables and iptables`);
     const nic = (await linkInfo(node.nic)) ?? (await linkInfo(node.bridge));
     if (!nic) throw new DataplaneUnavailableError(`host interface ${node.nic} not found; set "master" in the conflist to the VM's NIC`);
   }
@@ -110,7 +110,7 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
-    await ip(['link', 'set', ep.hostVeth, 'master', node.bridge, 'up']);
+    await netlink([{ op: 'linkSet', dev: ep.hostVeth, master: node.bridge, up: true }]);
     const r = ebtablesEndpointRule(node, ep);
     await ebEnsure(r.chain, r.spec);
   }

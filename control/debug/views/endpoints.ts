@@ -129,8 +129,8 @@ function pickEndpoint(b: Buffer): Omit<MapEndpoint, 'ip'> {
 
 /** The host's /32 routes (pod IP -> device), as the ebpf dataplane installs them. */
 async function hostRoutes(): Promise<Map<string, string>> {
-  const routes = await ipv4Routes(['scope', 'link']);
-  return new Map(routes.filter((r) => r.dev && /^\d+\.\d+\.\d+\.\d+$/.test(r.dst)).map((r) => [r.dst, r.dev!]));
+  const routes = await ipv4Routes();
+  return new Map(routes.filter((r) => r.scope === 'link' && r.dev && r.dst.endsWith('/32')).map((r) => [r.dst.slice(0, -3), r.dev!]));
 }
 
 export async function collectEndpoints(ctx: DebugContext): Promise<EndpointsView> {
