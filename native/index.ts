@@ -167,7 +167,9 @@ export type NetlinkOp =
     }
   | { op: 'routeList'; dev?: string; default?: boolean }
   /** key: path under /proc/sys ('net/ipv4/ip_forward'), written with the thread in the batch's netns. */
-  | { op: 'sysctl'; key: string; value: string };
+  | { op: 'sysctl'; key: string; value: string }
+  /** One gratuitous ARP request announcing `address` at `mac` out of `dev` (in the batch's netns). */
+  | { op: 'garp'; dev: string; address: string; mac: string };
 
 export interface NativeAddon {
   /**

@@ -20,6 +20,9 @@
 #include <errno.h>
 #include <fcntl.h>
 #include <linux/if.h>
+#include <linux/if_arp.h>
+#include <linux/if_ether.h>
+#include <linux/if_packet.h>
 #include <linux/if_addr.h>
 #include <linux/if_link.h>
 #include <linux/neighbour.h>
@@ -371,6 +374,7 @@ class NetlinkWorker : public PromiseWorker {
       return RouteList(o, r, what);
     }
     if (o.op == "sysctl") return Sysctl(o, what);
+    if (o.op == "garp") return Garp(o, what);
     *what = "unknown op " + o.op;
     return EINVAL;
   }
@@ -614,6 +618,53 @@ class NetlinkWorker : public PromiseWorker {
     }
     ssize_t n = write(fd, o.value.data(), o.value.size());
     int err = n < 0 ? errno : (static_cast<size_t>(n) == o.value.size() ? 0 : EIO);
+    close(fd);
+    return err;
+  }
+
+  // garp { dev, address, mac }: one gratuitous ARP request (sender = target =
+  // address) out of dev. A pod that takes an address another pod held a moment
+  // ago must announce it: its bridge neighbours still cache the old MAC, and
+  // Linux lets a gratuitous ARP override an existing entry (not create one).
+  // The packet socket, like the netlink one, is opened inside the netns.
+  int Garp(const Op& o, std::string* what) {
+    *what = "gratuitous ARP for " + o.address + " on " + o.dev;
+    uint32_t index = 0;
+    if (int err = Dev(o.dev, &index, what)) return err;
+    struct in_addr ip;
+    uint8_t mac[6];
+    if (ParseIp(o.address, &ip) || ParseMac(o.mac, mac)) return EINVAL;
+    int fd;
+    {
+      NetnsGuard ns;
+      const char* op = nullptr;
+      if (int err = ns.Enter(netns_, &op)) return err;
+      fd = socket(AF_PACKET, SOCK_DGRAM | SOCK_CLOEXEC, htons(ETH_P_ARP));
+      if (fd < 0) return errno;
+    }
+    // SOCK_DGRAM: the kernel writes the Ethernet header from sll_addr (broadcast).
+    struct __attribute__((packed)) {
+      struct arphdr h;
+      uint8_t sha[6], spa[4], tha[6], tpa[4];
+    } arp;
+    memset(&arp, 0, sizeof(arp));
+    arp.h.ar_hrd = htons(ARPHRD_ETHER);
+    arp.h.ar_pro = htons(ETH_P_IP);
+    arp.h.ar_hln = 6;
+    arp.h.ar_pln = 4;
+    arp.h.ar_op = htons(ARPOP_REQUEST);
+    memcpy(arp.sha, mac, 6);
+    memcpy(arp.spa, &ip, 4);
+    memcpy(arp.tpa, &ip, 4);
+    struct sockaddr_ll to;
+    memset(&to, 0, sizeof(to));
+    to.sll_family = AF_PACKET;
+    to.sll_protocol = htons(ETH_P_ARP);
+    to.sll_ifindex = static_cast<int>(index);
+    to.sll_halen = 6;
+    memset(to.sll_addr, 0xff, 6);
+    ssize_t n = sendto(fd, &arp, sizeof(arp), 0, reinterpret_cast<struct sockaddr*>(&to), sizeof(to));
+    int err = n < 0 ? errno : 0;
     close(fd);
     return err;
   }

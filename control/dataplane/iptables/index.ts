@@ -113,6 +113,10 @@ export class IptablesDataplane implements Dataplane {
     await netlink([{ op: 'linkSet', dev: ep.hostVeth, master: node.bridge, up: true }]);
     const r = ebtablesEndpointRule(node, ep);
     await ebEnsure(r.chain, r.spec);
+    // The pod is on the bridge now: announce it. Its address may have been another pod's moments ago
+    // (released IPs are reused), and the pods next to it would keep the old MAC until their ARP entry
+    // expires (~30-45 s of silence). Best effort: the pod works without it once those entries age out.
+    await netlink([{ op: 'garp', dev: ep.ifName, address: ep.ip, mac: ep.podMac }], ep.netns).catch(() => undefined);
   }
 
   async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
