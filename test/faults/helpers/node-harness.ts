@@ -444,12 +444,11 @@ export async function unreachable(fromNetns: string, ips: string[]): Promise<str
 }
 
 /**
- * KNOWN ISSUE (iptables mode, not fixed yet): pods on the bridge see each
- * other's real MACs, and the pod side sends no gratuitous ARP, so a pod that
- * gets an IP freed shortly before is unreachable from a neighbour that still
- * caches the old owner's MAC until that entry expires (~30-45 s). Of the
- * unreachable IPs, returns those the neighbour's cache maps to a MAC other
- * than the pod's: a stale entry, not a broken endpoint.
+ * Pods on an iptables-mode bridge see each other's real MACs, so a pod that
+ * gets an IP freed shortly before must announce itself (the dataplane sends a
+ * gratuitous ARP at attach). Of the unreachable IPs, returns those the
+ * neighbour's cache maps to a MAC other than the pod's: a missed announcement
+ * rather than a broken endpoint, reported as its own failure.
  */
 export async function staleNeighbours(fromNetns: string, ips: string[], view: NodeView): Promise<string[]> {
   if (!ips.length) return [];

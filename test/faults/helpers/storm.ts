@@ -25,7 +25,7 @@ export class StormNode {
   readonly gcCni: VmCni;
   witness: LivePod | undefined;
   pins: string[] = [];
-  /** reused IPs the witness could not reach only because of a stale ARP entry (known issue, iptables mode) */
+  /** reused IPs the witness could not reach because of a stale ARP entry (a failure: the new pod must announce itself) */
   staleSeen = 0;
 
   constructor(
@@ -112,11 +112,12 @@ export class StormNode {
     if (lost.length) problems.push(`unreachable from the VM: ${lost.slice(0, 10).join(' ')}${lost.length > 10 ? ` (+${lost.length - 10})` : ''}`);
     if (this.witness && live.length) {
       const fromPod = await unreachable(this.witness.netns, live.map((p) => p.ip));
-      // KNOWN ISSUE (see staleNeighbours): reused IPs with a stale ARP entry in the witness, iptables mode.
+      // Named apart: an IP the witness caches with another pod's MAC means the new pod was not announced.
       const stale = this.mode === 'iptables' ? await staleNeighbours(this.witness.netns, fromPod, view) : [];
       this.staleSeen += stale.length;
       const lost = fromPod.filter((ip) => !stale.includes(ip));
       if (lost.length) problems.push(`unreachable from the witness pod: ${lost.slice(0, 10).join(' ')}`);
+      if (stale.length) problems.push(`the witness caches an old MAC for reused ${stale.slice(0, 10).join(' ')}`);
     }
     const gcErr = await this.gc(all);
     if (gcErr) problems.push(gcErr);
