@@ -15,7 +15,7 @@ import { VmDaemon, inParallel, keyOf, pluginCall, type DaemonUsage, type LivePod
 import { StormNode, emptyStats } from './helpers/storm.js';
 import { flatProblems, formatSeries } from './helpers/usage.js';
 
-const CALLS = scaled(300, 2000);
+const CALLS = scaled(150, 2000);
 const SEGMENTS = 10;
 const IN_FLIGHT = 8;
 const MAX_LIVE = 24;

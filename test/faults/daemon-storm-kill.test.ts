@@ -18,7 +18,7 @@ import { VmDaemon, leakProblems, nodeView, pluginCall, resultIp, sleep, uniquene
 import { StormNode, emptyStats, type StormStats } from './helpers/storm.js';
 
 // 249 + the witness: the 250 pods a lab VM can hold.
-const PODS = scaled(40, 249);
+const PODS = scaled(32, 249);
 /** A supervisor's restart delay: the window in which plugins run standalone and the new daemon reconciles under them. */
 const RESTART_DELAY_MS = 1000;
 const SEED = seedFromEnv();

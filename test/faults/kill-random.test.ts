@@ -19,7 +19,7 @@ import {
   type LivePod, type NodeView, type PodRef, type ProcResult, type Verb,
 } from './helpers/node-harness.js';
 
-const ITERATIONS = scaled(20, 200);
+const ITERATIONS = scaled(16, 200);
 /** Pods alive at once per VM besides the witness (bounded: the VM's pool and the per-iteration checks). */
 const MAX_LIVE = 6;
 /** kubelet keeps retrying; we stop after this many attempts and fail the test. */

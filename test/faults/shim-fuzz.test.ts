@@ -19,7 +19,7 @@ import { CniInputGenerator, type CniInput } from './helpers/cni-inputs.js';
 import { FaultTally } from './helpers/report.js';
 import { Rng, scaled, seedFromEnv } from './helpers/scale.js';
 
-const CALLS = scaled(150, 3_000);
+const CALLS = scaled(100, 3_000);
 const MAX_STDIN = 1024 * 1024;
 const SHIM_DIR = path.join(REPO_ROOT, 'dist', 'shim');
 const tally = new FaultTally('shim-fuzz');

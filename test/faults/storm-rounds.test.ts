@@ -15,7 +15,7 @@ import { flatProblems, formatSeries } from './helpers/usage.js';
 
 const ROUNDS = scaled(2, 10);
 // 249 + the witness: the 250 pods a lab VM can hold.
-const PODS = scaled(32, 249);
+const PODS = scaled(24, 249);
 const IN_FLIGHT = 32;
 const SEED = seedFromEnv();
 /** One dataplane per run, alternating with the seed (VNET_TEST_MODES narrows it); the full form runs every mode only when asked. */
