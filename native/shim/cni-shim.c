@@ -482,50 +482,58 @@ struct response {
   char err_msg[1024];
 };
 
-/* Walks fields; calls back for the ones we want. Returns -1 on malformed input. */
+/* Reads one field of a protobuf message: its number and wire type, a varint's
+ * value in *v, a length-delimited field's bytes at *data (length *v); fixed
+ * 64/32-bit fields are skipped. Returns -1 on malformed input. */
+static int next_field(const unsigned char **p, const unsigned char *end, unsigned *field, unsigned *wt, uint64_t *v,
+                      const unsigned char **data) {
+  uint64_t key;
+  if (get_varint(p, end, &key) < 0) return -1;
+  *wt = (unsigned)(key & 7);
+  *field = (unsigned)(key >> 3);
+  if (*wt == 0) return get_varint(p, end, v);
+  if (*wt == 2) {
+    if (get_varint(p, end, v) < 0 || *v > (uint64_t)(end - *p)) return -1;
+    *data = *p;
+    *p += *v;
+    return 0;
+  }
+  if (*wt == 1 || *wt == 5) {
+    size_t n = *wt == 1 ? 8 : 4;
+    if ((size_t)(end - *p) < n) return -1;
+    *p += n;
+    return 0;
+  }
+  return -1;
+}
+
+/* Error { uint32 cni_code = 1; string code = 2; string message = 3; ... } */
 static int decode_error(const unsigned char *p, const unsigned char *end, struct response *r) {
   while (p < end) {
-    uint64_t key, v;
-    if (get_varint(&p, end, &key) < 0) return -1;
-    unsigned wt = key & 7, field = (unsigned)(key >> 3);
-    if (wt == 0) {
-      if (get_varint(&p, end, &v) < 0) return -1;
-      if (field == 1) r->err_code = v;
-    } else if (wt == 2) {
-      if (get_varint(&p, end, &v) < 0 || v > (uint64_t)(end - p)) return -1;
-      if (field == 3) snprintf(r->err_msg, sizeof r->err_msg, "%.*s", (int)v, (const char *)p);
-      p += v;
-    } else if (wt == 1 || wt == 5) {
-      size_t n = wt == 1 ? 8 : 4;
-      if ((size_t)(end - p) < n) return -1;
-      p += n;
-    } else return -1;
+    unsigned field, wt;
+    uint64_t v = 0;
+    const unsigned char *data = NULL;
+    if (next_field(&p, end, &field, &wt, &v, &data) < 0) return -1;
+    if (wt == 0 && field == 1) r->err_code = v;
+    if (wt == 2 && field == 3) snprintf(r->err_msg, sizeof r->err_msg, "%.*s", (int)v, (const char *)data);
   }
   return 0;
 }
 
+/* Response { bool ok = 1; ...; Error error = 3; bytes stdout = 4; uint32 exit_code = 5; } */
 static int decode_response(const unsigned char *p, const unsigned char *end, struct response *r) {
   while (p < end) {
-    uint64_t key, v;
-    if (get_varint(&p, end, &key) < 0) return -1;
-    unsigned wt = key & 7, field = (unsigned)(key >> 3);
-    if (wt == 0) {
-      if (get_varint(&p, end, &v) < 0) return -1;
-      if (field == 1) r->ok = v != 0;
-      if (field == 5) r->exit_code = v;
-    } else if (wt == 2) {
-      if (get_varint(&p, end, &v) < 0 || v > (uint64_t)(end - p)) return -1;
-      if (field == 3 && decode_error(p, p + v, r) < 0) return -1;
-      if (field == 4) {
-        r->out = p;
-        r->out_len = (size_t)v;
-      }
-      p += v;
-    } else if (wt == 1 || wt == 5) {
-      size_t n = wt == 1 ? 8 : 4;
-      if ((size_t)(end - p) < n) return -1;
-      p += n;
-    } else return -1;
+    unsigned field, wt;
+    uint64_t v = 0;
+    const unsigned char *data = NULL;
+    if (next_field(&p, end, &field, &wt, &v, &data) < 0) return -1;
+    if (wt == 0 && field == 1) r->ok = v != 0;
+    if (wt == 0 && field == 5) r->exit_code = v;
+    if (wt == 2 && field == 3 && decode_error(data, data + v, r) < 0) return -1;
+    if (wt == 2 && field == 4) {
+      r->out = data;
+      r->out_len = (size_t)v;
+    }
   }
   return 0;
 }

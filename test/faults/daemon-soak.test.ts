@@ -6,13 +6,11 @@
 // and the daemon's RSS and fds, read at every tenth of the calls while idle,
 // are flat (helpers/usage.ts).
 import t from 'tap';
-import { Lab } from '../../lab/lab.js';
-import { defaultSpec } from '../../lab/spec.js';
 import { MODES, azureConflist } from '../lab/helpers/cni-harness.js';
 import { FaultTally } from './helpers/report.js';
 import { Rng, scaled, seedFromEnv } from './helpers/scale.js';
-import { VmDaemon, inParallel, keyOf, pluginCall, type DaemonUsage, type LivePod } from './helpers/node-harness.js';
-import { StormNode, emptyStats } from './helpers/storm.js';
+import { inParallel, keyOf, pluginCall, type DaemonUsage, type LivePod } from './helpers/node-harness.js';
+import { daemonStormNode, emptyStats } from './helpers/storm.js';
 import { flatProblems, formatSeries } from './helpers/usage.js';
 
 const CALLS = scaled(150, 2000);
@@ -28,15 +26,7 @@ type SoakVerb = 'ADD' | 'CHECK' | 'DEL' | 'GC' | 'STATUS' | 'VERSION';
 t.test(`${CALLS}-call mixed-verb soak against the node daemon (${mode})`, async (t) => {
   t.comment(`seed ${SEED} (replay with VNET_FAULTS_SEED=${SEED}), ${CALLS} calls, ${IN_FLIGHT} in flight, at most ${MAX_LIVE} live pods`);
   const rng = new Rng(SEED);
-  const lab = await Lab.up(defaultSpec(1, MAX_LIVE + IN_FLIGHT + 2));
-  const daemon = new VmDaemon(lab, 'vm1');
-  t.teardown(async () => {
-    await daemon.stop();
-    await lab.down();
-  });
-  await daemon.start();
-  const node = new StormNode(lab, 'vm1', mode);
-  const witness = await node.addWitness();
+  const { lab, daemon, node, witness } = await daemonStormNode(t, MAX_LIVE + IN_FLIGHT + 2, mode);
   const versionConf = azureConflist({ cniVersion: '1.1.0', dataplane: mode, portmap: false });
 
   /** Pods nobody is working on (CHECK/DEL pick from these), and those being added or deleted (GC lists them too). */

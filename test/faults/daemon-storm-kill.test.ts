@@ -15,7 +15,7 @@ import path from 'node:path';
 import { azureConflist } from '../lab/helpers/cni-harness.js';
 import { run } from '../../control/exec.js';
 import { VmDaemon, leakProblems, nodeView, pluginCall, resultIp, sleep, uniquenessProblems } from './helpers/node-harness.js';
-import { StormNode, emptyStats, type StormStats } from './helpers/storm.js';
+import { daemonStormNode, emptyStats, type StormStats } from './helpers/storm.js';
 
 // 249 + the witness: the 250 pods a lab VM can hold.
 const PODS = scaled(32, 249);
@@ -102,15 +102,7 @@ t.test('daemon restart while a standalone ADD is in flight: reconcile leaves it 
 for (const mode of RUN_MODES) {
   t.test(`daemon kill -9 during a ${PODS}-pod ADD/DEL storm (${mode})`, async (t) => {
     t.comment(`seed ${SEED} (replay with VNET_FAULTS_SEED=${SEED}; picks the CI form's dataplane)`);
-    const lab = await Lab.up(defaultSpec(1, PODS + 1));
-    const daemon = new VmDaemon(lab, 'vm1');
-    t.teardown(async () => {
-      await daemon.stop();
-      await lab.down();
-    });
-    await daemon.start();
-    const node = new StormNode(lab, 'vm1', mode);
-    await node.addWitness();
+    const { lab, daemon, node } = await daemonStormNode(t, PODS + 1, mode);
 
     /** Kill when `done` crosses a fraction; restart at once while the storm goes on. */
     const killer = (fractions: number[], total: number, log: string[]) => {

@@ -4,13 +4,11 @@
 // checks again. The daemon's RSS and open fds are read from /proc after each
 // round (idle) and must stay flat (helpers/usage.ts says what flat means).
 import t from 'tap';
-import { Lab } from '../../lab/lab.js';
-import { defaultSpec } from '../../lab/spec.js';
 import { MODES } from '../lab/helpers/cni-harness.js';
 import { FaultTally } from './helpers/report.js';
 import { FULL, scaled, seedFromEnv } from './helpers/scale.js';
-import { VmDaemon, type DaemonUsage } from './helpers/node-harness.js';
-import { StormNode, emptyStats } from './helpers/storm.js';
+import { type DaemonUsage } from './helpers/node-harness.js';
+import { daemonStormNode, emptyStats } from './helpers/storm.js';
 import { flatProblems, formatSeries } from './helpers/usage.js';
 
 const ROUNDS = scaled(2, 10);
@@ -25,15 +23,7 @@ const tally = new FaultTally('storm-rounds');
 for (const mode of RUN_MODES) {
   t.test(`${ROUNDS} rounds of ${PODS}-pod ADD/DEL storms through the daemon (${mode})`, async (t) => {
     t.comment(`seed ${SEED} (replay with VNET_FAULTS_SEED=${SEED}; picks the dataplane)`);
-    const lab = await Lab.up(defaultSpec(1, PODS + 1));
-    const daemon = new VmDaemon(lab, 'vm1');
-    t.teardown(async () => {
-      await daemon.stop();
-      await lab.down();
-    });
-    await daemon.start();
-    const node = new StormNode(lab, 'vm1', mode);
-    await node.addWitness();
+    const { daemon, node } = await daemonStormNode(t, PODS + 1, mode);
     const before = await daemon.settledUsage();
     const series: DaemonUsage[] = [];
     for (let round = 1; round <= ROUNDS; round++) {

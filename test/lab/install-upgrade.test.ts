@@ -20,6 +20,7 @@ import { vmExecArgv } from '../../lab/vm-exec.js';
 import { run } from '../../control/exec.js';
 import { ping } from '../../lab/tools/net.js';
 import { CNICLIENT, MODES, REPO, VM_CACHE_DIR } from './helpers/cni-harness.js';
+import { StandinProc, VM_KUBECONFIG } from './helpers/kube-standin-proc.js';
 
 type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
 
@@ -59,9 +60,16 @@ t.test('cluster install and upgrade without dropping flows', async (t) => {
       };
       const probe = (vm: string, which: 'readinessProbe' | 'livenessProbe') =>
         lab.execVm(vm, fromManifest(daemonSpec[which].exec.command as string[], binDir, {}), { timeoutMs: 60_000 });
+      // The DaemonSet's daemon talks to the API server (in-cluster credentials there); here each VM gets the
+      // stand-in API server on its own loopback, with its Node object, and the daemon its kubeconfig.
+      for (const vm of vms) {
+        const api = await StandinProc.start(lab, vm);
+        t.teardown(() => api.stop());
+        await api.put({ apiVersion: 'v1', kind: 'Node', metadata: { name: vm }, spec: {}, status: { conditions: [] } });
+      }
       const daemons = new Map<string, ChildProcess>();
       const startDaemon = async (vm: string): Promise<void> => {
-        const argv = fromManifest(daemonSpec.command as string[], binDir, { NODE_NAME: vm, VNET_LOG_LEVEL: 'info' });
+        const argv = [...fromManifest(daemonSpec.command as string[], binDir, { NODE_NAME: vm, VNET_LOG_LEVEL: 'info' }), '--kubeconfig', VM_KUBECONFIG];
         const child = startChild(vmExecArgv(lab.names, vm, argv));
         await waitForLine(child, /^READY /, 120_000, `daemon in ${vm}`);
         daemons.set(vm, child);

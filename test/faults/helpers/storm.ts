@@ -1,8 +1,10 @@
 // ADD/DEL storms through libcni (test/cniclient) against one lab VM's daemon,
 // with kubelet's retry behaviour, and the checks every storm test ends with.
-import type { Lab } from '../../../lab/lab.js';
+import type { Test } from 'tap';
+import { Lab } from '../../../lab/lab.js';
+import { defaultSpec } from '../../../lab/spec.js';
 import { VmCni, azureConflist, type Mode, type PodHandle } from '../../lab/helpers/cni-harness.js';
-import { DAEMON_SOCKET, inParallel, leakProblems, nodeView, sleep, staleNeighbours, uniquenessProblems, unreachable, type LivePod } from './node-harness.js';
+import { DAEMON_SOCKET, VmDaemon, inParallel, leakProblems, nodeView, sleep, staleNeighbours, uniquenessProblems, unreachable, type LivePod } from './node-harness.js';
 
 /** kubelet retries a failed sandbox forever; a test stops after this many attempts and counts it as given up. */
 export const STORM_ATTEMPTS = 8;
@@ -128,4 +130,18 @@ export class StormNode {
 
 function toLive(p: PodHandle): LivePod {
   return { name: p.name, containerId: p.containerId, ifName: p.ifName, netns: p.netns, ip: p.ip };
+}
+
+/** One lab VM with room for `addresses` pods, its daemon running and a witness pod; all of it goes with the test. */
+export async function daemonStormNode(t: Test, addresses: number, mode: Mode): Promise<{ lab: Lab; daemon: VmDaemon; node: StormNode; witness: LivePod }> {
+  const lab = await Lab.up(defaultSpec(1, addresses));
+  const daemon = new VmDaemon(lab, 'vm1');
+  t.teardown(async () => {
+    await daemon.stop();
+    await lab.down();
+  });
+  await daemon.start();
+  const node = new StormNode(lab, 'vm1', mode);
+  const witness = await node.addWitness();
+  return { lab, daemon, node, witness };
 }

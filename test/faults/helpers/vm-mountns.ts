@@ -10,7 +10,7 @@ import type { Lab } from '../../../lab/lab.js';
 import { vmExecArgv } from '../../../lab/vm-exec.js';
 import { startChild, stopChild, waitForLine } from '../../../lab/children.js';
 import { run, type ExecResult } from '../../../control/exec.js';
-import { CNI_PATH, REPO, type PluginRun } from '../../lab/helpers/cni-harness.js';
+import { CNI_PATH, REPO, linkNamesOf, type PluginRun } from '../../lab/helpers/cni-harness.js';
 
 export class VmMountNs {
   private constructor(
@@ -71,11 +71,5 @@ export async function nsSnapshot(ns: VmMountNs): Promise<{ links: string; state:
   const state = await ns.sh('cat /var/lib/vnet-cni/state.json 2>/dev/null || echo "(none)"');
   const rules = await ns.sh('iptables-save 2>/dev/null | grep -c "^-A" ; ebtables -t nat -L 2>/dev/null | grep -c "^-"');
   const tmp = await ns.sh('ls -a /var/lib/vnet-cni | grep "\\.tmp$" || true');
-  const linkNames = links.stdout
-    .split('\n')
-    .map((l) => l.split(':')[1]?.trim().split('@')[0])
-    .filter(Boolean)
-    .sort()
-    .join(',');
-  return { links: linkNames, state: state.stdout, rules: rules.stdout.trim(), tmp: tmp.stdout.trim() };
+  return { links: linkNamesOf(links.stdout), state: state.stdout, rules: rules.stdout.trim(), tmp: tmp.stdout.trim() };
 }

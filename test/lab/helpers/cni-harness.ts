@@ -172,11 +172,15 @@ export async function vmSnapshot(lab: Lab, vm: string): Promise<{ links: string;
   } catch {
     state = '(none)';
   }
-  const linkNames = links.stdout
+  return { links: linkNamesOf(links.stdout), state, rules: rules.stdout.trim() };
+}
+
+/** The sorted, comma-joined link names of an `ip -o link show` listing. */
+export function linkNamesOf(ipOLinkShow: string): string {
+  return ipOLinkShow
     .split('\n')
     .map((l) => l.split(':')[1]?.trim().split('@')[0])
     .filter(Boolean)
     .sort()
     .join(',');
-  return { links: linkNames, state, rules: rules.stdout.trim() };
 }
