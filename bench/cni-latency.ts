@@ -19,7 +19,7 @@ import { mapLimit, quantile, timed } from './lib/stats.js';
 import { ratioText, targetText, type Row } from './lib/table.js';
 
 const PARALLEL = 32;
-type CniSetup = 'vnet daemon via shim' | 'vnet daemon via Node launcher' | 'vnet standalone' | 'bridge+host-local';
+type CniSetup = 'vnet iptables daemon via shim' | 'vnet ebpf daemon via shim' | 'vnet daemon via Node launcher' | 'vnet standalone' | 'bridge+host-local';
 const REFERENCE: CniSetup = 'bridge+host-local';
 
 interface Latencies {
@@ -117,33 +117,35 @@ function latencyRows(scenario: string, all: Map<CniSetup, Latencies>, pick: (l: 
  * Where a forwarded ADD's time goes inside the daemon: its `request served` log
  * lines (serial ADDs only, so no lock waits) give the time from request to
  * answer and the programs the ADD ran, with the wall time spent waiting for each.
+ * A program an ADD did not run counts as 0 for it, so a one-off (the node's
+ * first-ADD setup) does not show up as a per-ADD cost.
  */
-function daemonBreakdown(lab: Lab, serialIds: Set<string>): Row | undefined {
+function daemonBreakdown(lab: Lab, vm: string, setup: CniSetup, serialIds: Set<string>): Row | undefined {
   let text: string;
   try {
-    text = readFileSync(path.join(lab.vmPaths('vm1').log, 'vnet-cni-daemon.log'), 'utf8');
+    text = readFileSync(path.join(lab.vmPaths(vm).log, 'vnet-cni-daemon.log'), 'utf8');
   } catch {
     return undefined;
   }
   const total: number[] = [];
-  const perProgram = new Map<string, { n: number[]; ms: number[] }>();
+  const adds: Record<string, { n: number; ms: number }>[] = [];
   for (const line of text.split('\n')) {
     if (!line.includes('"request served"') || !line.includes('"via":"shim"')) continue;
     const rec = JSON.parse(line) as { verb?: string; containerId?: string; ms?: number; spawns?: Record<string, { n: number; ms: number }> };
     if (rec.verb !== 'ADD' || !rec.containerId || !serialIds.has(rec.containerId) || rec.ms === undefined) continue;
     total.push(rec.ms);
-    for (const [prog, v] of Object.entries(rec.spawns ?? {})) {
-      const e = perProgram.get(prog) ?? { n: [], ms: [] };
-      e.n.push(v.n);
-      e.ms.push(v.ms);
-      perProgram.set(prog, e);
-    }
+    adds.push(rec.spawns ?? {});
   }
   if (total.length === 0) return undefined;
-  const parts = [...perProgram.entries()].map(([prog, e]) => `${prog} ${quantile(e.n, 0.5)}x ${quantile(e.ms, 0.5).toFixed(0)} ms`);
+  const programs = [...new Set(adds.flatMap((a) => Object.keys(a)))];
+  const parts = programs.map((prog) => {
+    const n = adds.map((a) => a[prog]?.n ?? 0);
+    const ms = adds.map((a) => a[prog]?.ms ?? 0);
+    return `${prog} ${quantile(n, 0.5)}x ${quantile(ms, 0.5).toFixed(0)} ms`;
+  });
   return {
     scenario: 'CNI ADD serial, inside the daemon',
-    setup: 'vnet daemon via shim',
+    setup,
     value: quantile(total, 0.5),
     unit: 'ms p50',
     detail: `spawns p50: ${parts.join(', ') || 'none'} (n=${total.length})`,
@@ -152,8 +154,9 @@ function daemonBreakdown(lab: Lab, serialIds: Set<string>): Row | undefined {
 
 export async function runCniLatency(opts: BenchOptions): Promise<Row[]> {
   await ensureCniClient();
-  const lab = await Lab.up(defaultSpec(3, Math.max(opts.bulkPods, 64)));
+  const lab = await Lab.up(defaultSpec(4, Math.max(opts.bulkPods, 64)));
   let daemon: VmDaemon | undefined;
+  let ebpfDaemon: VmDaemon | undefined;
   try {
     const all = new Map<CniSetup, Latencies>();
     daemon = await VmDaemon.start(lab, 'vm1');
@@ -167,13 +170,16 @@ export async function runCniLatency(opts: BenchOptions): Promise<Row[]> {
         opts.log(`cni ${setup}: FAILED, no rows: ${(err as Error).message.slice(0, 300)}`);
       }
     };
-    await measure('vnet daemon via shim', () => measureSetup(lab, new VmCni(lab, 'vm1', viaDaemon, '10-azure.conflist', SHIM_CNI_PATH), opts, 'vnet daemon via shim', true, daemon));
+    await measure('vnet iptables daemon via shim', () => measureSetup(lab, new VmCni(lab, 'vm1', viaDaemon, '10-azure.conflist', SHIM_CNI_PATH), opts, 'vnet iptables daemon via shim', true, daemon));
+    // The ebpf dataplane through its own daemon on vm4 (no bulk run: the iptables daemon's is the RSS row).
+    ebpfDaemon = await VmDaemon.start(lab, 'vm4');
+    await measure('vnet ebpf daemon via shim', () => measureSetup(lab, new VmCni(lab, 'vm4', vnetConflist('ebpf', { daemonSocket: DAEMON_SOCKET }), '10-azure.conflist', SHIM_CNI_PATH), opts, 'vnet ebpf daemon via shim', false, ebpfDaemon));
     await measure('vnet daemon via Node launcher', () => measureSetup(lab, new VmCni(lab, 'vm1', viaDaemon), opts, 'vnet daemon via Node launcher', opts.bulkAll));
     await measure('vnet standalone', () => measureSetup(lab, new VmCni(lab, 'vm2', vnetConflist('iptables')), opts, 'vnet standalone', opts.bulkAll));
     await measure(REFERENCE, () => measureSetup(lab, new VmCni(lab, 'vm3', referenceConflist(), '10-ref.conflist'), opts, REFERENCE, true));
 
-    const serialIds = new Set(Array.from({ length: opts.quick ? 8 : 16 }, (_, i) => `bench-vm1-s${i}`));
-    const breakdown = daemonBreakdown(lab, serialIds);
+    const serialIds = (vm: string): Set<string> => new Set(Array.from({ length: opts.quick ? 8 : 16 }, (_, i) => `bench-${vm}-s${i}`));
+    const breakdown = [daemonBreakdown(lab, 'vm1', 'vnet iptables daemon via shim', serialIds('vm1')), daemonBreakdown(lab, 'vm4', 'vnet ebpf daemon via shim', serialIds('vm4'))].filter((r): r is Row => r !== undefined);
     const bulkRows: Row[] = [...all.entries()].filter(([, l]) => Number.isFinite(l.bulkUpS)).map(([setup, l]) => ({
       scenario: `${opts.bulkPods} pods up / down (${PARALLEL} in flight)`,
       setup,
@@ -182,17 +188,17 @@ export async function runCniLatency(opts: BenchOptions): Promise<Row[]> {
       detail: `${l.bulkDownS.toFixed(1)} s down`,
       vsPeer: setup === REFERENCE ? 'reference' : ratioText(l.bulkUpS, all.get(REFERENCE)?.bulkUpS ?? NaN, 'ref'),
     }));
-    const rss = all.get('vnet daemon via shim')?.rssMiB ?? NaN;
+    const rss = all.get('vnet iptables daemon via shim')?.rssMiB ?? NaN;
     return [
       ...latencyRows('CNI ADD serial', all, (l) => l.serialAdd, 'p50'),
-      ...(breakdown ? [breakdown] : []),
+      ...breakdown,
       ...latencyRows('CNI DEL serial', all, (l) => l.serialDel),
       ...latencyRows(`CNI ADD ${PARALLEL} parallel`, all, (l) => l.parallelAdd, 'p99'),
       ...latencyRows(`CNI DEL ${PARALLEL} parallel`, all, (l) => l.parallelDel),
       ...bulkRows,
       {
         scenario: `daemon RSS at ${opts.bulkPods} endpoints`,
-        setup: 'vnet daemon via shim',
+        setup: 'vnet iptables daemon via shim',
         value: rss,
         unit: 'MiB',
         detail: 'VmRSS of vnetctl daemon',
@@ -201,6 +207,7 @@ export async function runCniLatency(opts: BenchOptions): Promise<Row[]> {
     ];
   } finally {
     await daemon?.stop();
+    await ebpfDaemon?.stop();
     await lab.down();
   }
 }

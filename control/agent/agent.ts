@@ -50,6 +50,8 @@ async function pausePoint(point: string): Promise<void> {
 }
 /** Re-read the pool source at most this often on the ADD path (ms). */
 const POOL_MAX_AGE_MS = 30_000;
+/** How long a full node ensure by this process vouches for the node's state without a kernel check. */
+const JUST_ENSURED_MS = 2_000;
 
 /** A pool fetched before taking the node lock, so a slow source never holds it. */
 type Prefetched = { pool: NicPool } | { err: unknown };
@@ -105,6 +107,8 @@ function dnsOf(config: NetConf): CniResult['dns'] {
 
 export class Agent implements AgentApi {
   private readonly dataplanes = new Map<DataplaneMode, Promise<Dataplane>>();
+  /** The node state this process last set up in full, and when (see ensureNode). */
+  private lastEnsured: { mode: DataplaneMode; node: NodeNetwork; at: number } | undefined;
   private readonly log: Logger;
 
   constructor(
@@ -191,7 +195,12 @@ export class Agent implements AgentApi {
     // cheap kernel check made before the lock confirmed. A full ensure is
     // idempotent but spawn-heavy, and this runs under the node lock.
     const same = (n: NodeNetwork | undefined): boolean => n !== undefined && JSON.stringify(n) === JSON.stringify(node);
-    if (previous === config.dataplane && same(state.node!.network) && same(checkedReady)) {
+    // Or this process ensured it a moment ago: ADDs that arrive together on an idle node
+    // share one group-commit batch, and all of them peeked "no node" before the first
+    // one set it up; a full ensure each (programs reloaded, rules restored) would
+    // serialise ~100 ms per pod under the lock.
+    const justEnsured = this.lastEnsured !== undefined && this.lastEnsured.mode === config.dataplane && Date.now() - this.lastEnsured.at < JUST_ENSURED_MS && same(this.lastEnsured.node);
+    if (previous === config.dataplane && same(state.node!.network) && (same(checkedReady) || justEnsured)) {
       state.node!.config = { ...config, dataplane: dp.mode };
       return dp;
     }
@@ -218,6 +227,7 @@ export class Agent implements AgentApi {
     }
     await dp.ensureNode(node);
     state.node = { mode: dp.mode, network: node, config: { ...config, dataplane: dp.mode } };
+    this.lastEnsured = { mode: dp.mode, node, at: Date.now() };
     return dp;
   }
 
@@ -301,7 +311,7 @@ export class Agent implements AgentApi {
     const log = this.log.child({ containerId: call.containerId, ifName: call.ifName, ip: rec.ip });
     const undo = new Rollback(log);
     try {
-      const plan = planOf(rec);
+      const plan: EndpointPlan = { ...planOf(rec), freshMacs: !prepared.retry };
       if (prepared.reused || prepared.retry) await deleteHostVeth(plan.hostVeth); // a crashed earlier attempt may have left it
       await createVethPair(plan);
       undo.push('delete veth', () => deleteHostVeth(plan.hostVeth));
@@ -420,6 +430,7 @@ export class Agent implements AgentApi {
   private async teardownIfIdle(state: NodeState): Promise<void> {
     if (!state.node || Object.keys(state.endpoints).length > 0) return;
     const dp = await this.dataplane(state.node.mode);
+    this.lastEnsured = undefined;
     await dp.teardownNode(state.node.network);
     this.log.info({ mode: state.node.mode }, 'last endpoint gone; node dataplane state removed');
     state.node = undefined;

@@ -31,6 +31,7 @@
 #include <linux/veth.h>
 #include <string.h>
 #include <sys/socket.h>
+#include <pthread.h>
 #include <unistd.h>
 
 #include <functional>
@@ -288,6 +289,23 @@ int ParseMac(const std::string& s, uint8_t out[6]) {
   return 0;
 }
 int ParseIp(const std::string& s, struct in_addr* out) { return inet_pton(AF_INET, s.c_str(), out) == 1 ? 0 : EINVAL; }
+
+// close(fd) on a short-lived detached thread; in place if none can be made.
+void CloseInBackground(int fd) {
+  pthread_attr_t attr;
+  pthread_t t;
+  bool started = false;
+  if (pthread_attr_init(&attr) == 0) {
+    pthread_attr_setdetachstate(&attr, PTHREAD_CREATE_DETACHED);
+    pthread_attr_setstacksize(&attr, 64 * 1024);
+    started = pthread_create(&t, &attr, [](void* arg) -> void* {
+      close(static_cast<int>(reinterpret_cast<intptr_t>(arg)));
+      return nullptr;
+    }, reinterpret_cast<void*>(static_cast<intptr_t>(fd))) == 0;
+    pthread_attr_destroy(&attr);
+  }
+  if (!started) close(fd);
+}
 
 class NetlinkWorker : public PromiseWorker {
  public:
@@ -665,7 +683,11 @@ class NetlinkWorker : public PromiseWorker {
     memset(to.sll_addr, 0xff, 6);
     ssize_t n = sendto(fd, &arp, sizeof(arp), 0, reinterpret_cast<struct sockaddr*>(&to), sizeof(to));
     int err = n < 0 ? errno : 0;
-    close(fd);
+    // Closing a packet socket waits for an RCU grace period (packet_release
+    // calls synchronize_net): 10-20 ms, longer than the rest of an ADD. The
+    // frame is already queued, so a detached thread closes it and the ADD
+    // (and this libuv pool thread) moves on.
+    CloseInBackground(fd);
     return err;
   }
 

@@ -43,9 +43,9 @@ async function ebtables(args: readonly string[]): Promise<{ code: number; stderr
   return run([EBTABLES, '--concurrent', '-t', 'nat', ...args], { timeoutMs: 30_000 });
 }
 
-/** Append a rule unless an identical one exists (ebtables -C). */
-async function ebEnsure(chain: string, spec: readonly string[]): Promise<void> {
-  if ((await ebtables(['--check', chain, ...spec])).code === 0) return;
+/** Append a rule unless an identical one exists (ebtables -C); `knownAbsent` skips the check. */
+async function ebEnsure(chain: string, spec: readonly string[], knownAbsent = false): Promise<void> {
+  if (!knownAbsent && (await ebtables(['--check', chain, ...spec])).code === 0) return;
   const res = await ebtables(['-A', chain, ...spec]);
   if (res.code !== 0) throw new DataplaneError(`ebtables -A ${chain} ${spec.join(' ')}: ${res.stderr.trim()}`);
 }
@@ -112,7 +112,8 @@ export class IptablesDataplane implements Dataplane {
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     await netlink([{ op: 'linkSet', dev: ep.hostVeth, master: node.bridge, up: true }]);
     const r = ebtablesEndpointRule(node, ep);
-    await ebEnsure(r.chain, r.spec);
+    // The rule names the pod's MAC: one this ADD just made up cannot be in the chain (saves a spawn).
+    await ebEnsure(r.chain, r.spec, ep.freshMacs === true);
     // The pod is on the bridge now: announce it. Its address may have been another pod's moments ago
     // (released IPs are reused), and the pods next to it would keep the old MAC until their ARP entry
     // expires (~30-45 s of silence). Best effort: the pod works without it once those entries age out.
