@@ -182,6 +182,8 @@ export interface NativeAddon {
 
   flock(fd: number, exclusive: boolean, timeoutMs: number): Promise<void>;
   funlock(fd: number): void;
+  /** malloc_trim(0): return glibc's free pages to the OS; true if any were. */
+  trimMemory(): boolean;
   /** Blocking flock on a dup of fd; bound the wait by closing fd (the lock then dies with the dup). */
   flockWait(fd: number, exclusive: boolean): Promise<void>;
 

@@ -73,6 +73,7 @@ export class DaemonMetrics {
   private readonly packets = new Counter({ name: 'vnet_cni_dataplane_packets_total', help: 'Packets the ebpf dataplane handled, by reason (drops included)', labelNames: ['reason'], registers: [this.registry] });
   private readonly reconcileRuns = new Counter({ name: 'vnet_cni_reconcile_runs_total', help: 'Reconcile runs by result', labelNames: ['result'], registers: [this.registry] });
   private readonly reconcileFixes = new Counter({ name: 'vnet_cni_reconcile_fixes_total', help: 'Things reconcile fixed, by kind', labelNames: ['kind'], registers: [this.registry] });
+  private readonly memory = new Gauge({ name: 'vnet_cni_daemon_memory_bytes', help: 'The daemon process memory at scrape time: rss, heap_used, heap_total (V8), external and array_buffers (native memory V8 objects hold)', labelNames: ['kind'], registers: [this.registry] });
   private readonly scrapeErrors = new Counter({ name: 'vnet_cni_metrics_source_errors_total', help: 'Scrapes where the node state or the dataplane could not be read', labelNames: ['source'], registers: [this.registry] });
 
   constructor(
@@ -122,6 +123,9 @@ export class DaemonMetrics {
         this.logger?.warn({ err }, 'metrics: cannot read the dataplane maps');
       }
     }
+    // Tells a V8 heap that grows (state kept per call) from native memory that grows (the addon, allocator arenas).
+    const mem = process.memoryUsage();
+    for (const [kind, v] of Object.entries({ rss: mem.rss, heap_used: mem.heapUsed, heap_total: mem.heapTotal, external: mem.external, array_buffers: mem.arrayBuffers })) this.memory.set({ kind }, v);
     return this.registry.metrics();
   }
 

@@ -11,6 +11,7 @@ import { asVnetError, CniCode, DecodeError } from '../errors.js';
 import { FrameReader, Verb, decodeRequest, encodeResponse, frame, type WireRequest, type WireResponse } from './codec.js';
 import { CallLoggers, invoke } from './invoke.js';
 import { spawnTally, type SpawnTally } from '../exec.js';
+import { IdleTrimmer } from './idle-trim.js';
 
 export interface DaemonServerOptions {
   socketPath: string;
@@ -69,6 +70,7 @@ export class DaemonServer {
   private readonly sockets = new Set<net.Socket>();
   /** Per-call loggers for INVOKE (the conflist's logFile), opened once per file. */
   private readonly callLoggers = new CallLoggers();
+  private readonly idleTrim = new IdleTrimmer();
 
   constructor(private readonly opts: DaemonServerOptions) {}
 
@@ -121,6 +123,15 @@ export class DaemonServer {
       this.reject(sock, new Error(`request is not a valid vnetcni.v1.Request: ${(err as Error).message}`));
       return;
     }
+    this.idleTrim.begin();
+    try {
+      await this.answer(sock, req);
+    } finally {
+      this.idleTrim.end();
+    }
+  }
+
+  private async answer(sock: net.Socket, req: WireRequest): Promise<void> {
     const started = process.hrtime.bigint();
     const verbName = req.verb === Verb.INVOKE ? invokeVerbName(req) : Verb[req.verb] ?? String(req.verb);
     let res: WireResponse;
@@ -154,6 +165,7 @@ export class DaemonServer {
   }
 
   async close(): Promise<void> {
+    this.idleTrim.stop();
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => (this.server ? this.server.close(() => resolve()) : resolve()));
     await unlink(this.opts.socketPath).catch(() => {});

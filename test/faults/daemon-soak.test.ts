@@ -13,7 +13,8 @@ import { inParallel, keyOf, pluginCall, type DaemonUsage, type LivePod } from '.
 import { daemonStormNode, emptyStats } from './helpers/storm.js';
 import { flatProblems, formatSeries } from './helpers/usage.js';
 
-const CALLS = scaled(150, 2000);
+// VNET_SOAK_CALLS: another length (a longer run to see where memory levels off).
+const CALLS = Number(process.env.VNET_SOAK_CALLS) || scaled(150, 2000);
 const SEGMENTS = 10;
 const IN_FLIGHT = 8;
 const MAX_LIVE = 24;

@@ -3,6 +3,7 @@
 // daemon's resource use, a full view of one lab VM (store, pod netns
 // addresses, links, rules, BPF map, pins) and the invariants every test
 // checks against its own record of which pods are alive.
+import http from 'node:http';
 import { spawn, type ChildProcess } from 'node:child_process';
 import { existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import path from 'node:path';
@@ -155,7 +156,13 @@ export function errorCode(r: ProcResult): number | undefined {
 
 export interface DaemonUsage {
   rssKiB: number;
+  /** The process's own pages (heap, arenas, stacks); RSS minus these is file-backed (the node binary, libraries). */
+  anonKiB: number;
   fds: number;
+  /** V8's used heap from the daemon's metrics (vnet_cni_daemon_memory_bytes), when it answered. */
+  heapUsedKiB?: number;
+  /** V8's committed heap (part of the anonymous RSS). */
+  heapTotalKiB?: number;
 }
 
 /** `vnetctl daemon` in a lab VM, as its own process group; kill -9 and restart at will. */
@@ -233,8 +240,8 @@ export class VmDaemon {
     const pid = this.pid;
     if (!pid) throw new Error(`daemon in ${this.vm} is not running`);
     const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-    const rss = /^VmRSS:\s+(\d+) kB/m.exec(status);
-    return { rssKiB: Number(rss?.[1] ?? NaN), fds: readdirSync(`/proc/${pid}/fd`).length };
+    const kib = (field: string): number => Number(new RegExp(`^${field}:\\s+(\\d+) kB`, 'm').exec(status)?.[1] ?? NaN);
+    return { rssKiB: kib('VmRSS'), anonKiB: kib('RssAnon'), fds: readdirSync(`/proc/${pid}/fd`).length };
   }
 
   /** Usage once the daemon is idle: fds settle when the last client connection is closed. */
@@ -243,10 +250,32 @@ export class VmDaemon {
     for (let i = 0; i < 50; i++) {
       await sleep(200);
       const cur = this.usage();
-      if (cur.fds === prev.fds) return cur;
+      if (cur.fds === prev.fds) return this.withHeap(cur);
       prev = cur;
     }
-    return prev;
+    return this.withHeap(prev);
+  }
+
+  /** Adds V8's used heap from a metrics scrape (the scrape's own connection is closed before fds are read again). */
+  private async withHeap(u: DaemonUsage): Promise<DaemonUsage> {
+    const text = await new Promise<string>((resolve) => {
+      const req = http.get({ socketPath: path.join(this.lab.vmPaths(this.vm).run, 'metrics.sock'), path: '/metrics', timeout: 5000, agent: false }, (res) => {
+        let body = '';
+        res.setEncoding('utf8');
+        res.on('data', (c: string) => (body += c));
+        res.on('end', () => resolve(body));
+        res.on('error', () => resolve(''));
+      });
+      req.on('error', () => resolve(''));
+      req.on('timeout', () => req.destroy());
+    });
+    const kib = (kind: string): number | undefined => {
+      const m = new RegExp(`^vnet_cni_daemon_memory_bytes\\{kind="${kind}"\\} (\\d+)`, 'm').exec(text);
+      return m ? Math.round(Number(m[1]) / 1024) : undefined;
+    };
+    const used = kib('heap_used');
+    const total = kib('heap_total');
+    return used !== undefined && total !== undefined ? { ...u, heapUsedKiB: used, heapTotalKiB: total } : u;
   }
 }
 

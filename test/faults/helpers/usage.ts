@@ -27,4 +27,7 @@ export function flatProblems(series: DaemonUsage[], refIndex = 0): string[] {
   return problems;
 }
 
-export const formatSeries = (series: DaemonUsage[]): string => series.map((u, i) => `#${i} ${(u.rssKiB / 1024).toFixed(1)} MiB/${u.fds} fds`).join(', ');
+export const formatSeries = (series: DaemonUsage[]): string =>
+  series
+    .map((u, i) => `#${i} ${(u.rssKiB / 1024).toFixed(1)} MiB (anon ${(u.anonKiB / 1024).toFixed(1)}${u.heapUsedKiB !== undefined ? `, V8 heap ${(u.heapUsedKiB / 1024).toFixed(1)}/${((u.heapTotalKiB ?? NaN) / 1024).toFixed(1)}` : ''})/${u.fds} fds`)
+    .join(', ');
