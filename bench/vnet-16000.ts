@@ -54,6 +54,18 @@ class MemoryWatch {
   }
 }
 
+/** The kernel's count of neighbour-table-full events (all CPUs), NaN if unreadable. */
+function arpTableFulls(): number {
+  try {
+    const [head, ...rows] = readFileSync('/proc/net/stat/arp_cache', 'utf8').trim().split('\n');
+    const col = head!.trim().split(/\s+/).indexOf('table_fulls');
+    if (col < 0) return NaN;
+    return rows.reduce((sum, row) => sum + parseInt(row.trim().split(/\s+/)[col]!, 16), 0);
+  } catch {
+    return NaN;
+  }
+}
+
 function shuffledPairs(pods: PodHandle[], vmOf: Map<PodHandle, string>, count: number): [PodHandle, PodHandle][] {
   const pairs: [PodHandle, PodHandle][] = [];
   for (let attempt = 0; pairs.length < count && attempt < count * 20 && pods.length > 1; attempt++) {
@@ -160,14 +172,32 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
     let pingOk = 0;
     let pingFail = 0;
     let pingSkipped = 0;
+    const failedPairs: [PodHandle, PodHandle][] = [];
+    // The lab runs every VM on one kernel, whose neighbour (ARP) table is one
+    // table for all netns, capped by the machine's gc_thresh3 (1024 by default,
+    // settable only in the root netns, which the lab never touches). 16,000 pods
+    // need far more entries than that: count the kernel's "table full" events
+    // during the sample, so a failed first ping can be told from a plugin fault.
+    const fullsBefore = arpTableFulls();
     const pingPhase = await timed(() =>
       mapLimit(pairs, IN_FLIGHT, async ([a, b]) => {
         if (Date.now() > pingDeadline) return void pingSkipped++;
         const res = await run(nsArgv(a.netns, ['ping', '-c', '1', '-W', '2', b.ip]), { timeoutMs: 10_000 });
         if (res.code === 0) pingOk++;
-        else pingFail++;
+        else {
+          pingFail++;
+          failedPairs.push([a, b]);
+        }
       }),
     );
+    const fullsDuring = arpTableFulls() - fullsBefore;
+    // A second try for the pairs that failed, one at a time (no competition for neighbour entries).
+    let retryOk = 0;
+    for (const [a, b] of failedPairs) {
+      if (Date.now() > pingDeadline + 60_000) break;
+      const res = await run(nsArgv(a.netns, ['ping', '-c', '3', '-i', '0.5', '-W', '2', b.ip]), { timeoutMs: 15_000 });
+      if (res.code === 0) retryOk++;
+    }
     phase['connectivity sample'] = pingPhase.ms / 1000;
     memory.stop();
 
@@ -186,7 +216,8 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
     lines.push(`| of which: plugin processes (exec'd by libcni) | ${perPod(cpuSplit.plugins)} |`);
     lines.push(`| of which: libcni clients (one per VM) | ${perPod(cpuSplit.clients)} |`);
     lines.push(`| of which: rest (pod netns creation, kernel, harness, other load on the machine) | ${perPod(addCpu - cpuSplit.daemons - cpuSplit.daemonChildren - cpuSplit.plugins - cpuSplit.clients)} |`);
-    lines.push(`| connectivity | ${pingOk} of ${pairs.length} random cross-VM pairs ok, ${pingFail} failed, ${pingSkipped} skipped (time) |`);
+    lines.push(`| connectivity | ${pingOk} of ${pairs.length} random cross-VM pairs ok on the first ping, ${pingFail} failed, ${pingSkipped} skipped (time); of the failed, ${retryOk} ok on a second try |`);
+    lines.push(`| kernel ARP table full events during the sample | ${Number.isFinite(fullsDuring) ? fullsDuring : 'unknown'} (/proc/net/stat/arp_cache table_fulls; the lab's 64 VMs share one neighbour table) |`);
     lines.push(`| peak RSS, all daemons | ${memory.peakDaemonsMiB.toFixed(0)} MiB (${(memory.peakDaemonsMiB / Math.max(1, daemons.length)).toFixed(0)} MiB per daemon) |`);
     lines.push(`| peak machine memory used | ${memory.peakMachineMiB.toFixed(0)} MiB (baseline ${memory.baselineMachineMiB.toFixed(0)} MiB) |`);
   } finally {
