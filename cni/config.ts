@@ -13,6 +13,8 @@ export type PluginName = 'azure-vnet' | 'azure-vnet-ipam';
 
 /** Larger stdin is refused: a real config is a few KiB. */
 export const MAX_STDIN_BYTES = 1024 * 1024;
+/** Deepest object/array nesting accepted on stdin (the top-level object is level 1). */
+export const MAX_JSON_DEPTH = 64;
 
 export const DEFAULTS = {
   mode: 'bridge',
@@ -51,7 +53,32 @@ export function decodeStdin(stdin: Buffer | string): Json {
     throw new DecodeError(`network configuration on stdin is not valid JSON: ${err instanceof Error ? err.message : String(err)}`);
   }
   if (!isObject(value)) throw new DecodeError('network configuration on stdin must be a JSON object');
+  if (nestingDepth(value, MAX_JSON_DEPTH) > MAX_JSON_DEPTH) {
+    throw new DecodeError(`network configuration on stdin nests objects/arrays deeper than ${MAX_JSON_DEPTH} levels; a CNI config needs a handful`);
+  }
   return value;
+}
+
+/**
+ * How deeply arrays/objects nest in a parsed JSON value, counted without
+ * recursion and given up past `limit`. JSON.parse takes any depth, but
+ * JSON.stringify, the logger and the daemon's encoder recurse and throw
+ * "Maximum call stack size exceeded" at a few thousand levels, which would
+ * surface as an internal error instead of a decode failure.
+ */
+export function nestingDepth(value: unknown, limit: number): number {
+  let deepest = 0;
+  const stack: [unknown, number][] = [[value, 1]];
+  while (stack.length > 0) {
+    const [v, depth] = stack.pop()!;
+    if (typeof v !== 'object' || v === null) continue;
+    deepest = Math.max(deepest, depth);
+    if (deepest > limit) return deepest;
+    for (const child of Array.isArray(v) ? v : Object.values(v)) {
+      if (typeof child === 'object' && child !== null) stack.push([child, depth + 1]);
+    }
+  }
+  return deepest;
 }
 
 function interfaceName(f: Fields, key: string, fallback: string): string {

@@ -4,7 +4,7 @@
 import os from 'node:os';
 import t from 'tap';
 import { CniCode, DecodeError, InvalidConfigError } from '../../control/errors.js';
-import { decodeStdin, MAX_STDIN_BYTES, parseAttachments, parseNetConf } from '../../cni/config.js';
+import { decodeStdin, MAX_JSON_DEPTH, MAX_STDIN_BYTES, nestingDepth, parseAttachments, parseNetConf } from '../../cni/config.js';
 
 /** Plugin entries of the original's shipped conflists, as libcni hands them over (name/cniVersion injected). */
 const ORIGINAL_BRIDGE = {
@@ -177,6 +177,13 @@ t.test('decodeStdin', async (t) => {
   t.throws(() => decodeStdin('  \n'), { message: /stdin is empty/ });
   t.throws(() => decodeStdin('null'), { message: /must be a JSON object/ });
   t.throws(() => decodeStdin(Buffer.alloc(MAX_STDIN_BYTES + 1, 0x20)), { message: /larger than/ });
+  // Nesting: the top-level object is level 1; JSON.stringify would throw a RangeError at a few thousand.
+  const nested = (levels: number): string => `{"cniVersion":"1.1.0","x":${'['.repeat(levels)}${']'.repeat(levels)}}`;
+  t.equal(nestingDepth(decodeStdin(nested(MAX_JSON_DEPTH - 1)), 1000), MAX_JSON_DEPTH, 'the deepest accepted config');
+  t.throws(() => decodeStdin(nested(MAX_JSON_DEPTH)), { name: 'DecodeError', message: /deeper than 64 levels/ }, 'one level more: a decode failure');
+  t.throws(() => decodeStdin(nested(100_000)), { name: 'DecodeError', message: /deeper than 64 levels/ }, 'no stack overflow however deep');
+  t.equal(nestingDepth(JSON.parse(nested(100_000)), 10), 11, 'the count stops past its limit');
+  t.equal(nestingDepth({ a: [{ b: {} }], c: 1 }, 64), 4);
 });
 
 t.test('GC attachments', async (t) => {

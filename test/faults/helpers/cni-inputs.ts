@@ -7,6 +7,16 @@ import type { Rng } from './scale.js';
 export const VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'] as const;
 export const COMMANDS = ['ADD', 'DEL', 'CHECK', 'VERSION', 'GC', 'STATUS'] as const;
 const MAX_STDIN = 1024 * 1024;
+/** docs/cni.md: objects/arrays nested deeper than this (the top-level object is 1) are a decode failure. */
+const MAX_DEPTH = 64;
+
+/** Nesting depth of a parsed JSON value (written apart from the plugin's, recursive: inputs stay under 5,000 levels). */
+function depthOf(v: unknown): number {
+  if (typeof v !== 'object' || v === null) return 0;
+  let deepest = 0;
+  for (const child of Array.isArray(v) ? v : Object.values(v)) deepest = Math.max(deepest, depthOf(child));
+  return deepest + 1;
+}
 
 export type Plugin = 'azure-vnet' | 'azure-vnet-ipam';
 
@@ -297,6 +307,7 @@ export function judge(input: CniInput, netnsExists: (p: string) => boolean): Ver
     return { valid: false };
   }
   if (!isObj(c)) return { valid: false };
+  if (depthOf(c) > MAX_DEPTH) return { valid: false };
   const version = c.cniVersion;
   if (typeof version !== 'string' || !(VERSIONS as readonly string[]).includes(version)) return { valid: false };
   if (command === 'CHECK' && cmp(version, '0.4.0') < 0) return { valid: false };
