@@ -250,10 +250,24 @@ export class VmDaemon {
     for (let i = 0; i < 50; i++) {
       await sleep(200);
       const cur = this.usage();
-      if (cur.fds === prev.fds) return this.withHeap(cur);
+      if (cur.fds === prev.fds) return this.afterGc();
       prev = cur;
     }
-    return this.withHeap(prev);
+    return this.afterGc();
+  }
+
+  /** Usage after the daemon's forced full GC (SIGUSR2), so the heap figure is live objects only. */
+  private async afterGc(): Promise<DaemonUsage> {
+    const pid = this.pid;
+    if (pid) {
+      try {
+        process.kill(pid, 'SIGUSR2');
+        await sleep(300);
+      } catch {
+        // gone: usage() says so
+      }
+    }
+    return this.withHeap(this.usage());
   }
 
   /** Adds V8's used heap from a metrics scrape (the scrape's own connection is closed before fds are read again). */
