@@ -40,7 +40,8 @@ if (!savedReports) {
   res = spawnSync(process.execPath, [path.join(root, 'scripts', 'run-tests.mjs'), ...suites], {
     cwd: root,
     stdio: 'inherit',
-    env: { ...process.env, VNET_FAULTS_FULL: '1', VNET_FAULTS_REPORT_DIR: reportDir, TEST_JOBS: process.env.TEST_JOBS ?? '1' },
+    // Per-file timeout: the full storm-rounds (10 x 249 pods) alone takes 15-30 min.
+    env: { ...process.env, VNET_FAULTS_FULL: '1', VNET_FAULTS_REPORT_DIR: reportDir, TEST_JOBS: process.env.TEST_JOBS ?? '1', TEST_TIMEOUT: process.env.TEST_TIMEOUT ?? '5400' },
   });
 }
 const minutes = ((Date.now() - started) / 60000).toFixed(1);
