@@ -2,6 +2,8 @@
 // bridge that also holds the NIC; ebtables satisfies the fabric's MAC rules;
 // iptables MASQUERADE gives pods the internet as the primary IP.
 import { accessSync, constants } from 'node:fs';
+import { readFile } from 'node:fs/promises';
+import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { run, runOk } from '../../exec.js';
 import { netlink, linkInfo, type LinkInfo } from '../../netlink/ip.js';
@@ -66,6 +68,26 @@ async function ebEnsureChain(chain: string, hook: string): Promise<void> {
   await ebEnsure(hook, ['-j', chain]);
 }
 
+const BR_STATE_FORWARDING = '3';
+const FORWARDING_WAIT_MS = 1000;
+
+/**
+ * Wait (bounded) until the bridge forwards on the pod's port. A new port stays
+ * disabled until the kernel's linkwatch has seen the veth's carrier, which it
+ * batches (up to 1 s under a storm of link changes); a gratuitous ARP sent
+ * before that is dropped at the bridge, and neighbours keep a reused IP's old
+ * MAC (storm-rounds caught it). Without sysfs there is nothing to poll: go on.
+ */
+async function waitForwarding(hostVeth: string): Promise<void> {
+  const file = `/sys/class/net/${hostVeth}/brport/state`;
+  const deadline = Date.now() + FORWARDING_WAIT_MS;
+  for (;;) {
+    const state = await readFile(file, 'utf8').then((t) => t.trim(), () => undefined);
+    if (state === undefined || state === BR_STATE_FORWARDING || Date.now() > deadline) return;
+    await sleep(2);
+  }
+}
+
 export class IptablesDataplane implements Dataplane {
   readonly mode = 'iptables' as const;
   private tools: IptablesTools | undefined;
@@ -114,6 +136,7 @@ export class IptablesDataplane implements Dataplane {
     const r = ebtablesEndpointRule(node, ep);
     // The rule names the pod's MAC: one this ADD just made up cannot be in the chain (saves a spawn).
     await ebEnsure(r.chain, r.spec, ep.freshMacs === true);
+    await waitForwarding(ep.hostVeth);
     // The pod is on the bridge now: announce it. Its address may have been another pod's moments ago
     // (released IPs are reused), and the pods next to it would keep the old MAC until their ARP entry
     // expires (~30-45 s of silence). Best effort: the pod works without it once those entries age out.
