@@ -1,8 +1,9 @@
 // Gives freed native memory back once the daemon goes quiet. A burst of CNI
-// calls runs netlink, flock and BPF work on libuv's pool threads; glibc keeps
-// what they free resident in the threads' arenas, so without a trim a daemon's
-// RSS ratchets up with every burst even though nothing is held (measured: a
-// 2,000-call soak grew 79 -> 112 MiB with V8's used heap flat at 15-20 MiB).
+// calls runs netlink, flock and BPF work on libuv's pool threads, and glibc
+// keeps what they free resident in the threads' arenas. This is the native
+// half of keeping the daemon's RSS flat; the larger half was V8's young
+// generation (capYoungGeneration in main.ts): the soak's 79 -> 112 MiB growth
+// was mostly that, and a trim alone did not stop it (docs/reliability.md).
 // malloc_trim(0) after a second of no requests costs ~1 ms, never mid-burst.
 import { native } from '../../native/index.js';
 
@@ -11,8 +12,6 @@ export const IDLE_TRIM_MS = 1000;
 export class IdleTrimmer {
   private inFlight = 0;
   private timer: NodeJS.Timeout | undefined;
-  /** Trims done, for tests and debug views. */
-  trims = 0;
 
   constructor(
     private readonly delayMs = IDLE_TRIM_MS,
@@ -35,7 +34,6 @@ export class IdleTrimmer {
       if (this.inFlight > 0) return;
       try {
         this.trim();
-        this.trims++;
       } catch {
         // no addon (a test double's daemon): nothing to give back
       }
