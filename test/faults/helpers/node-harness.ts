@@ -270,7 +270,7 @@ export class VmDaemon {
     return this.withHeap(this.usage());
   }
 
-  /** Adds V8's used heap from a metrics scrape (the scrape's own connection is closed before fds are read again). */
+  /** Adds V8's used and committed heap from a metrics scrape (fds were read before it, so its connection is not counted). */
   private async withHeap(u: DaemonUsage): Promise<DaemonUsage> {
     const text = await new Promise<string>((resolve) => {
       const req = http.get({ socketPath: path.join(this.lab.vmPaths(this.vm).run, 'metrics.sock'), path: '/metrics', timeout: 5000, agent: false }, (res) => {
