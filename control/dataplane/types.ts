@@ -3,6 +3,7 @@
 // lab tests never branch on the mode.
 import type { DataplaneMode } from '../types.js';
 import type { LinkInfo } from '../netlink/ip.js';
+import type { EndpointPolicy } from '../policy/types.js';
 
 /** Facts about the node's NIC and VNet, from the pool source and the host. */
 export interface NodeNetwork {
@@ -39,6 +40,18 @@ export interface EndpointPlan {
    * name them yet: a dataplane may skip its "already there?" checks.
    */
   freshMacs?: boolean;
+  /**
+   * The endpoint's compiled NetworkPolicy, programmed by attachEndpoint before
+   * the pod can send or receive anything (no window). Absent = no policy engine
+   * on this node: everything is allowed.
+   */
+  policy?: EndpointPolicy;
+}
+
+/** One local endpoint's policy, as given to applyPolicies. */
+export interface EndpointPolicyUpdate {
+  hostVeth: string;
+  policy: EndpointPolicy;
 }
 
 /** What the kernel really has for an endpoint, for CHECK and reconciliation. */
@@ -55,7 +68,13 @@ export interface Dataplane {
   ensureNode(node: NodeNetwork): Promise<void>;
   /** Host-side wiring for a pod whose veth exists and whose pod side is configured. Idempotent. */
   attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void>;
-  /** Undo attachEndpoint; succeeds if already gone. */
+  /**
+   * Replace the policy of these local endpoints (a policy, pod or namespace
+   * changed), in one batch; resolves once the kernel enforces the new rules.
+   * Endpoints not named keep what they have. Idempotent.
+   */
+  applyPolicies(node: NodeNetwork, updates: EndpointPolicyUpdate[]): Promise<void>;
+  /** Undo attachEndpoint (policy state included); succeeds if already gone. */
   detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void>;
   /** Throws DataplaneError describing the first mismatch with what attachEndpoint programs. */
   checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void>;

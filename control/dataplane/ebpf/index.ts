@@ -8,7 +8,7 @@ import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
 import { netlink, linkInfo, listLinks, ipv4Routes, setSysctl } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
-import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
+import type { Dataplane, EndpointPlan, NodeNetwork, EndpointPolicyUpdate } from '../types.js';
 import { EbpfPrograms, probeKernel, type EbpfConfig } from './programs.js';
 import { onBpffs } from './probe.js';
 
@@ -86,6 +86,10 @@ export class EbpfDataplane implements Dataplane {
       const ifindex = await p.attachPod(ep.hostVeth);
       p.setEndpoint(ep.ip, { ifindex, podMac: ep.podMac, hostMac: ep.hostMac });
     });
+  }
+
+  async applyPolicies(_node: NodeNetwork, updates: EndpointPolicyUpdate[]): Promise<void> {
+    if (updates.length) throw new DataplaneError('NetworkPolicy enforcement is not implemented in this dataplane yet');
   }
 
   async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {

@@ -8,7 +8,7 @@ import path from 'node:path';
 import { run, runOk } from '../../exec.js';
 import { netlink, linkInfo, type LinkInfo } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError, TryAgainError } from '../../errors.js';
-import type { Dataplane, EndpointPlan, NodeNetwork } from '../types.js';
+import type { Dataplane, EndpointPlan, NodeNetwork, EndpointPolicyUpdate } from '../types.js';
 import { detectIptablesBackend, type IptablesTools } from './backend.js';
 import { ensureBridge, restoreNic } from './bridge.js';
 import {
@@ -141,6 +141,10 @@ export class IptablesDataplane implements Dataplane {
     // (released IPs are reused), and the pods next to it would keep the old MAC until their ARP entry
     // expires (~30-45 s of silence). Best effort: the pod works without it once those entries age out.
     await netlink([{ op: 'garp', dev: ep.ifName, address: ep.ip, mac: ep.podMac }], ep.netns).catch(() => undefined);
+  }
+
+  async applyPolicies(_node: NodeNetwork, updates: EndpointPolicyUpdate[]): Promise<void> {
+    if (updates.length) throw new DataplaneError('NetworkPolicy enforcement is not implemented in this dataplane yet');
   }
 
   async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
