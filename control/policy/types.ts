@@ -136,3 +136,27 @@ export interface PolicyProblem {
   policy: string;
   message: string;
 }
+
+// ---------------------------------------------------------------------------
+// Where snapshots come from, and what the agent asks at ADD
+// ---------------------------------------------------------------------------
+
+/** A source of cluster state for policy: the Kubernetes watches or a watched directory. */
+export interface PolicySource {
+  /** The current snapshot, or undefined until the first full sync. */
+  snapshot(): PolicySnapshot | undefined;
+  /** Called after each change; the listener coalesces. Returns an unsubscribe. */
+  onChange(listener: () => void): () => void;
+  start(): Promise<void>;
+  stop(): Promise<void>;
+}
+
+/** What the agent asks when it creates an endpoint. */
+export interface PolicyProvider {
+  /**
+   * The compiled policy a new local endpoint starts with. `undefined` = this
+   * node enforces no policy (allow all). Before the source's first sync the
+   * answer is a default deny in both directions, never "allow".
+   */
+  policyFor(pod: { namespace?: string; name?: string; family: IpFamily; address: string }): EndpointPolicy | undefined;
+}
