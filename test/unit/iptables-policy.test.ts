@@ -104,6 +104,18 @@ t.test('ports: merged, SCTP, chunks of 15 multiport slots, empty lists match not
   t.throws(() => renderEndpoint('bad name', policy('10.240.1.6', deny)), /cannot name a policy chain/);
 });
 
+t.test('rules with the same ports share one line over the union of their peers', async (t) => {
+  const r = renderEndpoint('azvd', policy('10.240.1.7', { isolated: true, rules: [
+    rule([peer('10.240.1.4/32')], [tcp(80)]), rule([peer('10.240.1.5/32')], [tcp(80)]), rule([peer('10.240.2.0/24')], [udp(53), tcp(80)]), rule(null, [udp(53), tcp(80)]),
+  ] }));
+  const set = peerSets([peer('10.240.1.4/32'), peer('10.240.1.5/32')])[0]!.name;
+  t.same(r.chains[0]!.lines.slice(0, -1), [
+    `-A VNET-POLI-azvd -p tcp -m set --match-set ${set} src -m multiport --dports 80 -j RETURN`,
+    '-A VNET-POLI-azvd -p tcp -m multiport --dports 80 -j RETURN',
+    '-A VNET-POLI-azvd -p udp -m multiport --dports 53 -j RETURN',
+  ], 'two pods on port 80: one set; any peer absorbs the /24 of the same ports');
+});
+
 t.test('peer sets: except as nomatch, /0 as two halves, overlaps kept exact', async (t) => {
   const [s] = peerSets([peer('10.0.0.0/8', ['10.1.0.0/16', '10.1.2.0/24', '192.168.0.0/24']), peer('10.240.1.4/32')]);
   t.same(s!.entries, [
