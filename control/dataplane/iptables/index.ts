@@ -117,10 +117,19 @@ export class IptablesDataplane implements Dataplane {
     // Policy first: its chains match the veth by name and the pod by address, so they hold
     // before the port joins the bridge and comes up (the pod cannot send or receive until then).
     if (ep.policy) await this.policy.apply([{ hostVeth: ep.hostVeth, policy: ep.policy }]);
-    await netlink([{ op: 'linkSet', dev: ep.hostVeth, master: node.bridge, up: true }]);
-    const r = ebtablesEndpointRule(node, ep);
-    // The rule names the pod's MAC: one this ADD just made up cannot be in the chain (saves a spawn).
-    await ebEnsure(r.chain, r.spec, ep.freshMacs === true);
+    try {
+      await netlink([{ op: 'linkSet', dev: ep.hostVeth, master: node.bridge, up: true }]);
+      const r = ebtablesEndpointRule(node, ep);
+      // The rule names the pod's MAC: one this ADD just made up cannot be in the chain (saves a spawn).
+      await ebEnsure(r.chain, r.spec, ep.freshMacs === true);
+    } catch (err) {
+      // The caller only undoes a completed attach: take back the policy this one programmed (port down first).
+      if (ep.policy) {
+        await netlink([{ op: 'linkSet', dev: ep.hostVeth, up: false }]).catch(() => undefined);
+        await this.policy.apply([{ hostVeth: ep.hostVeth, policy: null }]).catch(() => undefined);
+      }
+      throw err;
+    }
     await waitForwarding(ep.hostVeth);
     // The pod is on the bridge now: announce it. Its address may have been another pod's moments ago
     // (released IPs are reused), and the pods next to it would keep the old MAC until their ARP entry
