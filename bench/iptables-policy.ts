@@ -31,7 +31,7 @@ function locate(dp: DataplaneLab, e: Endpoint): Located {
   for (const vm of dp.lab.vmNames) {
     let state: { endpoints: Record<string, { ip: string; hostVeth: string }> };
     try {
-      state = JSON.parse(readFileSync(path.join(dp.lab.vmPaths(vm).varLib, 'state.json'), 'utf8'));
+      state = JSON.parse(readFileSync(path.join(dp.lab.vmPaths(vm).varLib, 'state.json'), 'utf8')) as typeof state;
     } catch {
       continue;
     }
