@@ -68,6 +68,8 @@ interface Cluster {
   podsByNs: Map<string, Pod[]>;
   podByKey: Map<string, Pod>;
   nsLabels: Map<string, Record<string, string>>;
+  /** One peer object per pod address, shared by every rule naming it. */
+  hostPeer: (ip: number) => InternalPeer;
 }
 
 /** Pods of the snapshot plus the local endpoints (a local pod without a Pod object gets no labels). */
@@ -101,7 +103,13 @@ function buildCluster(snap: PolicySnapshot, locals: LocalEndpoint[]): Cluster {
     l.push(p);
     if (!nsLabels.has(p.namespace)) nsLabels.set(p.namespace, { [NAMESPACE_NAME_LABEL]: p.namespace });
   }
-  return { pods, podsByNs, podByKey, nsLabels };
+  const hostPeers = new Map<number, InternalPeer>();
+  const hostPeer = (ip: number): InternalPeer => {
+    let p = hostPeers.get(ip);
+    if (!p) hostPeers.set(ip, (p = { cidr: hostCidr4(ip), except: [] }));
+    return p;
+  };
+  return { pods, podsByNs, podByKey, nsLabels, hostPeer };
 }
 
 /** A rule with its peers resolved against the cluster (independent of the local endpoint). */
@@ -109,13 +117,19 @@ interface ResolvedRule {
   rule: ParsedRule;
   /** null: every address. */
   peers: InternalPeer[] | null;
-  /** Pods among the peers (for egress named ports): pod and the peer addresses it owns. */
-  peerPods: () => Array<{ pod: Pod; ips: number[] }>;
+  /** Visit the pods among the peers (for egress named ports) with the peer addresses each owns. */
+  forEachPeerPod: (fn: (pod: Pod, ips: number[]) => void) => void;
 }
 
 function resolveRule(rule: ParsedRule, policyNs: string, c: Cluster): ResolvedRule {
   if (rule.all) {
-    return { rule, peers: null, peerPods: () => c.pods.filter((p) => p.ips.length > 0).map((pod) => ({ pod, ips: pod.ips })) };
+    return {
+      rule,
+      peers: null,
+      forEachPeerPod: (fn) => {
+        for (const pod of c.pods) if (pod.ips.length > 0) fn(pod, pod.ips);
+      },
+    };
   }
   const selected = new Set<Pod>();
   for (const sp of rule.selectorPeers) {
@@ -125,19 +139,21 @@ function resolveRule(rule: ParsedRule, policyNs: string, c: Cluster): ResolvedRu
     }
   }
   const peers: InternalPeer[] = rule.ipBlocks.map((b) => ({ cidr: b.cidr, except: b.except }));
-  for (const pod of selected) for (const ip of pod.ips) peers.push({ cidr: hostCidr4(ip), except: [] });
+  for (const pod of selected) for (const ip of pod.ips) peers.push(c.hostPeer(ip));
   const inBlocks = (ip: number): boolean =>
     rule.ipBlocks.some((b) => cidrContainsIp(b.cidr, ip) && !b.except.some((e) => cidrContainsIp(e, ip)));
   return {
     rule,
     peers,
-    peerPods: () => {
-      const out: Array<{ pod: Pod; ips: number[] }> = [];
+    forEachPeerPod: (fn) => {
       for (const pod of c.pods) {
-        const ips = selected.has(pod) ? pod.ips : pod.ips.filter(inBlocks);
-        if (ips.length > 0) out.push({ pod, ips });
+        if (selected.has(pod)) {
+          if (pod.ips.length > 0) fn(pod, pod.ips);
+        } else if (rule.ipBlocks.length > 0 && pod.namedPorts.length > 0) {
+          const ips = pod.ips.filter(inBlocks);
+          if (ips.length > 0) fn(pod, ips);
+        }
       }
-      return out;
     },
   };
 }
@@ -158,36 +174,40 @@ function namedText(n: NamedPort): string {
 }
 
 interface CompiledPolicy {
+  /** Position in the snapshot: memo keys name policies by it. */
+  index: number;
   parsed: ParsedPolicy;
   ingress: ResolvedRule[];
   egress: ResolvedRule[];
-  /** Problems already reported for egress named ports (once per compile, not per endpoint). */
-  egressNamedChecked: boolean;
+  /** The policy's egress atoms: they do not depend on the local endpoint. */
+  egressAtoms?: RuleAtom[];
+  /** Some ingress rule names a port: the local pod's ports matter. */
+  ingressNamed: boolean;
 }
 
-function ingressAtoms(cp: CompiledPolicy, pod: Pod | undefined, problems: PolicyProblem[]): RuleAtom[] {
-  const out: RuleAtom[] = [];
-  cp.ingress.forEach((rr) => {
+function ingressAtoms(cp: CompiledPolicy, pod: Pod | undefined): RuleAtom[] {
+  return cp.ingress.map((rr) => {
     const { ports } = rr.rule;
-    if (ports === null) {
-      out.push({ peers: rr.peers, ports: null, sources: [cp.parsed.key] });
-      return;
-    }
-    const resolved = resolveNamed(ports.named, pod);
-    for (const n of ports.named) {
+    if (ports === null) return { peers: rr.peers, ports: null, sources: [cp.parsed.key] };
+    return { peers: rr.peers, ports: [...ports.ranges, ...resolveNamed(ports.named, pod)], sources: [cp.parsed.key] };
+  });
+}
+
+function checkIngressNamed(cp: CompiledPolicy, pod: Pod, problems: PolicyProblem[]): void {
+  for (const rr of cp.ingress) {
+    for (const n of rr.rule.ports?.named ?? []) {
       if (resolveNamed([n], pod).length === 0) {
         problems.push({
           policy: cp.parsed.key,
-          message: `named port ${namedText(n)} is not a container port of pod ${pod ? `${pod.namespace}/${pod.name}` : '(unknown)'}: it allows nothing there`,
+          message: `named port ${namedText(n)} is not a container port of pod ${pod.namespace}/${pod.name}: it allows nothing there`,
         });
       }
     }
-    out.push({ peers: rr.peers, ports: [...ports.ranges, ...resolved], sources: [cp.parsed.key] });
-  });
-  return out;
+  }
 }
 
-function egressAtoms(cp: CompiledPolicy, problems: PolicyProblem[]): RuleAtom[] {
+function egressAtoms(cp: CompiledPolicy, c: Cluster, problems: PolicyProblem[]): RuleAtom[] {
+  if (cp.egressAtoms) return cp.egressAtoms;
   const out: RuleAtom[] = [];
   for (const rr of cp.egress) {
     const { ports } = rr.rule;
@@ -197,23 +217,26 @@ function egressAtoms(cp: CompiledPolicy, problems: PolicyProblem[]): RuleAtom[] 
     }
     if (ports.ranges.length > 0) out.push({ peers: rr.peers, ports: ports.ranges, sources: [cp.parsed.key] });
     if (ports.named.length === 0) continue;
-    // Named ports are the destination's: one rule per peer pod that has them.
+    // Named ports are the destination's: peer pods grouped by what the names resolve to on them.
     const seen = new Set<string>();
-    for (const { pod, ips } of rr.peerPods()) {
+    const byPorts = new Map<string, RuleAtom>();
+    rr.forEachPeerPod((pod, ips) => {
       const resolved = resolveNamed(ports.named, pod);
-      if (resolved.length === 0) continue;
+      if (resolved.length === 0) return;
       for (const n of ports.named) if (resolveNamed([n], pod).length > 0) seen.add(namedText(n));
-      out.push({ peers: ips.map((ip) => ({ cidr: hostCidr4(ip), except: [] })), ports: resolved, sources: [cp.parsed.key] });
-    }
-    if (!cp.egressNamedChecked) {
-      for (const n of ports.named) {
-        if (!seen.has(namedText(n))) {
-          problems.push({ policy: cp.parsed.key, message: `named port ${namedText(n)} is not a container port of any peer pod: it allows nothing` });
-        }
+      const key = resolved.map((r) => `${r.protocol}${r.port}`).join(',');
+      let atom = byPorts.get(key);
+      if (!atom) byPorts.set(key, (atom = { peers: [], ports: resolved, sources: [cp.parsed.key] }));
+      for (const ip of ips) atom.peers!.push(c.hostPeer(ip));
+    });
+    out.push(...byPorts.values());
+    for (const n of ports.named) {
+      if (!seen.has(namedText(n))) {
+        problems.push({ policy: cp.parsed.key, message: `named port ${namedText(n)} is not a container port of any peer pod: it allows nothing` });
       }
     }
   }
-  cp.egressNamedChecked = true;
+  cp.egressAtoms = out;
   return out;
 }
 
@@ -251,49 +274,50 @@ export function compilePolicies(snap: PolicySnapshot, locals: LocalEndpoint[]): 
   const cluster = buildCluster(snap, locals);
   const compiled: CompiledPolicy[] = [];
   let selectors = 0;
-  for (const np of snap.policies) {
+  snap.policies.forEach((np, index) => {
     const parsed = parsePolicy(np, problems);
-    if (!parsed) continue;
+    if (!parsed) return;
     selectors += parsed.selectorCount;
     compiled.push({
+      index,
       parsed,
       ingress: parsed.ingressRules.map((r) => resolveRule(r, parsed.namespace, cluster)),
       egress: parsed.egressRules.map((r) => resolveRule(r, parsed.namespace, cluster)),
-      egressNamedChecked: false,
+      ingressNamed: parsed.ingressRules.some((r) => (r.ports?.named.length ?? 0) > 0),
     });
-  }
+  });
   const byNs = new Map<string, CompiledPolicy[]>();
   for (const cp of compiled) {
     let l = byNs.get(cp.parsed.namespace);
     if (!l) byNs.set(cp.parsed.namespace, (l = []));
     l.push(cp);
   }
-  // Replicas (same namespace, labels and named ports) compile alike: compile once.
-  const memo = new Map<string, { ingress: DirectionPolicy; egress: DirectionPolicy; selectedBy: string[] }>();
+  // A direction's rules depend only on the policies selecting the pod for it
+  // (and, for ingress named ports, on the pod's ports): pods selected alike
+  // share one compiled direction.
+  const ingressMemo = new Map<string, DirectionPolicy>();
+  const egressMemo = new Map<string, DirectionPolicy>();
   const endpoints: EndpointPolicy[] = [];
   const selectedBy = new Map<string, string[]>();
   let rules = 0;
   let peers = 0;
   for (const ep of locals) {
     const pod = ep.namespace && ep.name ? cluster.podByKey.get(`${ep.namespace}/${ep.name}`) : undefined;
-    const memoKey = pod ? JSON.stringify([pod.namespace, pod.labels, pod.namedPorts]) : '';
-    let c = memo.get(memoKey);
-    if (!c) {
-      const selecting = pod ? (byNs.get(pod.namespace) ?? []).filter((cp) => cp.parsed.select(pod.labels)) : [];
-      const ing = selecting.filter((cp) => cp.parsed.ingress);
-      const egr = selecting.filter((cp) => cp.parsed.egress);
-      c = {
-        ingress: direction(ing.length > 0, ing.flatMap((cp) => ingressAtoms(cp, pod, problems))),
-        egress: direction(egr.length > 0, egr.flatMap((cp) => egressAtoms(cp, problems))),
-        selectedBy: selecting.map((cp) => cp.parsed.key).sort(),
-      };
-      memo.set(memoKey, c);
-    }
-    const out: EndpointPolicy = { family: ep.family, address: ep.address, ingress: c.ingress, egress: c.egress };
+    const selecting = pod ? (byNs.get(pod.namespace) ?? []).filter((cp) => cp.parsed.select(pod.labels)) : [];
+    const ing = selecting.filter((cp) => cp.parsed.ingress);
+    const egr = selecting.filter((cp) => cp.parsed.egress);
+    const ingKey = ing.map((cp) => cp.index).join(',') + (pod && ing.some((cp) => cp.ingressNamed) ? JSON.stringify(pod.namedPorts) : '');
+    let ingress = ingressMemo.get(ingKey);
+    if (!ingress) ingressMemo.set(ingKey, (ingress = direction(ing.length > 0, ing.flatMap((cp) => ingressAtoms(cp, pod)))));
+    const egrKey = egr.map((cp) => cp.index).join(',');
+    let egress = egressMemo.get(egrKey);
+    if (!egress) egressMemo.set(egrKey, (egress = direction(egr.length > 0, egr.flatMap((cp) => egressAtoms(cp, cluster, problems)))));
+    if (pod) for (const cp of ing) if (cp.ingressNamed) checkIngressNamed(cp, pod, problems);
+    const out: EndpointPolicy = { family: ep.family, address: ep.address, ingress, egress };
     if (pod) out.pod = `${pod.namespace}/${pod.name}`;
     endpoints.push(out);
-    selectedBy.set(ep.address, c.selectedBy);
-    for (const d of [c.ingress, c.egress]) {
+    selectedBy.set(ep.address, selecting.map((cp) => cp.parsed.key).sort());
+    for (const d of [ingress, egress]) {
       rules += d.rules.length;
       for (const r of d.rules) peers += r.peers?.length ?? 0;
     }

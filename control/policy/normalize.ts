@@ -15,6 +15,8 @@ export interface RuleAtom {
 export interface InternalPeer {
   cidr: Cidr4;
   except: Cidr4[];
+  /** Cached text form (peers are shared: one object per pod address). */
+  key?: string;
 }
 
 const PROTO_ORDER: Record<L4Protocol, number> = { TCP: 0, UDP: 1, SCTP: 2 };
@@ -35,6 +37,7 @@ export function normalizePorts(ports: PortRange[]): PortRange[] {
 }
 
 function normalizePeer(p: InternalPeer): InternalPeer {
+  if (p.except.length === 0) return p;
   // Drop excepts inside another except; sort.
   const ex = [...p.except].sort(compareCidr4);
   const kept: Cidr4[] = [];
@@ -42,8 +45,12 @@ function normalizePeer(p: InternalPeer): InternalPeer {
   return { cidr: p.cidr, except: kept };
 }
 
+// Peers are shared between rules and endpoints (one object per pod address):
+// their text forms are computed once.
+const compiledPeers = new WeakMap<InternalPeer, PeerCidr>();
+
 function peerKey(p: InternalPeer): string {
-  return p.except.length === 0 ? formatCidr4(p.cidr) : `${formatCidr4(p.cidr)}-${p.except.map(formatCidr4).join(',')}`;
+  return (p.key ??= p.except.length === 0 ? formatCidr4(p.cidr) : `${formatCidr4(p.cidr)}-${p.except.map(formatCidr4).join(',')}`);
 }
 
 function comparePeer(a: InternalPeer, b: InternalPeer): number {
@@ -70,7 +77,7 @@ function isEmptyPeer(p: InternalPeer): boolean {
 /** Dedupe, drop covered and empty peers, sort. Linear in the common case (many /32s, few blocks). */
 export function normalizePeers(peers: InternalPeer[]): InternalPeer[] {
   const byKey = new Map<string, InternalPeer>();
-  for (const raw of peers) {
+  for (const raw of new Set(peers)) {
     const p = normalizePeer(raw);
     if (!isEmptyPeer(p)) byKey.set(peerKey(p), p);
   }
@@ -109,7 +116,9 @@ function peersKey(peers: InternalPeer[] | null): string {
 }
 
 function toPeerCidr(p: InternalPeer): PeerCidr {
-  return { family: 'ipv4', cidr: formatCidr4(p.cidr), except: p.except.map(formatCidr4) };
+  let c = compiledPeers.get(p);
+  if (!c) compiledPeers.set(p, (c = { family: 'ipv4', cidr: formatCidr4(p.cidr), except: p.except.map(formatCidr4) }));
+  return c;
 }
 
 interface Work {
@@ -118,15 +127,35 @@ interface Work {
   sources: Set<string>;
 }
 
-function mergeBy(rules: Work[], key: (w: Work) => string, merge: (into: Work, from: Work) => void): Work[] {
-  const out = new Map<string, Work>();
+/**
+ * Merge rules with the same key: the other half (peers or ports) is unioned,
+ * collected first and normalized once per group (merging pairwise would be
+ * quadratic in a rule's peers: thousands of pod /32s are common).
+ */
+function mergeBy(rules: Work[], key: (w: Work) => string, half: 'peers' | 'ports'): Work[] {
+  const groups = new Map<string, Work[]>();
   for (const r of rules) {
     const k = key(r);
-    const have = out.get(k);
-    if (have) merge(have, r);
-    else out.set(k, { peers: r.peers, ports: r.ports, sources: new Set(r.sources) });
+    const g = groups.get(k);
+    if (g) g.push(r);
+    else groups.set(k, [r]);
   }
-  return [...out.values()];
+  const out: Work[] = [];
+  for (const g of groups.values()) {
+    if (g.length === 1) {
+      out.push(g[0]!);
+      continue;
+    }
+    const sources = new Set(g.flatMap((r) => [...r.sources]));
+    if (half === 'peers') {
+      const peers = g.some((r) => r.peers === null) ? null : normalizePeers(g.flatMap((r) => r.peers!));
+      out.push({ peers, ports: g[0]!.ports, sources });
+    } else {
+      const ports = g.some((r) => r.ports === null) ? null : normalizePorts(g.flatMap((r) => r.ports!));
+      out.push({ peers: g[0]!.peers, ports, sources });
+    }
+  }
+  return out;
 }
 
 /** Normalize one direction's atoms into compiled rules. */
@@ -148,14 +177,8 @@ export function normalizeRules(atoms: RuleAtom[]): CompiledRule[] {
   }
   for (let before = Infinity; rules.length < before; ) {
     before = rules.length;
-    rules = mergeBy(rules, (r) => portsKey(r.ports), (into, from) => {
-      into.peers = into.peers === null || from.peers === null ? null : normalizePeers([...into.peers, ...from.peers]);
-      for (const s of from.sources) into.sources.add(s);
-    });
-    rules = mergeBy(rules, (r) => peersKey(r.peers), (into, from) => {
-      into.ports = into.ports === null || from.ports === null ? null : normalizePorts([...into.ports, ...from.ports]);
-      for (const s of from.sources) into.sources.add(s);
-    });
+    rules = mergeBy(rules, (r) => portsKey(r.ports), 'peers');
+    rules = mergeBy(rules, (r) => peersKey(r.peers), 'ports');
   }
   return rules
     .map((r) => ({ key: `${portsKey(r.ports)}|${peersKey(r.peers)}`, r }))
