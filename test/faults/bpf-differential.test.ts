@@ -6,7 +6,8 @@
 import t, { type Test } from 'tap';
 import { openFixture, POD1, POD2, PRIMARY, type Fixture } from '../bpf/helpers/fixture.js';
 import { unavailableReason } from '../bpf/helpers/env.js';
-import { DataplaneModel, VERDICT, type Prediction } from './model/dataplane.js';
+import { DataplaneModel, VERDICT, type ModelPolicy, type Prediction } from './model/dataplane.js';
+import { randomDirection } from './model/policy.js';
 import { csumEquivalent, ipNum, parse, PROTO } from './model/packet.js';
 import { PacketGenerator, type GenPacket } from './helpers/packet-gen.js';
 import { FaultTally } from './helpers/report.js';
@@ -14,6 +15,8 @@ import { Rng, scaled, seedFromEnv } from './helpers/scale.js';
 
 const skip = unavailableReason() ?? false;
 const PACKETS = scaled(20_000, 100_000);
+/** Random NetworkPolicies for both pods, replaced this often (the update path is under test too). */
+const POLICY_EVERY = 400;
 const NAT_RANGE = { min: 61000, max: 61007 };
 const tally = new FaultTally('bpf-differential');
 
@@ -49,8 +52,8 @@ async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number)
     natPortRange: NAT_RANGE,
     stackCidrs: ['10.96.0.0/12'],
     fastPathExternal,
-    // The model has no clock: closed pairs must not expire during the run.
-    timeouts: { tcpFinMs: 3_600_000, tcpRstMs: 3_600_000 },
+    // The model has no clock: closed pairs and flow records must not expire during the run.
+    timeouts: { tcpFinMs: 3_600_000, tcpRstMs: 3_600_000, udpMs: 3_600_000, icmpMs: 3_600_000 },
   });
   const model = new DataplaneModel({
     primaryIp: ipNum(PRIMARY),
@@ -67,7 +70,19 @@ async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number)
   f.delta();
   const deadline = Date.now() + 20 * 60_000; // a bound, not an assertion
   let ran = 0;
+  let policyRounds = 0;
   for (; ran < count && Date.now() < deadline; ran++) {
+    if (ran % POLICY_EVERY === 0) {
+      const updates = [POD1, POD2].map((ep) => {
+        // Now and then no policy at all (the entry is deleted), else random directions (possibly both open).
+        const pol: ModelPolicy | null = rng.chance(0.15) ? null : { ingress: randomDirection(rng), egress: randomDirection(rng) };
+        if (pol) model.policies.set(ipNum(ep.ip), pol);
+        else model.policies.delete(ipNum(ep.ip));
+        return { ip: ep.ip, policy: pol && { family: 'ipv4' as const, address: ep.ip, ...pol } };
+      });
+      await f.dp.setPolicies(updates);
+      policyRounds++;
+    }
     const pkt = gen.next();
     const r = await f.run(f.progs[pkt.prog], pkt.frame, pkt.ingressIfindex);
     const reasons = Object.entries(f.delta()).flatMap(([k, n]) => Array<string>(n).fill(k)).sort();
@@ -91,6 +106,7 @@ async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number)
     'forwarded-local', 'forwarded-from-nic', 'snat-new', 'snat-hit', 'rev-snat', 'pass-to-stack', 'pass-inbound-reply',
     'pass-untracked', 'pass-fragment', 'pass-ip-options', 'drop-malformed', 'drop-spoofed-source',
     'drop-fragment-needs-nat', 'drop-nat-port-exhausted', 'untouched',
+    'policy-allow', 'policy-established', 'policy-allow-host', 'drop-policy-ingress', 'drop-policy-egress',
   ];
   t.same(mustSee.filter((r) => !seen.has(r)), [], `every branch exercised: ${JSON.stringify(Object.fromEntries(seen))}`);
 
@@ -110,6 +126,10 @@ async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number)
   t.ok(closedPairs > 0, `close tracking exercised: ${closedPairs} mappings with FIN/RST bits at the end`);
   t.ok(model.synRestarts > 0, `a SYN on a closed pair started over ${model.synRestarts} times`);
   t.equal((await f.dp.inboundFlows()).length, model.inbound.size, 'inbound flow records equal the model');
+  const kernelPolFlows = (await f.dp.policyFlows()).map((fl) => `${ipNum(fl.local.ip)}|${ipNum(fl.remote.ip)}|${fl.local.port}|${fl.remote.port}|${fl.proto === 'tcp' ? 6 : fl.proto === 'udp' ? 17 : fl.proto === 'icmp' ? 1 : Number(fl.proto.slice(6))}`);
+  t.same(kernelPolFlows.sort(), [...model.polFlows].sort(), `policy flow records equal the model (${model.polFlows.size}, ${policyRounds} policy rounds)`);
+  const state = await f.dp.policyState();
+  t.ok(state.ids.length <= 4, `no policy ids leaked across ${policyRounds} updates (${state.ids.length} live)`);
 }
 
 t.test('BPF programs vs the reference model, generated and malformed packets', { skip, timeout: 1_800_000 }, async (t) => {
