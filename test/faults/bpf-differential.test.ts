@@ -14,7 +14,7 @@ import { FaultTally } from './helpers/report.js';
 import { Rng, scaled, seedFromEnv } from './helpers/scale.js';
 
 const skip = unavailableReason() ?? false;
-const PACKETS = scaled(20_000, 100_000);
+const PACKETS = scaled(30_000, 150_000);
 /** Random NetworkPolicies for both pods, replaced this often (the update path is under test too). */
 const POLICY_EVERY = 400;
 const NAT_RANGE = { min: 61000, max: 61007 };
@@ -47,8 +47,8 @@ interface Mismatch {
   actual: { retval: number; reasons: string[]; data: string };
 }
 
-async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number): Promise<void> {
-  const f: Fixture = await openFixture(t, `fuzz-${fastPathExternal ? 'fp' : 'st'}`, {
+async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number, withPolicy = false): Promise<void> {
+  const f: Fixture = await openFixture(t, `fuzz-${fastPathExternal ? 'fp' : 'st'}${withPolicy ? '-pol' : ''}`, {
     natPortRange: NAT_RANGE,
     stackCidrs: ['10.96.0.0/12'],
     fastPathExternal,
@@ -64,7 +64,7 @@ async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number)
     natPortMax: NAT_RANGE.max,
   });
   for (const ep of [POD1, POD2]) model.endpoints.set(ipNum(ep.ip), { ...ep, ip: ipNum(ep.ip) });
-  const gen = new PacketGenerator(rng);
+  const gen = new PacketGenerator(rng, withPolicy);
   const mismatches: Mismatch[] = [];
   const seen = new Map<string, number>();
   f.delta();
@@ -72,7 +72,7 @@ async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number)
   let ran = 0;
   let policyRounds = 0;
   for (; ran < count && Date.now() < deadline; ran++) {
-    if (ran % POLICY_EVERY === 0) {
+    if (withPolicy && ran % POLICY_EVERY === 0) {
       const updates = [POD1, POD2].map((ep) => {
         // Now and then no policy at all (the entry is deleted), else random directions (possibly both open).
         const pol: ModelPolicy | null = rng.chance(0.15) ? null : { ingress: randomDirection(rng), egress: randomDirection(rng) };
@@ -106,7 +106,7 @@ async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number)
     'forwarded-local', 'forwarded-from-nic', 'snat-new', 'snat-hit', 'rev-snat', 'pass-to-stack', 'pass-inbound-reply',
     'pass-untracked', 'pass-fragment', 'pass-ip-options', 'drop-malformed', 'drop-spoofed-source',
     'drop-fragment-needs-nat', 'drop-nat-port-exhausted', 'untouched',
-    'policy-allow', 'policy-established', 'policy-allow-host', 'drop-policy-ingress', 'drop-policy-egress',
+    ...(withPolicy ? ['policy-allow', 'policy-established', 'policy-allow-host', 'drop-policy-ingress', 'drop-policy-egress'] : []),
   ];
   t.same(mustSee.filter((r) => !seen.has(r)), [], `every branch exercised: ${JSON.stringify(Object.fromEntries(seen))}`);
 
@@ -124,7 +124,8 @@ async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number)
   t.same([...kernelFwd].sort(), [...modelFwd].sort(), `NAT maps equal the model, close flags included (${modelFwd.size} mappings)`);
   const closedPairs = [...model.closeFlags.values()].filter((v) => v !== 0).length;
   t.ok(closedPairs > 0, `close tracking exercised: ${closedPairs} mappings with FIN/RST bits at the end`);
-  t.ok(model.synRestarts > 0, `a SYN on a closed pair started over ${model.synRestarts} times`);
+  // Policy drops thin out the SNAT traffic: restarts are the policy-free runs' to prove.
+  if (!withPolicy) t.ok(model.synRestarts > 0, `a SYN on a closed pair started over ${model.synRestarts} times`);
   t.equal((await f.dp.inboundFlows()).length, model.inbound.size, 'inbound flow records equal the model');
   const kernelPolFlows = (await f.dp.policyFlows()).map((fl) => `${ipNum(fl.local.ip)}|${ipNum(fl.remote.ip)}|${fl.local.port}|${fl.remote.port}|${fl.proto === 'tcp' ? 6 : fl.proto === 'udp' ? 17 : fl.proto === 'icmp' ? 1 : Number(fl.proto.slice(6))}`);
   t.same(kernelPolFlows.sort(), [...model.polFlows].sort(), `policy flow records equal the model (${model.polFlows.size}, ${policyRounds} policy rounds)`);
@@ -136,7 +137,8 @@ t.test('BPF programs vs the reference model, generated and malformed packets', {
   const seed = seedFromEnv();
   t.comment(`seed ${seed} (replay with VNET_FAULTS_SEED=${seed}), ${PACKETS} packets`);
   const rng = new Rng(seed);
-  await t.test('stack path (default)', (t) => fuzz(t, false, rng, Math.ceil(PACKETS / 2)));
-  await t.test('fastPathExternal', (t) => fuzz(t, true, rng, Math.floor(PACKETS / 2)));
+  await t.test('stack path (default)', (t) => fuzz(t, false, rng, Math.ceil(PACKETS / 3)));
+  await t.test('fastPathExternal', (t) => fuzz(t, true, rng, Math.floor(PACKETS / 3)));
+  await t.test('NetworkPolicy (random policies on both pods, fastPathExternal, to_pod too)', (t) => fuzz(t, true, rng, Math.floor(PACKETS / 3), true));
   tally.flush({ seed, packets: PACKETS });
 });

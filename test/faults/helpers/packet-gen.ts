@@ -34,7 +34,11 @@ const OTHER_MACS = ['ff:ff:ff:ff:ff:ff', '01:00:5e:00:00:fb', '02:aa:bb:cc:dd:ee
 export class PacketGenerator {
   readonly flows: Flow[] = [];
 
-  constructor(private readonly rng: Rng) {}
+  /** withToPod: also frames for to_pod (what the stack delivers to a pod), for the NetworkPolicy run. */
+  constructor(
+    private readonly rng: Rng,
+    private readonly withToPod = false,
+  ) {}
 
   private addr(pool: readonly string[]): string {
     const r = this.rng;
@@ -81,7 +85,7 @@ export class PacketGenerator {
   /** One packet: a new or repeated flow, or a reply to one, then maybe a mutation. */
   next(): GenPacket {
     const r = this.rng;
-    const prog = r.pick(['from_pod', 'to_pod', 'to_nic', 'to_nic', 'from_nic', 'from_nic'] as const);
+    const prog = this.withToPod ? r.pick(['from_pod', 'to_pod', 'to_nic', 'to_nic', 'from_nic', 'from_nic'] as const) : r.pick(['from_pod', 'to_nic', 'to_nic', 'from_nic', 'from_nic'] as const);
     let o: BuildOptions;
     let kind: string;
     const known = this.flows.length > 0 && r.chance(0.45) ? r.pick(this.flows) : undefined;
