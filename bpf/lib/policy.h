@@ -16,6 +16,11 @@
 #ifndef VNET_LIB_POLICY_H
 #define VNET_LIB_POLICY_H
 
+#include "defs.h"
+#include "maps.h"
+#include "pkt.h"
+#include "nat.h" /* is_stale, nat_timeout */
+
 #define VNET_IPPROTO_SCTP 132
 /* An established flow's last_seen is rewritten at most this often: fewer
  * writes to a line every CPU of a busy connection reads. Flow times are

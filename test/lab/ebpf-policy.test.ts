@@ -1,7 +1,7 @@
 // NetworkPolicy in the ebpf dataplane with real pods: ping, TCP and UDP
 // between pods on the same VM and on another VM, allowed or dropped per the
 // policies applied through Dataplane.applyPolicies (driven inside each VM by
-// helpers/policy-driver until the daemon's policy source is wired in). Also:
+// helpers/ebpf-policy-driver until the daemon's policy source is wired in). Also:
 // replies of allowed connections pass a default-deny direction, the node
 // itself reaches an isolated pod (kubelet probes), and lifting the policy
 // opens everything again.
@@ -16,7 +16,7 @@ import type { CompiledRule, DirectionPolicy, EndpointPolicy } from '../../contro
 import type { NodeNetwork } from '../../control/dataplane/types.js';
 
 const skip = MODES.includes('ebpf') ? false : 'ebpf mode not selected (VNET_TEST_MODES)';
-const DRIVER = path.join(REPO, 'dist', 'test', 'lab', 'helpers', 'policy-driver.js');
+const DRIVER = path.join(REPO, 'dist', 'test', 'lab', 'helpers', 'ebpf-policy-driver.js');
 const OPEN: DirectionPolicy = { isolated: false, rules: [] };
 const DENY: DirectionPolicy = { isolated: true, rules: [] };
 const FAIL_MS = 1500; // a connection that must not happen: how long to give it (a pass never depends on this)
