@@ -55,7 +55,7 @@ t.test('NetworkPolicy in the ebpf dataplane, real pods on two VMs', { skip }, as
   };
   const drops = async (vm: 'vm1' | 'vm2'): Promise<Array<{ ip: string; direction: string; packets: number }>> => {
     const res = await lab.execVm(vm, [process.execPath, DRIVER, 'drops'], { input: JSON.stringify({ network: network(vm) }), timeoutMs: 60_000 });
-    return JSON.parse(res.stdout.trim() || '[]');
+    return JSON.parse(res.stdout.trim() || '[]') as Array<{ ip: string; direction: string; packets: number }>;
   };
   const tcp = (from: PodHandle, to: PodHandle, port: number, expect: boolean) =>
     tcpWhoami(from.netns, to.ip, port, { timeoutMs: expect ? 5000 : FAIL_MS }).then(

@@ -19,9 +19,10 @@ function lpmAllows(c: CompiledDirection, addr: number, proto: number, port: numb
     if (((addr & mask) >>> 0) === ipNum(e.cidr.addr) && (!best || len > best.cidr.prefixlen)) best = e;
   }
   if (!best) return false;
+  const set = best.match.set;
   if (best.match.flags & POL_M.ANY_PORT) return true;
   if (!best.match.set || port === null || ![6, 17, 132].includes(proto)) return false;
-  return c.ports.some((p) => p.set === best!.match.set && p.proto === proto && port >> (16 - p.bits) === p.port >> (16 - p.bits));
+  return c.ports.some((p) => p.set === set && p.proto === proto && port >> (16 - p.bits) === p.port >> (16 - p.bits));
 }
 
 const ADDRS = ['10.240.0.4', '10.240.0.5', '10.240.0.6', '10.240.0.9', '10.240.0.20', '10.240.0.17', '10.240.3.1', '10.96.0.10', '172.16.1.10', '172.31.0.1', '203.0.113.10', '203.0.113.99', '198.51.100.77', '168.63.129.16', '224.0.0.251', '8.8.8.8', '0.0.0.1'];

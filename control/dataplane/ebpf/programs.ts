@@ -358,7 +358,7 @@ export class EbpfPrograms {
     const plans = updates.map(({ ip, policy }) => {
       encodePolEpKey(ip); // validates the address
       if (!policy) return { ip, ingress: null, egress: null, flags: 0 };
-      if (policy.family !== 'ipv4') throw new InvalidConfigError(`policy for ${ip}: family ${policy.family} is not supported (IPv4 only)`);
+      if (policy.family !== 'ipv4') throw new InvalidConfigError(`policy for ${ip}: family ${String(policy.family)} is not supported (IPv4 only)`);
       const flags = (policy.ingress.isolated ? POL_F.INGRESS_ISOLATED : 0) | (policy.egress.isolated ? POL_F.EGRESS_ISOLATED : 0);
       return {
         ip,
@@ -424,7 +424,8 @@ export class EbpfPrograms {
   async policyDrops(): Promise<PolicyDrops[]> {
     return (await this.maps.polDrops.entries()).map(([k, v]) => {
       const key = decodePolEpKey(k);
-      return { ip: key.ip, direction: key.dir === POL_DIR.egress ? 'egress' : 'ingress', packets: sumPerCpuU64(v) } as PolicyDrops;
+      const direction: PolicyDrops['direction'] = key.dir === POL_DIR.egress ? 'egress' : 'ingress';
+      return { ip: key.ip, direction, packets: sumPerCpuU64(v) };
     });
   }
 
@@ -632,7 +633,7 @@ export class EbpfPrograms {
       );
     }
     let cache = policyKeyCache.get(this.pinRoot);
-    if (!cache) policyKeyCache.set(this.pinRoot, (cache = new Map()));
+    if (!cache) policyKeyCache.set(this.pinRoot, (cache = new Map<number, PolicyKeys>()));
     cache.set(id, { digest: c.digest.toString('hex'), cidrKeys, portKeys });
   }
 
