@@ -6,7 +6,7 @@
 import t from 'tap';
 import { compilePolicies } from '../../control/policy/compile.js';
 import { policyAllows } from '../../control/policy/evaluate.js';
-import { CASES, COLUMNS, EVERY_POD, MODEL, expected, nsOf, podOf, selectedCases, snapshotOf, type World } from '../lab/helpers/netpol-cases.js';
+import { CASES, COLUMNS, EVERY_POD, MODEL, expected, mismatchTable, nsOf, podOf, probeKey, selectedCases, snapshotOf, type World } from '../lab/helpers/netpol-cases.js';
 
 // As in the lab: pods alternate between vm1 (10.240.1.x) and vm2 (10.240.2.x).
 const world: World = {
@@ -48,4 +48,21 @@ t.test('the CI form is a bounded subset; the full form is every case', async (t)
   t.ok(ci.length > 0 && ci.length <= 5, `${ci.length} cases in CI`);
   t.equal(selectedCases(true).length, CASES.length);
   t.equal(new Set(CASES.map((c) => c.name)).size, CASES.length, 'case names are unique');
+});
+
+t.test('a mismatch prints the grid of the port it is on, with A/B where the verdict is wrong', async (t) => {
+  const step = CASES.find((c) => c.name === 'default deny ingress (x)')!.steps(world)[1]!;
+  const seen = new Map<string, boolean>();
+  for (const col of COLUMNS) for (const from of MODEL) for (const to of col.targets) seen.set(probeKey(from, to, col.proto, col.port), expected(step, from, to, col.proto, col.port));
+  t.same(mismatchTable(step, seen).count, 0, 'as expected: nothing to print');
+  seen.set(probeKey('y/a', 'x/b', 'UDP', 81), true);
+  seen.set(probeKey('z/c', 'z/a', 'UDP', 81), false);
+  const table = mismatchTable(step, seen);
+  t.equal(table.count, 2);
+  const lines = table.text.split('\n');
+  t.ok(lines.includes('UDP/81: 2 unexpected'));
+  t.ok(lines.includes('from  x/a x/b x/c y/a y/b y/c z/a z/b z/c '), 'columns: to');
+  t.ok(lines.includes('y/a   -   A   -   .   .   .   .   .   .   '), 'y/a -> x/b connected though x admits nothing');
+  t.ok(lines.includes('z/c   -   -   -   .   .   .   B   .   .   '), 'z/c -> z/a blocked though nothing isolates z');
+  t.notMatch(table.text, /TCP\/80/, 'ports without a mismatch are not printed');
 });

@@ -299,7 +299,47 @@ export const CASES: Case[] = [
   },
 ];
 
-/** The bounded CI form runs the cases marked ci; VNET_NETPOL_FULL=1 (npm run test:netpol) runs them all. */
-export function selectedCases(full: boolean): Case[] {
-  return full ? CASES : CASES.filter((c) => c.ci);
+// ---------------------------------------------------------------------------
+// Reading an observed table
+// ---------------------------------------------------------------------------
+
+/** The key of one observation: "from to PROTO/port". */
+export const probeKey = (from: string, to: string, proto: Proto, port: number): string => `${from} ${to} ${proto}/${port}`;
+
+/**
+ * The cells that differ from the expectation, as upstream prints them: one
+ * grid per probed port (rows: from, columns: to). '.' connected and '-'
+ * blocked as expected; 'A' connected though it must be blocked; 'B' blocked
+ * though it must connect.
+ */
+export function mismatchTable(step: Step, seen: Map<string, boolean>): { count: number; text: string } {
+  let count = 0;
+  const parts: string[] = [];
+  for (const col of COLUMNS) {
+    const rows: string[] = [];
+    let colBad = 0;
+    for (const from of MODEL) {
+      const cells = col.targets.map((to) => {
+        const want = expected(step, from, to, col.proto, col.port);
+        const got = seen.get(probeKey(from, to, col.proto, col.port)) ?? false;
+        if (got === want) return got ? '.' : '-';
+        colBad++;
+        return got ? 'A' : 'B';
+      });
+      rows.push(`${from.padEnd(5)} ${cells.map((c) => c.padEnd(4)).join('')}`);
+    }
+    count += colBad;
+    if (colBad) parts.push([`${col.proto}/${col.port}: ${colBad} unexpected`, `from  ${col.targets.map((to) => (to === DNS ? 'dns' : to).padEnd(4)).join('')}`, ...rows].join('\n'));
+  }
+  return { count, text: `${step.what}\n('.' connected, '-' blocked, as expected; 'A' connected but must be blocked; 'B' blocked but must connect)\n${parts.join('\n\n')}` };
+}
+
+/**
+ * The bounded CI form runs the cases marked ci; VNET_NETPOL_FULL=1 (npm run
+ * test:netpol) runs them all; `only` (VNET_NETPOL_ONLY) picks the cases whose
+ * name contains it, to rerun one after a fix.
+ */
+export function selectedCases(full: boolean, only?: string): Case[] {
+  const cases = full ? CASES : CASES.filter((c) => c.ci);
+  return only ? CASES.filter((c) => c.name.toLowerCase().includes(only.toLowerCase())) : cases;
 }
