@@ -14,6 +14,8 @@ import type { EndpointPolicy, IpFamily, PolicyProblem, PolicyProvider, PolicySou
 
 export interface PolicyEngineOptions {
   source: PolicySource & { problems?(): PolicyProblem[] };
+  /** Start and stop the source with the engine (default true); false when another part owns it (the Kubernetes watches). */
+  ownsSource?: boolean;
   /** Program these endpoints' new policies; resolves once the kernel enforces them. */
   apply: (changed: EndpointPolicy[]) => Promise<void>;
   /** After a failed apply, sync again after this long; default 2 s. */
@@ -74,7 +76,7 @@ export class PolicyEngine implements PolicyProvider {
   async start(): Promise<void> {
     this.stopped = false;
     this.unsubscribe = this.opts.source.onChange(() => this.kick());
-    await this.opts.source.start();
+    if (this.opts.ownsSource !== false) await this.opts.source.start();
     this.kick();
     await this.idle();
   }
@@ -84,7 +86,7 @@ export class PolicyEngine implements PolicyProvider {
     this.stopped = true;
     this.unsubscribe?.();
     if (this.retry) clearTimeout(this.retry);
-    await this.opts.source.stop();
+    if (this.opts.ownsSource !== false) await this.opts.source.stop();
     await this.running?.catch(() => undefined);
   }
 
