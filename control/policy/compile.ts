@@ -44,7 +44,7 @@ export interface CompileStats {
 }
 
 export interface CompileResult {
-  /** One per local endpoint, in the order given. */
+  /** One per local endpoint (or per `only` endpoint), in the order given. */
   endpoints: EndpointPolicy[];
   /** Local endpoint address → the policies selecting it ("namespace/name", sorted). */
   selectedBy: Map<string, string[]>;
@@ -269,7 +269,12 @@ export function defaultDeny(ep: LocalEndpoint): EndpointPolicy {
   return out;
 }
 
-export function compilePolicies(snap: PolicySnapshot, locals: LocalEndpoint[]): CompileResult {
+export interface CompileOptions {
+  /** Compile only these local endpoints (by address); the others still count as peers. */
+  only?: ReadonlySet<string>;
+}
+
+export function compilePolicies(snap: PolicySnapshot, locals: LocalEndpoint[], opts: CompileOptions = {}): CompileResult {
   const problems: PolicyProblem[] = [];
   const cluster = buildCluster(snap, locals);
   const compiled: CompiledPolicy[] = [];
@@ -281,8 +286,17 @@ export function compilePolicies(snap: PolicySnapshot, locals: LocalEndpoint[]): 
     compiled.push({
       index,
       parsed,
-      ingress: parsed.ingressRules.map((r) => resolveRule(r, parsed.namespace, cluster)),
-      egress: parsed.egressRules.map((r) => resolveRule(r, parsed.namespace, cluster)),
+      // Peers are resolved on first use: a compile for one endpoint resolves only the policies selecting it.
+      get ingress() {
+        const v = parsed.ingressRules.map((r) => resolveRule(r, parsed.namespace, cluster));
+        Object.defineProperty(this, 'ingress', { value: v });
+        return v;
+      },
+      get egress() {
+        const v = parsed.egressRules.map((r) => resolveRule(r, parsed.namespace, cluster));
+        Object.defineProperty(this, 'egress', { value: v });
+        return v;
+      },
       ingressNamed: parsed.ingressRules.some((r) => (r.ports?.named.length ?? 0) > 0),
     });
   });
@@ -302,6 +316,7 @@ export function compilePolicies(snap: PolicySnapshot, locals: LocalEndpoint[]): 
   let rules = 0;
   let peers = 0;
   for (const ep of locals) {
+    if (opts.only && !opts.only.has(ep.address)) continue;
     const pod = ep.namespace && ep.name ? cluster.podByKey.get(`${ep.namespace}/${ep.name}`) : undefined;
     const selecting = pod ? (byNs.get(pod.namespace) ?? []).filter((cp) => cp.parsed.select(pod.labels)) : [];
     const ing = selecting.filter((cp) => cp.parsed.ingress);

@@ -1,6 +1,6 @@
 // Kubernetes-shaped objects (as written in YAML/JSON files) → the compiler's
 // snapshot types. Only the fields policy reads; everything else is ignored.
-import type { L4Protocol, NetworkPolicy, PolicyNamespace, PolicyPod } from './types.js';
+import type { NetworkPolicy, PolicyNamespace, PolicyPod } from './types.js';
 
 type Obj = Record<string, unknown>;
 
@@ -57,13 +57,14 @@ function podFrom(doc: Obj, name: string, namespace: string): PolicyPod {
   const spec = isObj(doc.spec) ? doc.spec : {};
   const status = isObj(doc.status) ? doc.status : {};
   const namedPorts: PolicyPod['namedPorts'] = [];
-  for (const c of [...(Array.isArray(spec.containers) ? spec.containers : []), ...(Array.isArray(spec.initContainers) ? spec.initContainers : [])]) {
-    if (!isObj(c) || !Array.isArray(c.ports)) continue;
-    for (const p of c.ports) {
+  const list = (v: unknown): unknown[] => (Array.isArray(v) ? (v as unknown[]) : []);
+  for (const c of [...list(spec.containers), ...list(spec.initContainers)]) {
+    if (!isObj(c)) continue;
+    for (const p of list(c.ports)) {
       if (!isObj(p) || typeof p.name !== 'string' || typeof p.containerPort !== 'number') continue;
       const protocol = typeof p.protocol === 'string' ? p.protocol : 'TCP';
       if (protocol !== 'TCP' && protocol !== 'UDP' && protocol !== 'SCTP') continue;
-      namedPorts.push({ name: p.name, protocol: protocol as L4Protocol, port: p.containerPort });
+      namedPorts.push({ name: p.name, protocol, port: p.containerPort });
     }
   }
   const ips = new Set<string>();

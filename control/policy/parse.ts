@@ -178,7 +178,7 @@ export function parsePolicy(np: NetworkPolicy, problems: PolicyProblem[]): Parse
   }
   let select: LabelMatcher;
   try {
-    select = compileSelector((spec.podSelector ?? {}) as LabelSelector);
+    select = compileSelector(spec.podSelector ?? {});
   } catch (e) {
     if (!(e instanceof SelectorError)) throw e;
     problems.push({ policy: key, message: `spec.podSelector: ${e.message}; the policy is ignored` });

@@ -43,6 +43,12 @@ export interface NodeState {
   node?: NodeRecord;
   /** epoch ms of the last successful pool fetch */
   poolFetchedAt?: number;
+  /**
+   * This node enforces NetworkPolicy (set by the daemon when its policy engine
+   * runs). A standalone ADD (daemon down) then starts the endpoint default-deny
+   * both ways until the daemon is back and programs its real policy.
+   */
+  policyEnforced?: { since: string };
 }
 
 export const STATE_FILE = 'state.json';
