@@ -20,20 +20,40 @@
 // VNET_NETPOL_FULL=1 (npm run test:netpol) runs every case.
 import t from 'tap';
 import path from 'node:path';
+import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import yaml from 'js-yaml';
 import type { ChildProcess } from 'node:child_process';
 import { Lab } from '../../lab/lab.js';
 import { DEFAULT_SUBNET, defaultSpec } from '../../lab/spec.js';
-import { startChild, stopChild, waitForLine } from '../../lab/children.js';
+import { sleep, startChild, stopChild, waitForLine } from '../../lab/children.js';
+import { vmExecArgv } from '../../lab/vm-exec.js';
 import { run } from '../../control/exec.js';
 import { compilePolicies, type LocalEndpoint } from '../../control/policy/compile.js';
 import { MODES, REPO, VmCni, azureConflist, type PodHandle } from './helpers/cni-harness.js';
 import { COLUMNS, DNS, EVERY_POD, MODEL, expected, mismatchTable, nsOf, podOf, probeKey, selectedCases, snapshotOf, type Step, type World } from './helpers/netpol-cases.js';
+import type { PolicySnapshot } from '../../control/policy/types.js';
+import type { PolicyView } from '../../control/debug/views/policy.js';
 import type { ProbeRequest, ProbeResults } from './helpers/netpol-pod.js';
 import type { EndpointPolicyUpdate } from '../../control/dataplane/types.js';
 
 const FULL = process.env.VNET_NETPOL_FULL === '1';
 const POD_TOOL = path.join(REPO, 'dist', 'test', 'lab', 'helpers', 'netpol-pod.js');
 const DRIVER = path.join(REPO, 'dist', 'test', 'lab', 'helpers', 'netpol-driver.js');
+const VNETCTL = path.join(REPO, 'dist', 'control', 'cli', 'vnetctl.js');
+/**
+ * How policies reach the kernel. daemon (default): the user's path, `vnetctl
+ * daemon --policy-dir` in each VM, the pods ADDed through it, each step
+ * written as Namespace/Pod/NetworkPolicy YAML into the directory, and the step
+ * probed once the daemon reports the endpoints programmed with what the
+ * compiler gives for that YAML. driver: compiled in the test and applied
+ * through the dataplane directly (helpers/netpol-driver.ts), no daemon.
+ */
+const VIA = process.env.VNET_NETPOL_VIA === 'driver' ? 'driver' : 'daemon';
+const SOCKET = '/run/vnet-cni/daemon.sock';
+/** The policy directory inside each VM (the VM's /var/lib/vnet-cni is the host's varLib). */
+const POLICY_DIR = '/var/lib/vnet-cni/netpol';
+/** How long the daemon gets to program a step (it takes well under a second when idle). */
+const ENFORCE_MS = 60_000;
 /** A pair expected to connect: retried until it does, for up to this long (only a failure waits it out). */
 const ALLOW_MS = 20_000;
 /** A pair expected to be blocked: tried for this long (all such pairs at once). */
@@ -60,7 +80,21 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     t.teardown(async () => {
       for (const s of servers) await stopChild(s, 1000);
     });
-    const conflist = azureConflist({ cniVersion: '1.0.0', dataplane: mode });
+    const daemons: ChildProcess[] = [];
+    t.teardown(async () => {
+      for (const d of daemons) await stopChild(d, 2000);
+    });
+    if (VIA === 'daemon') {
+      await Promise.all(
+        VMS.map(async (vm) => {
+          mkdirSync(path.join(lab.vmPaths(vm).varLib, 'netpol'), { recursive: true });
+          const d = startChild(vmExecArgv(lab.names, vm, [process.execPath, VNETCTL, 'daemon', '--socket', SOCKET, '--policy-dir', POLICY_DIR]));
+          daemons.push(d);
+          await waitForLine(d, /^READY /, 120_000, `vnetctl daemon in ${vm}`);
+        }),
+      );
+    }
+    const conflist = azureConflist({ cniVersion: '1.0.0', dataplane: mode, ...(VIA === 'daemon' ? { extra: { daemonSocket: SOCKET } } : {}) });
     const cni: Record<Vm, VmCni> = { vm1: new VmCni(lab, 'vm1', conflist), vm2: new VmCni(lab, 'vm2', conflist) };
 
     // Pods alternate between the VMs, so every namespace has pods on both and
@@ -86,19 +120,25 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     );
     const world: World = { subnet: DEFAULT_SUBNET, ip: (p) => pods.get(p)!.handle.ip };
     const setupMs = Date.now() - t0;
-    t.comment(`${mode}: ${[...pods.values()].map((p) => `${p.key}=${p.handle.ip}@${p.vm}`).join(' ')}`);
+    t.comment(`${mode}, policies via ${VIA}: ${[...pods.values()].map((p) => `${p.key}=${p.handle.ip}@${p.vm}`).join(' ')}`);
 
     const applyMs: number[] = [];
-    /** Compile the step's cluster state for each VM's pods and program both VMs. */
-    const program = async (step: Step): Promise<void> => {
+    const localsOf = (vm: Vm): LocalEndpoint[] =>
+      [...pods.values()].filter((p) => p.vm === vm).map((p) => ({ family: 'ipv4', address: p.handle.ip, namespace: nsOf(p.key), name: podOf(p.key) }));
+    /** What each VM's pods must be programmed with for this step (the compiler on the step's snapshot). */
+    const compileFor = (snap: PolicySnapshot, vm: Vm) => {
+      const res = compilePolicies(snap, localsOf(vm));
+      if (res.problems.length) throw new Error(`compile problems: ${JSON.stringify(res.problems)}`);
+      return res.endpoints;
+    };
+
+    /** driver: compile the step for each VM's pods and program both VMs through the dataplane. */
+    const programDirect = async (step: Step): Promise<void> => {
       const snap = snapshotOf(step, world);
       await Promise.all(
         VMS.map(async (vm) => {
           const local = [...pods.values()].filter((p) => p.vm === vm);
-          const locals: LocalEndpoint[] = local.map((p) => ({ family: 'ipv4', address: p.handle.ip, namespace: nsOf(p.key), name: podOf(p.key) }));
-          const res = compilePolicies(snap, locals);
-          if (res.problems.length) throw new Error(`compile problems: ${JSON.stringify(res.problems)}`);
-          const updates: EndpointPolicyUpdate[] = res.endpoints.map((policy, i) => ({ hostVeth: local[i]!.hostVeth, policy }));
+          const updates: EndpointPolicyUpdate[] = compileFor(snap, vm).map((policy, i) => ({ hostVeth: local[i]!.hostVeth, policy }));
           const out = await lab.execVm(vm, [process.execPath, DRIVER], { input: JSON.stringify({ mode, updates }), timeoutMs: 120_000 });
           const line = out.stdout.trim().split('\n').pop() ?? '';
           let r: { ok: boolean; ms?: number; error?: string };
@@ -112,6 +152,42 @@ for (const mode of ['iptables', 'ebpf'] as const) {
         }),
       );
     };
+
+    /**
+     * daemon: the step as YAML in each VM's policy directory (written aside and
+     * renamed in, as docs/policy.md advises), then wait until the daemon's
+     * `debug policy --json` shows every local endpoint compiled and programmed
+     * with exactly what the compiler gives for the step.
+     */
+    const programDaemon = async (step: Step): Promise<void> => {
+      const snap = snapshotOf(step, world);
+      const text = clusterYaml(snap);
+      const written = Date.now();
+      await Promise.all(
+        VMS.map(async (vm) => {
+          const dir = path.join(lab.vmPaths(vm).varLib, 'netpol');
+          writeFileSync(path.join(dir, '.cluster.yaml.tmp'), text);
+          renameSync(path.join(dir, '.cluster.yaml.tmp'), path.join(dir, 'cluster.yaml'));
+          const want = new Map(compileFor(snap, vm).map((e) => [e.address, JSON.stringify([e.ingress, e.egress])]));
+          let last = '';
+          for (;;) {
+            const res = await lab.execVm(vm, [process.execPath, VNETCTL, 'debug', 'policy', '--json', '--socket', SOCKET], { timeoutMs: 60_000 });
+            let why: string | undefined;
+            try {
+              why = notEnforced(JSON.parse(res.stdout) as PolicyView, want);
+            } catch {
+              why = `debug policy: ${(res.stderr || res.stdout).trim().slice(0, 300)}`;
+            }
+            if (!why) break;
+            last = why;
+            if (Date.now() - written > ENFORCE_MS) throw new Error(`${vm}: the daemon did not program the step within ${ENFORCE_MS} ms: ${last}`);
+            await sleep(100);
+          }
+        }),
+      );
+      applyMs.push(Date.now() - written);
+    };
+    const program = VIA === 'daemon' ? programDaemon : programDirect;
 
     /** Every model pod probes every column's targets; returns "from to proto/port" -> connected. */
     const observe = async (step: Step): Promise<Map<string, boolean>> => {
@@ -182,7 +258,7 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     const total = Date.now() - t0;
     t.comment(
       `${mode}: ${cases.length} cases (${FULL ? 'full' : 'CI'} form), wall ${(total / 1000).toFixed(1)} s = setup ${(setupMs / 1000).toFixed(1)} s (lab, 10 ADDs, servers) + cases ${((total - setupMs) / 1000).toFixed(1)} s; ` +
-        `applyPolicies in the VM: median ${sorted[Math.floor(sorted.length / 2)]?.toFixed(0)} ms, max ${sorted[sorted.length - 1]?.toFixed(0)} ms; ` +
+        `${VIA === 'daemon' ? 'YAML written -> daemon shows it programmed (both VMs, polled)' : 'applyPolicies in the VM'}: median ${sorted[Math.floor(sorted.length / 2)]?.toFixed(0)} ms, max ${sorted[sorted.length - 1]?.toFixed(0)} ms; ` +
         `probing a step (333 probes): median ${median(probeTimes)} ms`,
     );
     t.comment(caseMs.map(([n, ms]) => `  ${(ms / 1000).toFixed(1)} s  ${n}`).join('\n'));
@@ -192,4 +268,36 @@ for (const mode of ['iptables', 'ebpf'] as const) {
 function median(xs: number[]): string {
   const s = [...xs].sort((a, b) => a - b);
   return s.length ? String(s[Math.floor(s.length / 2)]) : '-';
+}
+
+/** Why the daemon's view is not yet the step (undefined: every endpoint programmed as compiled). */
+function notEnforced(view: PolicyView, want: Map<string, string>): string | undefined {
+  if (!view.enabled || !view.dump) return `policy off: ${view.why}`;
+  const { status, endpoints } = view.dump;
+  if (!status.synced) return 'not synced';
+  if (status.pending) return `${status.pending} endpoint(s) pending`;
+  if (status.problems.length) return `problems: ${JSON.stringify(status.problems)}`;
+  for (const [address, policy] of want) {
+    const e = endpoints.find((x) => x.endpoint.address === address);
+    if (!e) return `${address} not tracked by the daemon`;
+    if (JSON.stringify([e.policy.ingress, e.policy.egress]) !== policy) return `${address}: compiled differently (yet)`;
+    if (!e.applied || JSON.stringify([e.applied.ingress, e.applied.egress]) !== policy) return `${address}: not programmed yet`;
+  }
+  return undefined;
+}
+
+/** A step's cluster state as the Kubernetes objects a user writes: Namespaces, Pods (labels, named ports, podIP), NetworkPolicies. */
+function clusterYaml(snap: PolicySnapshot): string {
+  const docs: unknown[] = [
+    ...snap.namespaces.map((n) => ({ apiVersion: 'v1', kind: 'Namespace', metadata: { name: n.name, labels: n.labels } })),
+    ...snap.pods.map((p) => ({
+      apiVersion: 'v1',
+      kind: 'Pod',
+      metadata: { name: p.name, namespace: p.namespace, labels: p.labels },
+      spec: { containers: [{ name: 'server', ports: p.namedPorts.map((np) => ({ name: np.name, containerPort: np.port, protocol: np.protocol })) }] },
+      status: { podIP: p.ips[0]!.address },
+    })),
+    ...snap.policies.map((np) => ({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: np.metadata, spec: np.spec })),
+  ];
+  return docs.map((d) => yaml.dump(d)).join('---\n');
 }
