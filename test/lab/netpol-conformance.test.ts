@@ -1,11 +1,13 @@
 // NetworkPolicy conformance: the upstream Kubernetes netpol e2e model
 // (test/e2e/network/netpol) with real pods and packets, in each dataplane.
 // Namespaces x, y, z with pods a, b, c (and a resolver kube-system/dns) spread
-// over two lab VMs, every pod serving TCP and UDP on 80 and 81. For each step
-// of each case (test/lab/helpers/netpol-cases.ts) the policies are compiled
-// for each VM's pods and programmed through the VM's dataplane
-// (helpers/netpol-driver.ts runs applyPolicies inside the VM, as the daemon
-// does after a compile); then every model pod probes every model pod on
+// over two lab VMs, every pod serving TCP and UDP on 80 and 81. Each step of
+// each case (test/lab/helpers/netpol-cases.ts) reaches the kernel the user's
+// way: `vnetctl daemon --policy-dir` in each VM, the step written there as
+// Namespace/Pod/NetworkPolicy YAML, and the test waits until the daemon shows
+// every endpoint programmed as compiled (VNET_NETPOL_VIA=driver: compiled here
+// and applied through the dataplane, helpers/netpol-driver.ts). Then every
+// model pod probes every model pod on
 // TCP/UDP 80/81 (4 x 81 pairs) and the resolver on UDP 53, and the observed
 // table must equal the written-out one, cell for cell. A mismatch prints the
 // table.
