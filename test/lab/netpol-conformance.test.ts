@@ -22,7 +22,7 @@
 // VNET_NETPOL_FULL=1 (npm run test:netpol) runs every case.
 import t from 'tap';
 import path from 'node:path';
-import { mkdirSync, renameSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
 import yaml from 'js-yaml';
 import type { ChildProcess } from 'node:child_process';
 import { Lab } from '../../lab/lab.js';
@@ -56,6 +56,8 @@ const SOCKET = '/run/vnet-cni/daemon.sock';
 const POLICY_DIR = '/var/lib/vnet-cni/netpol';
 /** How long the daemon gets to program a step (it takes well under a second when idle). */
 const ENFORCE_MS = 60_000;
+/** A step slower than this to be programmed gets its wait explained in the output. */
+const SLOW_MS = 5_000;
 /** A pair expected to connect: retried until it does, for up to this long (only a failure waits it out). */
 const ALLOW_MS = 20_000;
 /** A pair expected to be blocked: tried for this long (all such pairs at once). */
@@ -172,6 +174,7 @@ for (const mode of ['iptables', 'ebpf'] as const) {
           renameSync(path.join(dir, '.cluster.yaml.tmp'), path.join(dir, 'cluster.yaml'));
           const want = new Map(compileFor(snap, vm).map((e) => [e.address, JSON.stringify([e.ingress, e.egress])]));
           let last = '';
+          const trail: string[] = [];
           for (;;) {
             const res = await lab.execVm(vm, [process.execPath, VNETCTL, 'debug', 'policy', '--json', '--socket', SOCKET], { timeoutMs: 60_000 });
             let why: string | undefined;
@@ -181,10 +184,14 @@ for (const mode of ['iptables', 'ebpf'] as const) {
               why = `debug policy: ${(res.stderr || res.stdout).trim().slice(0, 300)}`;
             }
             if (!why) break;
+            if (why !== last) trail.push(`+${Date.now() - written} ms ${why}`);
             last = why;
             if (Date.now() - written > ENFORCE_MS) throw new Error(`${vm}: the daemon did not program the step within ${ENFORCE_MS} ms: ${last}`);
             await sleep(100);
           }
+          // Slow is not wrong (the probes only start once it is programmed), but say why.
+          const took = Date.now() - written;
+          if (took > SLOW_MS) t.comment(`${vm}: "${step.what}" took ${took} ms to be programmed: ${trail.join('; ')}\n${daemonLogTail(lab.vmPaths(vm).log)}`);
         }),
       );
       applyMs.push(Date.now() - written);
@@ -259,7 +266,7 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     const sorted = [...applyMs].sort((a, b) => a - b);
     const total = Date.now() - t0;
     t.comment(
-      `${mode}: ${cases.length} cases (${FULL ? 'full' : 'CI'} form), wall ${(total / 1000).toFixed(1)} s = setup ${(setupMs / 1000).toFixed(1)} s (lab, 10 ADDs, servers) + cases ${((total - setupMs) / 1000).toFixed(1)} s; ` +
+      `${mode}: ${cases.length} cases (${process.env.VNET_NETPOL_ONLY ? 'VNET_NETPOL_ONLY' : FULL ? 'full' : 'CI'} form), wall ${(total / 1000).toFixed(1)} s = setup ${(setupMs / 1000).toFixed(1)} s (lab, 10 ADDs, servers) + cases ${((total - setupMs) / 1000).toFixed(1)} s; ` +
         `${VIA === 'daemon' ? 'YAML written -> daemon shows it programmed (both VMs, polled)' : 'applyPolicies in the VM'}: median ${sorted[Math.floor(sorted.length / 2)]?.toFixed(0)} ms, max ${sorted[sorted.length - 1]?.toFixed(0)} ms; ` +
         `probing a step (333 probes): median ${median(probeTimes)} ms`,
     );
@@ -302,4 +309,14 @@ function clusterYaml(snap: PolicySnapshot): string {
     ...snap.policies.map((np) => ({ apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: np.metadata, spec: np.spec })),
   ];
   return docs.map((d) => yaml.dump(d)).join('---\n');
+}
+
+/** The daemon's last policy log lines (its log file is the VM's /var/log/vnet-cni-daemon.log). */
+function daemonLogTail(logDir: string): string {
+  try {
+    const lines = readFileSync(path.join(logDir, 'vnet-cni-daemon.log'), 'utf8').trim().split('\n');
+    return lines.filter((l) => /polic/i.test(l)).slice(-12).join('\n');
+  } catch (err) {
+    return `(no daemon log: ${(err as Error).message})`;
+  }
 }
