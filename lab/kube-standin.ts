@@ -11,8 +11,11 @@
 // the history after N; an RV older than the compacted history gets 410 Gone
 // (an ERROR event carrying a Status with code 410, or HTTP 410 when
 // `goneAsHttp` is set, and always HTTP 410 for a list at an exact too-old RV).
-// Test controls: put/delete objects, compact history, drop all watches, fail
-// the next N requests with 500, and a request log.
+// Test controls: put/delete objects, compact history, drop all watches (a
+// clean close or a TCP reset), fail the next N requests with 500, the faults
+// a real API server produces on watches (an ERROR event with a non-410 Status,
+// a request accepted and never answered, a stream that goes silent after its
+// headers and ignores timeoutSeconds), and a request log with timestamps.
 //
 // Run as a process (inside a lab VM netns):
 //   node dist/lab/kube-standin.js [--port 0] [--bookmark-ms 1000]
@@ -45,6 +48,27 @@ export interface LoggedRequest {
   status: number;
   contentType?: string;
   watch: boolean;
+  /** Date.now() when the request arrived */
+  at: number;
+  /** the injected watch fault this request got, if any */
+  fault?: WatchFault['kind'];
+}
+
+/**
+ * A fault injected into the next watch requests (of one collection, or any):
+ * 'error': 200, then one ERROR event carrying a Status of `code`, then the end
+ * of the stream (what an API server does on an etcd error);
+ * 'hang': the connection is accepted and the request never answered (a
+ * backend gone silent behind a load balancer);
+ * 'stall': headers, then nothing ever: no events, no bookmarks, no close at
+ * timeoutSeconds.
+ */
+export interface WatchFault {
+  kind: 'error' | 'hang' | 'stall';
+  code?: number;
+  /** how many watch requests get it (Infinity: until cleared) */
+  count: number;
+  collection?: Collection;
 }
 
 interface HistoryEvent {
@@ -159,6 +183,11 @@ export class KubeStandin {
   private failures = 0;
   private readonly watchers = new Set<Watcher>();
   private readonly sockets = new Set<Socket>();
+  private faults: WatchFault[] = [];
+  /** requests held by 'hang' and 'stall' faults, closed by close() */
+  private readonly held = new Set<http.ServerResponse>();
+  /** held requests whose connection the client closed */
+  heldClosed = 0;
   readonly requests: LoggedRequest[] = [];
   /** answer a too-old watch with HTTP 410 instead of a 200 stream carrying an ERROR event */
   goneAsHttp = false;
@@ -184,6 +213,7 @@ export class KubeStandin {
 
   async close(): Promise<void> {
     this.dropWatches();
+    for (const res of this.held) res.socket?.destroy();
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
@@ -253,6 +283,34 @@ export class KubeStandin {
     return n;
   }
 
+  /** Close every watch connection with a TCP reset (RST), as a crashed backend or a middlebox does. */
+  resetWatches(): number {
+    const n = this.watchers.size;
+    for (const w of [...this.watchers]) {
+      clearInterval(w.timer);
+      this.watchers.delete(w);
+      const socket = w.res.socket;
+      if (socket && typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
+      else socket?.destroy();
+    }
+    return n;
+  }
+
+  /** Give the next watch requests a fault (see WatchFault); faults queue in order. */
+  injectWatchFault(fault: WatchFault): void {
+    this.faults.push({ ...fault });
+  }
+
+  /** Forget the queued faults (requests already held stay held until the client gives up). */
+  clearFaults(): void {
+    this.faults = [];
+  }
+
+  /** Requests held by a 'hang' or 'stall' fault whose client has not closed them yet. */
+  get heldRequests(): number {
+    return this.held.size;
+  }
+
   /** The next n API requests (not controls) fail with HTTP 500. */
   failNext(n: number): void {
     this.failures = n;
@@ -318,12 +376,51 @@ export class KubeStandin {
     res.end(JSON.stringify(body));
   }
 
-  private log(req: http.IncomingMessage, code: number, watch: boolean): void {
+  private log(req: http.IncomingMessage, code: number, watch: boolean, fault?: WatchFault['kind']): void {
     const url = new URL(req.url ?? '/', 'http://x');
     this.requests.push({
-      method: req.method ?? '', path: url.pathname, query: Object.fromEntries(url.searchParams), status: code, watch,
+      method: req.method ?? '', path: url.pathname, query: Object.fromEntries(url.searchParams), status: code, watch, at: Date.now(),
       ...(req.headers['content-type'] ? { contentType: req.headers['content-type'] } : {}),
+      ...(fault ? { fault } : {}),
     });
+  }
+
+  /** The first queued fault for a watch of `collection`, consumed. */
+  private takeFault(collection: Collection): WatchFault | undefined {
+    const at = this.faults.findIndex((f) => !f.collection || f.collection === collection);
+    if (at < 0) return undefined;
+    const fault = this.faults[at]!;
+    if (--fault.count <= 0) this.faults.splice(at, 1);
+    return fault;
+  }
+
+  /** Keep a request open and unanswered (or answered with headers only) until the client closes it. */
+  private hold(res: http.ServerResponse): void {
+    this.held.add(res);
+    res.on('close', () => {
+      if (this.held.delete(res)) this.heldClosed++;
+    });
+  }
+
+  /** Serve a watch fault; true when the request was handled by it. */
+  private serveFault(req: http.IncomingMessage, res: http.ServerResponse, collection: Collection): boolean {
+    const fault = this.takeFault(collection);
+    if (!fault) return false;
+    if (fault.kind === 'hang') {
+      this.log(req, 0, true, 'hang');
+      this.hold(res);
+      return true;
+    }
+    this.log(req, 200, true, fault.kind);
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
+    res.flushHeaders();
+    if (fault.kind === 'stall') {
+      this.hold(res);
+      return true;
+    }
+    const code = fault.code ?? 500;
+    res.end(`${JSON.stringify({ type: 'ERROR', object: status(code, code === 500 ? 'InternalError' : 'Failure', `stand-in: injected watch error ${code}`) })}\n`);
+    return true;
   }
 
   /** /apis/vnetcni.dev/v1alpha1/namespaces/NS/nodenetworkconfigs[/NAME[/status]], /api/v1/[namespaces/NS/]pods, /api/v1/nodes/NAME[/status] */
@@ -418,6 +515,7 @@ export class KubeStandin {
   }
 
   private watch(req: http.IncomingMessage, res: http.ServerResponse, r: { collection: Collection; namespace?: string }, q: URLSearchParams): void {
+    if (this.serveFault(req, res, r.collection)) return;
     const selector = fieldSelector(q.get('fieldSelector') ?? undefined);
     const from = q.get('resourceVersion');
     const tooOld = from !== null && from !== '' && from !== '0' && Number(from) < this.compactedBelow;
@@ -459,6 +557,9 @@ export type StandinCommand =
   | { op: 'failNext'; n: number }
   | { op: 'goneAsHttp'; on: boolean }
   | { op: 'bookmarkNow' }
+  | { op: 'resetWatches' }
+  | { op: 'injectWatchFault'; fault: WatchFault }
+  | { op: 'clearFaults' }
   | { op: 'requests'; since?: number }
   | { op: 'info' };
 
@@ -472,8 +573,11 @@ export function runCommand(s: KubeStandin, c: StandinCommand): unknown {
     case 'failNext': return s.failNext(c.n);
     case 'goneAsHttp': return void (s.goneAsHttp = c.on);
     case 'bookmarkNow': return s.bookmarkNow();
+    case 'resetWatches': return s.resetWatches();
+    case 'injectWatchFault': return s.injectWatchFault({ ...c.fault, count: c.fault.count ?? Infinity });
+    case 'clearFaults': return s.clearFaults();
     case 'requests': return s.requests.slice(c.since ?? 0);
-    case 'info': return { resourceVersion: s.resourceVersion, openWatches: s.openWatches, requests: s.requests.length };
+    case 'info': return { resourceVersion: s.resourceVersion, openWatches: s.openWatches, requests: s.requests.length, heldRequests: s.heldRequests, heldClosed: s.heldClosed };
     default: throw new Error(`unknown op ${JSON.stringify((c as { op: unknown }).op)}`);
   }
 }

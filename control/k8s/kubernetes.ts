@@ -14,7 +14,7 @@ import { KubeApi, loadKubeConfig, type KubeObject } from './kube-api.js';
 import { ConditionReporter, type Readiness } from './node-condition.js';
 import { poolFromNnc, type NncObject } from './nnc-pool.js';
 import { PodCache } from './pod-cache.js';
-import { Reflector } from './reflector.js';
+import { Reflector, type WatchHealth } from './reflector.js';
 import { StatusWriter, nncStatusOf } from './status-writer.js';
 import type { BackoffOptions } from './backoff.js';
 
@@ -103,7 +103,14 @@ export class KubernetesIntegration {
       pods: { ...this.podReflector.stats, known: this.pods.size },
       statusWriter: { ...this.status.stats },
       nodeCondition: { ...this.condition.stats },
+      watches: this.watchHealth(),
     };
+  }
+
+  /** Each watch's age, last event and failure streak (metrics, `vnetctl debug kubernetes`). */
+  watchHealth(): WatchHealth[] {
+    const now = Date.now();
+    return [this.nncReflector.health(now), this.podReflector.health(now)];
   }
 
   private nncChanged(obj: NncObject | undefined): void {
