@@ -5,7 +5,14 @@
 //   - NodeNetworkConfigs (vnetcni.dev/v1alpha1, namespaced): list, watch, get,
 //     patch/put of the status subresource;
 //   - pods: list/watch (all namespaces or one) with fieldSelector spec.nodeName;
-//   - nodes: get, get/patch of nodes/status (strategic merge of conditions by type).
+//   - nodes: get, get/patch of nodes/status (strategic merge of conditions by type);
+//   - namespaces (each gets the `kubernetes.io/metadata.name` label, as the API
+//     server does since 1.21) and networkpolicies (networking.k8s.io/v1,
+//     namespaced): list and watch.
+// Lists and watches take a labelSelector (=, ==, !=, in, notin, exists, !key)
+// and a fieldSelector; a watch with a selector sees an object that starts
+// matching as ADDED and one that stops matching as DELETED, as the real
+// server's watch cache does.
 // Lists carry metadata.resourceVersion; `?watch=1&resourceVersion=N&allowWatchBookmarks=true`
 // streams newline-delimited events (ADDED/MODIFIED/DELETED/BOOKMARK/ERROR) from
 // the history after N; an RV older than the compacted history gets 410 Gone
@@ -30,7 +37,7 @@ import { parseArgs } from 'node:util';
 import type { AddressInfo, Socket } from 'node:net';
 
 type Json = Record<string, unknown>;
-export type Collection = 'nodenetworkconfigs' | 'pods' | 'nodes';
+export type Collection = 'nodenetworkconfigs' | 'pods' | 'nodes' | 'namespaces' | 'networkpolicies';
 
 export interface KubeObj {
   apiVersion?: string;
@@ -76,6 +83,8 @@ interface HistoryEvent {
   collection: Collection;
   type: 'ADDED' | 'MODIFIED' | 'DELETED';
   object: KubeObj;
+  /** the object before a MODIFIED, to tell a watch with a selector that it started or stopped matching */
+  prev?: KubeObj;
 }
 
 interface Watcher {
@@ -91,6 +100,17 @@ const KINDS: Record<Collection, { kind: string; apiVersion: string; namespaced: 
   nodenetworkconfigs: { kind: 'NodeNetworkConfig', apiVersion: 'vnetcni.dev/v1alpha1', namespaced: true },
   pods: { kind: 'Pod', apiVersion: 'v1', namespaced: true },
   nodes: { kind: 'Node', apiVersion: 'v1', namespaced: false },
+  namespaces: { kind: 'Namespace', apiVersion: 'v1', namespaced: false },
+  networkpolicies: { kind: 'NetworkPolicy', apiVersion: 'networking.k8s.io/v1', namespaced: true },
+};
+
+/** The API group prefix each collection is served under. */
+const GROUP_OF: Record<Collection, string> = {
+  nodenetworkconfigs: 'apis/vnetcni.dev/v1alpha1',
+  pods: 'api/v1',
+  nodes: 'api/v1',
+  namespaces: 'api/v1',
+  networkpolicies: 'apis/networking.k8s.io/v1',
 };
 
 const clone = <T>(x: T): T => structuredClone(x);
@@ -107,6 +127,52 @@ function fieldSelector(text: string | undefined): (o: KubeObj) => boolean {
     return { path: path.split('.'), value };
   });
   return (o) => terms.every(({ path, value }) => String(path.reduce<unknown>((v, k) => (v as Json | undefined)?.[k], o) ?? '') === value);
+}
+
+/** Split on commas outside parentheses (`a in (x,y),b` is two terms). */
+function splitTerms(text: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let cur = '';
+  for (const ch of text) {
+    if (ch === '(') depth++;
+    if (ch === ')') depth--;
+    if (ch === ',' && depth === 0) {
+      out.push(cur);
+      cur = '';
+    } else cur += ch;
+  }
+  out.push(cur);
+  return out.map((x) => x.trim()).filter((x) => x !== '');
+}
+
+/**
+ * A label selector in the API's string form: `k=v`, `k==v`, `k!=v`,
+ * `k in (a,b)`, `k notin (a,b)`, `k`, `!k`, comma-separated (all must hold).
+ * Throws a message on bad syntax (the server answers 400).
+ */
+export function labelSelector(text: string | undefined): (o: KubeObj) => boolean {
+  if (!text) return () => true;
+  const tests = splitTerms(text).map((term): ((labels: Record<string, string>) => boolean) => {
+    let m = /^([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)$/.exec(term);
+    if (m) {
+      const [, key, op, list] = m as unknown as [string, string, string, string];
+      const values = new Set(list.split(',').map((v) => v.trim()).filter((v) => v !== ''));
+      return op === 'in' ? (l) => key in l && values.has(l[key]!) : (l) => !(key in l) || !values.has(l[key]!);
+    }
+    m = /^([\w./-]+)\s*(==|=|!=)\s*([\w./-]*)$/.exec(term);
+    if (m) {
+      const [, key, op, value] = m as unknown as [string, string, string, string];
+      return op === '!=' ? (l) => l[key] !== value : (l) => key in l && l[key] === value;
+    }
+    m = /^(!?)([\w./-]+)$/.exec(term);
+    if (m) {
+      const [, not, key] = m as unknown as [string, string, string];
+      return not ? (l) => !(key in l) : (l) => key in l;
+    }
+    throw new Error(`unable to parse requirement: ${JSON.stringify(term)}`);
+  });
+  return (o) => tests.every((test) => test(o.metadata.labels ?? {}));
 }
 
 /** RFC 7386 merge patch; `byKey` merges the named arrays element-wise by a key (strategic merge of conditions). */
@@ -234,6 +300,7 @@ export class KubeStandin {
     next.apiVersion = meta.apiVersion;
     next.kind = meta.kind;
     next.metadata.uid = old?.metadata.uid ?? object.metadata.uid ?? randomUUID();
+    if (collection === 'namespaces') next.metadata.labels = { ...next.metadata.labels, 'kubernetes.io/metadata.name': next.metadata.name };
     next.metadata.creationTimestamp = old?.metadata.creationTimestamp ?? new Date().toISOString();
     const specChanged = !old || JSON.stringify(old.spec) !== JSON.stringify(next.spec);
     next.metadata.generation = (old?.metadata.generation ?? 0) + (specChanged ? 1 : 0);
@@ -254,8 +321,9 @@ export class KubeStandin {
     this.objects.delete(key);
     const gone = clone(old);
     gone.metadata.resourceVersion = String(++this.rv);
-    this.history.push({ rv: this.rv, collection, type: 'DELETED', object: gone });
-    this.notify({ rv: this.rv, collection, type: 'DELETED', object: gone });
+    const event: HistoryEvent = { rv: this.rv, collection, type: 'DELETED', object: gone };
+    this.history.push(event);
+    this.notify(event);
     return true;
   }
 
@@ -338,17 +406,36 @@ export class KubeStandin {
   }
 
   private commit(collection: Collection, key: string, object: KubeObj, type: 'ADDED' | 'MODIFIED'): void {
+    const prev = this.objects.get(key);
     object.metadata.resourceVersion = String(++this.rv);
     this.objects.set(key, object);
-    const event: HistoryEvent = { rv: this.rv, collection, type, object: clone(object) };
+    const event: HistoryEvent = { rv: this.rv, collection, type, object: clone(object), ...(prev && type === 'MODIFIED' ? { prev: clone(prev) } : {}) };
     this.history.push(event);
     this.notify(event);
   }
 
+  /**
+   * What a watch of `collection` (in `namespace`, with `selector`) sees of an
+   * event: nothing, or the event, with MODIFIED turned into ADDED when the
+   * object starts matching and into DELETED (the new object) when it stops.
+   */
+  private seenAs(e: HistoryEvent, collection: Collection, namespace: string | undefined, selector: (o: KubeObj) => boolean): string | undefined {
+    if (e.collection !== collection || (namespace && e.object.metadata.namespace !== namespace)) return undefined;
+    const now = selector(e.object);
+    let type: string = e.type;
+    if (e.type === 'MODIFIED' && e.prev) {
+      const before = selector(e.prev);
+      if (!before && !now) return undefined;
+      if (!before) type = 'ADDED';
+      else if (!now) type = 'DELETED';
+    } else if (!now) return undefined;
+    return `${JSON.stringify({ type, object: e.object })}\n`;
+  }
+
   private notify(event: HistoryEvent): void {
     for (const w of this.watchers) {
-      if (w.collection !== event.collection || (w.namespace && event.object.metadata.namespace !== w.namespace) || !w.selector(event.object)) continue;
-      w.res.write(`${JSON.stringify({ type: event.type, object: event.object })}\n`);
+      const line = this.seenAs(event, w.collection, w.namespace, w.selector);
+      if (line) w.res.write(line);
     }
   }
 
@@ -423,22 +510,37 @@ export class KubeStandin {
     return true;
   }
 
-  /** /apis/vnetcni.dev/v1alpha1/namespaces/NS/nodenetworkconfigs[/NAME[/status]], /api/v1/[namespaces/NS/]pods, /api/v1/nodes/NAME[/status] */
+  /**
+   * /apis/vnetcni.dev/v1alpha1/namespaces/NS/nodenetworkconfigs[/NAME[/status]], /api/v1/[namespaces/NS/]pods,
+   * /api/v1/nodes/NAME[/status], /api/v1/namespaces[/NAME], /apis/networking.k8s.io/v1/[namespaces/NS/]networkpolicies[/NAME]
+   */
   private route(pathname: string): { collection: Collection; namespace?: string; name?: string; sub?: string } | undefined {
     const p = pathname.split('/').filter(Boolean);
+    let group: string;
     let m: string[] = [];
-    if (p[0] === 'apis' && p[1] === 'vnetcni.dev' && p[2] === 'v1alpha1') m = p.slice(3);
-    else if (p[0] === 'api' && p[1] === 'v1') m = p.slice(2);
-    else return undefined;
+    if (p[0] === 'apis' && p.length >= 3) {
+      group = p.slice(0, 3).join('/');
+      m = p.slice(3);
+    } else if (p[0] === 'api' && p[1] === 'v1') {
+      group = 'api/v1';
+      m = p.slice(2);
+    } else return undefined;
     let namespace: string | undefined;
     if (m[0] === 'namespaces' && m.length >= 3) {
       namespace = m[1];
       m = m.slice(2);
     }
     const collection = m[0] as Collection;
-    if (!(collection in KINDS)) return undefined;
-    if (p[0] === 'apis' ? collection !== 'nodenetworkconfigs' : collection === 'nodenetworkconfigs') return undefined;
+    if (!(collection in KINDS) || GROUP_OF[collection] !== group) return undefined;
+    if (namespace && !KINDS[collection].namespaced) return undefined;
     return { collection, ...(namespace ? { namespace } : {}), ...(m[1] ? { name: m[1] } : {}), ...(m[2] ? { sub: m[2] } : {}) };
+  }
+
+  /** The list/watch filter of a request: fieldSelector and labelSelector together. */
+  private selectorOf(q: URLSearchParams): (o: KubeObj) => boolean {
+    const fields = fieldSelector(q.get('fieldSelector') ?? undefined);
+    const labels = labelSelector(q.get('labelSelector') ?? undefined);
+    return (o) => fields(o) && labels(o);
   }
 
   private async body(req: http.IncomingMessage): Promise<unknown> {
@@ -458,7 +560,15 @@ export class KubeStandin {
     }
     const q = url.searchParams;
     const watch = q.get('watch') === '1' || q.get('watch') === 'true';
-    if (req.method === 'GET' && !r.name) return watch ? this.watch(req, res, r, q) : this.list(req, res, r, q);
+    if (req.method === 'GET' && !r.name) {
+      let selector: (o: KubeObj) => boolean;
+      try {
+        selector = this.selectorOf(q);
+      } catch (err) {
+        return this.send(req, res, 400, status(400, 'BadRequest', `invalid selector: ${(err as Error).message}`), watch);
+      }
+      return watch ? this.watch(req, res, r, q, selector) : this.list(req, res, r, q, selector);
+    }
     if (!r.name) return this.send(req, res, 405, status(405, 'MethodNotAllowed', `${req.method} on a collection`));
     const key = this.key(r.collection, r.namespace, r.name);
     const current = this.objects.get(key);
@@ -502,7 +612,7 @@ export class KubeStandin {
       .map(([, o]) => clone(o));
   }
 
-  private list(req: http.IncomingMessage, res: http.ServerResponse, r: { collection: Collection; namespace?: string }, q: URLSearchParams): void {
+  private list(req: http.IncomingMessage, res: http.ServerResponse, r: { collection: Collection; namespace?: string }, q: URLSearchParams, selector: (o: KubeObj) => boolean): void {
     const asked = q.get('resourceVersion');
     if (asked && q.get('resourceVersionMatch') === 'Exact' && Number(asked) < this.compactedBelow) {
       return this.send(req, res, 410, status(410, 'Expired', `too old resource version: ${asked} (${this.compactedBelow})`));
@@ -510,13 +620,12 @@ export class KubeStandin {
     const meta = KINDS[r.collection];
     this.send(req, res, 200, {
       apiVersion: meta.apiVersion, kind: `${meta.kind}List`, metadata: { resourceVersion: String(this.rv) },
-      items: this.matching(r, fieldSelector(q.get('fieldSelector') ?? undefined)),
+      items: this.matching(r, selector),
     });
   }
 
-  private watch(req: http.IncomingMessage, res: http.ServerResponse, r: { collection: Collection; namespace?: string }, q: URLSearchParams): void {
+  private watch(req: http.IncomingMessage, res: http.ServerResponse, r: { collection: Collection; namespace?: string }, q: URLSearchParams, selector: (o: KubeObj) => boolean): void {
     if (this.serveFault(req, res, r.collection)) return;
-    const selector = fieldSelector(q.get('fieldSelector') ?? undefined);
     const from = q.get('resourceVersion');
     const tooOld = from !== null && from !== '' && from !== '0' && Number(from) < this.compactedBelow;
     if (tooOld && this.goneAsHttp) return this.send(req, res, 410, status(410, 'Expired', `too old resource version: ${from} (${this.compactedBelow})`), true);
@@ -532,8 +641,8 @@ export class KubeStandin {
       for (const o of this.matching(r, selector)) res.write(`${JSON.stringify({ type: 'ADDED', object: o })}\n`);
     } else {
       for (const e of this.history) {
-        if (e.rv <= Number(from) || e.collection !== r.collection || (r.namespace && e.object.metadata.namespace !== r.namespace) || !selector(e.object)) continue;
-        res.write(`${JSON.stringify({ type: e.type, object: e.object })}\n`);
+        const line = e.rv > Number(from) ? this.seenAs(e, r.collection, r.namespace, selector) : undefined;
+        if (line) res.write(line);
       }
     }
     this.watchers.add(w);

@@ -1,11 +1,13 @@
 // The daemon's few Kubernetes API calls, through @kubernetes/client-node:
-// list and watch the node's NodeNetworkConfig and pods, patch the NNC's
+// list and watch the node's NodeNetworkConfig and pods (this node's, or the
+// whole cluster's for NetworkPolicy, with namespaces and networkpolicies), patch the NNC's
 // status subresource and the node's NetworkUnavailable condition. Every
 // unary call has a deadline so a hung API server never wedges a loop, and so
 // does every watch: one from the request to the response headers, one on its
 // whole life (timeoutSeconds plus a margin), with TCP keepalive on its socket
 // from the moment it is created.
-import type http from 'node:http';
+import http from 'node:http';
+import https from 'node:https';
 import type { Socket } from 'node:net';
 import {
   CoreV1Api,
@@ -234,17 +236,81 @@ export class KubeApi {
     };
   }
 
-  podListWatch(nodeName: string): ListWatch<KubeObject> {
-    const fieldSelector = `spec.nodeName=${nodeName}`;
+  /**
+   * GET a collection as the API server sent it, with the cluster, TLS and
+   * credentials of the kubeconfig (client-node's applyToFetchOptions, as its
+   * Watch does). client-node's typed list calls rename fields on the way in
+   * (a NetworkPolicy rule's `from` becomes `_from`) and drop unknown ones,
+   * while watch events arrive as plain JSON: reading lists raw hands both
+   * paths the same objects. Torn down at the unary deadline.
+   */
+  private async rawList(what: string, path: string, query: Record<string, string>): Promise<ListResult<KubeObject>> {
+    const cluster = this.kc.getCurrentCluster();
+    if (!cluster) throw new InvalidConfigError('kubeconfig names no current cluster');
+    const url = new URL(cluster.server + path);
+    for (const [k, v] of Object.entries(query)) url.searchParams.set(k, v);
+    const init = await this.kc.applyToFetchOptions({});
+    const headers: Record<string, string> = { Accept: 'application/json' };
+    for (const [k, v] of init.headers as unknown as Iterable<[string, string]>) headers[k] = v;
+    const body = await new Promise<string>((resolve, reject) => {
+      const req = (url.protocol === 'https:' ? https : http).request(url, { method: 'GET', headers, ...(init.agent ? { agent: init.agent as http.Agent } : {}) }, (res) => {
+        const chunks: Buffer[] = [];
+        res.on('data', (c: Buffer) => chunks.push(c));
+        res.on('error', reject);
+        res.on('end', () => {
+          const text = Buffer.concat(chunks).toString('utf8');
+          if (res.statusCode === 200) return resolve(text);
+          let message = text.slice(0, 200);
+          try {
+            message = String((JSON.parse(text) as { message?: unknown }).message ?? message);
+          } catch {
+            // not a Status object: keep the text
+          }
+          reject(Object.assign(new Error(`Kubernetes API: ${what}: HTTP ${res.statusCode}: ${message}`), { statusCode: res.statusCode }));
+        });
+      });
+      const timer = setTimeout(() => req.destroy(new TryAgainError(`Kubernetes API: ${what} took longer than ${this.timeoutMs} ms`)), this.timeoutMs);
+      req.on('error', reject);
+      req.on('close', () => clearTimeout(timer));
+      req.end();
+    });
+    const list = JSON.parse(body) as { items?: KubeObject[]; metadata?: { resourceVersion?: string } };
+    return { items: list.items ?? [], resourceVersion: list.metadata?.resourceVersion ?? '' };
+  }
+
+  /** This node's pods (fieldSelector spec.nodeName), or with no node name every pod of the cluster (policy peers). */
+  podListWatch(nodeName?: string): ListWatch<KubeObject> {
+    const query: Record<string, string> = nodeName ? { fieldSelector: `spec.nodeName=${nodeName}` } : {};
     return {
-      describe: `pods on node ${nodeName}`,
+      describe: nodeName ? `pods on node ${nodeName}` : 'pods (all namespaces)',
       resource: 'pods',
-      list: async () => {
-        const body = await withDeadline('list pods', this.timeoutMs, this.core.listPodForAllNamespaces({ fieldSelector }));
-        return { items: body.items as unknown as KubeObject[], resourceVersion: body.metadata?.resourceVersion ?? '' };
-      },
+      list: () => this.rawList('list pods', '/api/v1/pods', query),
       watch: (resourceVersion, onEvent, signal, onOpen) => this.watch('/api/v1/pods', {
-        fieldSelector, resourceVersion, allowWatchBookmarks: true,
+        ...query, resourceVersion, allowWatchBookmarks: true,
+      }, onEvent, signal, onOpen),
+    };
+  }
+
+  /** Every namespace (namespaceSelector peers match their labels). */
+  namespaceListWatch(): ListWatch<KubeObject> {
+    return {
+      describe: 'namespaces',
+      resource: 'namespaces',
+      list: () => this.rawList('list namespaces', '/api/v1/namespaces', {}),
+      watch: (resourceVersion, onEvent, signal, onOpen) => this.watch('/api/v1/namespaces', {
+        resourceVersion, allowWatchBookmarks: true,
+      }, onEvent, signal, onOpen),
+    };
+  }
+
+  /** Every networking.k8s.io/v1 NetworkPolicy of the cluster. */
+  networkPolicyListWatch(): ListWatch<KubeObject> {
+    return {
+      describe: 'networkpolicies (all namespaces)',
+      resource: 'networkpolicies',
+      list: () => this.rawList('list networkpolicies', '/apis/networking.k8s.io/v1/networkpolicies', {}),
+      watch: (resourceVersion, onEvent, signal, onOpen) => this.watch('/apis/networking.k8s.io/v1/networkpolicies', {
+        resourceVersion, allowWatchBookmarks: true,
       }, onEvent, signal, onOpen),
     };
   }

@@ -68,7 +68,7 @@ export interface ReflectorOptions<T extends KubeObject> {
   backoff?: BackoffOptions;
   timing?: Partial<ReflectorTiming>;
   /** Called after the first list and after every change, with the whole collection by namespace/name. */
-  onChange(items: ReadonlyMap<string, T>): void;
+  onChange?(items: ReadonlyMap<string, T>): void;
 }
 
 export function keyOf(obj: KubeObject): string {
@@ -109,6 +109,7 @@ export class Reflector<T extends KubeObject> {
     lastResourceVersion: '', synced: false, watchOpen: false,
   };
   private firstSync: { promise: Promise<void>; resolve(): void };
+  private readonly listeners = new Set<(items: ReadonlyMap<string, T>) => void>();
 
   constructor(private readonly opts: ReflectorOptions<T>) {
     this.backoff = new Backoff(opts.backoff ?? DEFAULT_BACKOFF);
@@ -134,6 +135,12 @@ export class Reflector<T extends KubeObject> {
   /** The collection as last seen (namespace/name → object). */
   current(): ReadonlyMap<string, T> {
     return this.items;
+  }
+
+  /** Another consumer of the same watch (one watch, several caches). Returns an unsubscribe. */
+  subscribe(listener: (items: ReadonlyMap<string, T>) => void): () => void {
+    this.listeners.add(listener);
+    return () => void this.listeners.delete(listener);
   }
 
   health(now = Date.now()): WatchHealth {
@@ -289,10 +296,13 @@ export class Reflector<T extends KubeObject> {
   }
 
   private changed(): void {
-    try {
-      this.opts.onChange(this.items);
-    } catch (err) {
-      this.log.error({ err, what: this.opts.source.describe }, 'change handler failed');
+    for (const listener of [this.opts.onChange?.bind(this.opts), ...this.listeners]) {
+      if (!listener) continue;
+      try {
+        listener(this.items);
+      } catch (err) {
+        this.log.error({ err, what: this.opts.source.describe }, 'change handler failed');
+      }
     }
   }
 }
