@@ -262,7 +262,8 @@ export class KubeApi {
           if (res.statusCode === 200) return resolve(text);
           let message = text.slice(0, 200);
           try {
-            message = String((JSON.parse(text) as { message?: unknown }).message ?? message);
+            const said = (JSON.parse(text) as { message?: unknown }).message;
+            if (typeof said === 'string') message = said;
           } catch {
             // not a Status object: keep the text
           }

@@ -70,7 +70,7 @@ export function podFromObject(o: KubeObject): PolicyPod | undefined {
       const port = obj(p);
       const name = port?.name;
       const number = port?.containerPort;
-      const protocol = String(port?.protocol ?? 'TCP').toUpperCase();
+      const protocol = port?.protocol === undefined ? 'TCP' : typeof port.protocol === 'string' ? port.protocol.toUpperCase() : '';
       if (typeof name !== 'string' || !name || typeof number !== 'number' || !PROTOCOLS.has(protocol)) continue;
       namedPorts.push({ name, protocol: protocol as L4Protocol, port: number });
     }
@@ -158,10 +158,11 @@ export class KubernetesPolicySource implements PolicySource {
   }
 
   /** Starts the watches; resolves at once (snapshot() stays undefined until all three collections have synced). */
-  async start(): Promise<void> {
+  start(): Promise<void> {
     if (this.ownPods) this.pods.start();
     this.namespaces.start();
     this.policies.start();
+    return Promise.resolve();
   }
 
   /** Resolves once policies, namespaces and pods have each been listed. */

@@ -90,12 +90,17 @@ function isGone(event: WatchEvent): boolean {
 /** "Too large resource version": the server is behind the RV we hold (e.g. restored etcd); only a list gets past it. */
 function isTooLarge(event: WatchEvent): boolean {
   const s = event.object as StatusObject;
-  return (s.details?.causes ?? []).some((c) => c.reason === 'ResourceVersionTooLarge') || /too large resource version/i.test(String(s.message ?? ''));
+  return (s.details?.causes ?? []).some((c) => c.reason === 'ResourceVersionTooLarge') || /too large resource version/i.test(text(s.message));
+}
+
+/** A Status field as text (they are strings and numbers; anything else is shown as JSON). */
+function text(x: unknown): string {
+  return typeof x === 'string' || typeof x === 'number' ? String(x) : x === undefined ? '' : JSON.stringify(x);
 }
 
 function describeStatus(event: WatchEvent): string {
   const s = event.object as StatusObject;
-  return `watch ERROR event: ${String(s.code ?? '?')} ${String(s.reason ?? '')} ${String(s.message ?? '')}`.trim();
+  return `watch ERROR event: ${text(s.code ?? '?')} ${text(s.reason)} ${text(s.message)}`.trim();
 }
 
 export class Reflector<T extends KubeObject> {

@@ -66,19 +66,19 @@ function seed(s: KubeStandin): void {
 }
 
 t.test('converters: what a pod, a namespace and a policy become', async (t) => {
-  const p = podFromObject(pod('x', 'a', { pod: 'a' }, '10.240.0.10', { ports: [{ name: 'http', containerPort: 80 }, { name: 'q', containerPort: 9, protocol: 'SCTP' }, { name: 'bad', containerPort: 1, protocol: 'ICMP' }] }) as KubeObject);
+  const p = podFromObject(pod('x', 'a', { pod: 'a' }, '10.240.0.10', { ports: [{ name: 'http', containerPort: 80 }, { name: 'q', containerPort: 9, protocol: 'SCTP' }, { name: 'bad', containerPort: 1, protocol: 'ICMP' }] }));
   t.same(p, {
     namespace: 'x', name: 'a', labels: { pod: 'a' }, ips: [{ family: 'ipv4', address: '10.240.0.10' }],
     namedPorts: [{ name: 'http', protocol: 'TCP', port: 80 }, { name: 'q', protocol: 'SCTP', port: 9 }],
   }, 'IPv4 with its family; named ports with protocol (TCP by default); an unknown protocol skipped');
-  t.same(podFromObject(pod('x', 'd', {}, undefined, { status: { podIPs: [{ ip: '10.240.0.12' }, { ip: 'fd00::12' }], podIP: '10.240.0.12' } }) as KubeObject)!.ips,
+  t.same(podFromObject(pod('x', 'd', {}, undefined, { status: { podIPs: [{ ip: '10.240.0.12' }, { ip: 'fd00::12' }], podIP: '10.240.0.12' } }))!.ips,
     [{ family: 'ipv4', address: '10.240.0.12' }], 'dual-stack: the IPv4 address (IPv6 waits for IpFamily to grow)');
-  t.same(podFromObject(pod('x', 'e', {}, undefined, { status: { podIP: '10.240.0.13' } }) as KubeObject)!.ips, [{ family: 'ipv4', address: '10.240.0.13' }], 'podIP when podIPs is absent');
-  t.same(podFromObject(pod('x', 'f', {}, undefined, { status: { phase: 'Pending' } }) as KubeObject)!.ips, [], 'no IP yet: no peer address');
-  t.equal(podFromObject(pod('x', 'h', {}, '10.240.0.4', { spec: { hostNetwork: true } }) as KubeObject), undefined, 'host-network pod left out');
-  t.equal(podFromObject(pod('x', 'j', {}, '10.240.0.14', { status: { phase: 'Succeeded' } }) as KubeObject), undefined, 'finished pod left out (its IP may be reused)');
-  t.same(namespaceFromObject(ns('x', { team: 't' }) as KubeObject), { name: 'x', labels: { 'kubernetes.io/metadata.name': 'x', team: 't' } }, 'the name label is there even from an old server');
-  t.same(policyFromObject(netpol('x', 'p', { policyTypes: ['Egress'] }) as KubeObject)!.spec, { policyTypes: ['Egress'], podSelector: {} }, 'no podSelector = every pod of the namespace');
+  t.same(podFromObject(pod('x', 'e', {}, undefined, { status: { podIP: '10.240.0.13' } }))!.ips, [{ family: 'ipv4', address: '10.240.0.13' }], 'podIP when podIPs is absent');
+  t.same(podFromObject(pod('x', 'f', {}, undefined, { status: { phase: 'Pending' } }))!.ips, [], 'no IP yet: no peer address');
+  t.equal(podFromObject(pod('x', 'h', {}, '10.240.0.4', { spec: { hostNetwork: true } })), undefined, 'host-network pod left out');
+  t.equal(podFromObject(pod('x', 'j', {}, '10.240.0.14', { status: { phase: 'Succeeded' } })), undefined, 'finished pod left out (its IP may be reused)');
+  t.same(namespaceFromObject(ns('x', { team: 't' })), { name: 'x', labels: { 'kubernetes.io/metadata.name': 'x', team: 't' } }, 'the name label is there even from an old server');
+  t.same(policyFromObject(netpol('x', 'p', { policyTypes: ['Egress'] }))!.spec, { policyTypes: ['Egress'], podSelector: {} }, 'no podSelector = every pod of the namespace');
 });
 
 t.test('the stand-in serves namespaces and networkpolicies with labelSelector, and selector transitions on watches', async (t) => {
