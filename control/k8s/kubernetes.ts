@@ -71,8 +71,8 @@ export class KubernetesIntegration {
     this.pods = new PodCache(opts.networkPolicy ? opts.nodeName : undefined);
     this.podReflector = new Reflector({
       source: this.api.podListWatch(opts.networkPolicy ? undefined : opts.nodeName), logger: this.log, ...(opts.backoff ? { backoff: opts.backoff } : {}),
-      onChange: (items) => {
-        if (this.pods.update(items)) this.annotate();
+      onChange: (items, change) => {
+        if (this.pods.update(items, change)) this.annotate();
       },
     });
     this.policySource = opts.networkPolicy

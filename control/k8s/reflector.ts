@@ -62,13 +62,22 @@ export interface ReflectorTiming {
 
 export const DEFAULT_REFLECTOR_TIMING: ReflectorTiming = { healthyAfterMs: 30_000, closedAtOnceMs: 1000 };
 
+/** One watch event as applied to the collection (undefined after a list: everything may have changed). */
+export interface ReflectorChange<T> {
+  type: 'ADDED' | 'MODIFIED' | 'DELETED';
+  key: string;
+  object: T;
+}
+
+export type ReflectorListener<T> = (items: ReadonlyMap<string, T>, change?: ReflectorChange<T>) => void;
+
 export interface ReflectorOptions<T extends KubeObject> {
   source: ListWatch<T>;
   logger: Logger;
   backoff?: BackoffOptions;
   timing?: Partial<ReflectorTiming>;
-  /** Called after the first list and after every change, with the whole collection by namespace/name. */
-  onChange?(items: ReadonlyMap<string, T>): void;
+  /** Called after each list and after every change, with the whole collection by namespace/name (and the change, for a watch event). */
+  onChange?: ReflectorListener<T>;
 }
 
 export function keyOf(obj: KubeObject): string {
@@ -114,7 +123,7 @@ export class Reflector<T extends KubeObject> {
     lastResourceVersion: '', synced: false, watchOpen: false,
   };
   private firstSync: { promise: Promise<void>; resolve(): void };
-  private readonly listeners = new Set<(items: ReadonlyMap<string, T>) => void>();
+  private readonly listeners = new Set<ReflectorListener<T>>();
 
   constructor(private readonly opts: ReflectorOptions<T>) {
     this.backoff = new Backoff(opts.backoff ?? DEFAULT_BACKOFF);
@@ -143,7 +152,7 @@ export class Reflector<T extends KubeObject> {
   }
 
   /** Another consumer of the same watch (one watch, several caches). Returns an unsubscribe. */
-  subscribe(listener: (items: ReadonlyMap<string, T>) => void): () => void {
+  subscribe(listener: ReflectorListener<T>): () => void {
     this.listeners.add(listener);
     return () => void this.listeners.delete(listener);
   }
@@ -255,9 +264,11 @@ export class Reflector<T extends KubeObject> {
         this.stats.lastResourceVersion = next;
       }
       if (event.type === 'BOOKMARK') return;
-      if (event.type === 'DELETED') this.items.delete(keyOf(event.object));
-      else this.items.set(keyOf(event.object), event.object as T);
-      this.changed();
+      const key = keyOf(event.object);
+      const object = event.object as T;
+      if (event.type === 'DELETED') this.items.delete(key);
+      else this.items.set(key, object);
+      this.changed({ type: event.type === 'DELETED' ? 'DELETED' : event.type === 'ADDED' ? 'ADDED' : 'MODIFIED', key, object });
     }, AbortSignal.any([stop, ender.signal]), () => {
       this.stats.watchOpen = true;
       // Open a while without trouble is health too (a quiet collection on a server without bookmarks).
@@ -300,11 +311,11 @@ export class Reflector<T extends KubeObject> {
     await sleepUnless(delayMs, this.stopper.signal);
   }
 
-  private changed(): void {
-    for (const listener of [this.opts.onChange?.bind(this.opts), ...this.listeners]) {
+  private changed(change?: ReflectorChange<T>): void {
+    for (const listener of [this.opts.onChange, ...this.listeners]) {
       if (!listener) continue;
       try {
-        listener(this.items);
+        listener(this.items, change);
       } catch (err) {
         this.log.error({ err, what: this.opts.source.describe }, 'change handler failed');
       }

@@ -172,6 +172,9 @@ t.test(`daemon with the Kubernetes API (stand-in) in ${mode} mode`, async (t) =>
     const k = await debug<{ enabled: boolean; stats: { nodeNetworkConfig: { errors: number; failures: number; synced: boolean }; statusWriter: { writes: number } } }>('kubernetes');
     t.ok(k.enabled && k.stats.nodeNetworkConfig.errors >= 3, `debug kubernetes shows the errors (${k.stats.nodeNetworkConfig.errors})`);
     t.equal(k.stats.nodeNetworkConfig.failures, 0, 'and no failure streak after the recovery');
+    const text = await lab.execVm('vm1', [process.execPath, VNETCTL, 'debug', 'kubernetes', '--socket', SOCKET]);
+    t.match(text.stdout, /^watch nodenetworkconfig: open [\d.]+s, last event [\d.]+s ago, failure streak 0$/m, 'a line per watch: age, last event, streak');
+    t.match(text.stdout, /^watch pods: .*, last event .*, failure streak \d+$/m, 'and one for the pod watch');
   });
 
   t.test('the node condition follows the dataplane (NIC missing -> True, back -> False)', async (t) => {

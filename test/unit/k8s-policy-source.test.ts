@@ -226,7 +226,7 @@ t.test('policy source sharing the daemon\'s pod watch: one pod watch, both cache
   seed(s);
   s.put(netpol('x', 'allow-from-y', ALLOW_FROM_Y));
   const cache = new PodCache('node-a');
-  const pods = new Reflector<KubeObject>({ source: api.podListWatch(), logger: log, backoff: FAST, onChange: (items) => void cache.update(items) });
+  const pods = new Reflector<KubeObject>({ source: api.podListWatch(), logger: log, backoff: FAST, onChange: (items, change) => void cache.update(items, change) });
   pods.start();
   t.teardown(() => pods.stop());
   const source = createKubernetesPolicySource(api, { logger: log, backoff: FAST, pods });
@@ -239,6 +239,12 @@ t.test('policy source sharing the daemon\'s pod watch: one pod watch, both cache
   t.equal(cache.lookup('y', 'b'), undefined, 'and not another node\'s');
   s.put(pod('x', 'n', { pod: 'n' }, '10.240.0.30'));
   await waitFor('the new pod in both', () => cache.lookup('x', 'n') && source.snapshot()!.pods.some((p) => p.name === 'n'));
+  s.put(pod('x', 'a', { pod: 'a', v: '2' }, '10.240.0.10'));
+  s.delete('pods', 'x', 'n');
+  s.put(pod('y', 'b', { pod: 'b', v: '2' }, '10.240.1.11', { node: 'node-b' }));
+  await waitFor('label change and delete in the node cache (one event at a time)', () => cache.lookup('x', 'a')?.labels.v === '2' && !cache.lookup('x', 'n'));
+  await waitFor('and in the snapshot', () => source.snapshot()!.pods.find((p) => p.name === 'b')?.labels.v === '2');
+  t.equal(cache.lookup('y', 'b'), undefined, 'another node\'s pod never enters the node cache');
   t.equal(s.requests.filter((q) => q.path === '/api/v1/pods' && !q.watch).length, 1, 'one pod list');
   t.equal(source.health().length, 2, 'the shared pod watch is its owner\'s to report');
   await source.stop();
