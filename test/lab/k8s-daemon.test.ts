@@ -183,7 +183,11 @@ t.test(`daemon with the Kubernetes API (stand-in) in ${mode} mode`, async (t) =>
     await lab.execVm('vm1', ['ip', 'link', 'set', nic, 'down']);
     await lab.execVm('vm1', ['ip', 'link', 'set', nic, 'name', 'eth0gone']);
     try {
-      const c = await pollUntil(async () => (await condition())?.status === 'True' ? condition() : undefined, 20_000, 300, 'True');
+      // Down first, then renamed: a check between the two says "is down"; wait for the state after both.
+      const c = await pollUntil(async () => {
+        const now = await condition();
+        return now?.status === 'True' && /not found/.test(now.message ?? '') ? now : undefined;
+      }, 20_000, 300, 'True');
       t.match(c, { reason: 'VnetCniNotReady', message: /eth0 not found/ });
     } finally {
       await lab.execVm('vm1', ['ip', 'link', 'set', 'eth0gone', 'name', nic]);
