@@ -254,6 +254,7 @@ export class KubeStandin {
   private readonly held = new Set<http.ServerResponse>();
   /** held requests whose connection the client closed */
   heldClosed = 0;
+  private listHangs = 0;
   readonly requests: LoggedRequest[] = [];
   /** answer a too-old watch with HTTP 410 instead of a 200 stream carrying an ERROR event */
   goneAsHttp = false;
@@ -372,6 +373,12 @@ export class KubeStandin {
   /** Forget the queued faults (requests already held stay held until the client gives up). */
   clearFaults(): void {
     this.faults = [];
+    this.listHangs = 0;
+  }
+
+  /** The next n list requests are accepted and never answered (a silent backend, for lists). */
+  hangLists(n: number): void {
+    this.listHangs = n;
   }
 
   /** Requests held by a 'hang' or 'stall' fault whose client has not closed them yet. */
@@ -567,6 +574,11 @@ export class KubeStandin {
       } catch (err) {
         return this.send(req, res, 400, status(400, 'BadRequest', `invalid selector: ${(err as Error).message}`), watch);
       }
+      if (!watch && this.listHangs > 0) {
+        this.listHangs--;
+        this.log(req, 0, false, 'hang');
+        return this.hold(res);
+      }
       return watch ? this.watch(req, res, r, q, selector) : this.list(req, res, r, q, selector);
     }
     if (!r.name) return this.send(req, res, 405, status(405, 'MethodNotAllowed', `${req.method} on a collection`));
@@ -669,6 +681,7 @@ export type StandinCommand =
   | { op: 'resetWatches' }
   | { op: 'injectWatchFault'; fault: WatchFault }
   | { op: 'clearFaults' }
+  | { op: 'hangLists'; n: number }
   | { op: 'requests'; since?: number }
   | { op: 'info' };
 
@@ -685,6 +698,7 @@ export function runCommand(s: KubeStandin, c: StandinCommand): unknown {
     case 'resetWatches': return s.resetWatches();
     case 'injectWatchFault': return s.injectWatchFault({ ...c.fault, count: c.fault.count ?? Infinity });
     case 'clearFaults': return s.clearFaults();
+    case 'hangLists': return s.hangLists(c.n);
     case 'requests': return s.requests.slice(c.since ?? 0);
     case 'info': return { resourceVersion: s.resourceVersion, openWatches: s.openWatches, requests: s.requests.length, heldRequests: s.heldRequests, heldClosed: s.heldClosed };
     default: throw new Error(`unknown op ${JSON.stringify((c as { op: unknown }).op)}`);

@@ -224,12 +224,7 @@ export class KubeApi {
     return {
       describe: `NodeNetworkConfig ${namespace}/${name}`,
       resource: 'nodenetworkconfig',
-      list: async () => {
-        const body = (await withDeadline('list NodeNetworkConfigs', this.timeoutMs, this.custom.listNamespacedCustomObject({
-          group: K8S_GROUP, version: K8S_VERSION, namespace, plural: NNC_PLURAL, fieldSelector,
-        }))) as { items?: (NncObject & KubeObject)[]; metadata?: { resourceVersion?: string } };
-        return { items: body.items ?? [], resourceVersion: body.metadata?.resourceVersion ?? '' };
-      },
+      list: async () => (await this.rawList('list NodeNetworkConfigs', `/apis/${K8S_GROUP}/${K8S_VERSION}/namespaces/${namespace}/${NNC_PLURAL}`, { fieldSelector })) as ListResult<NncObject & KubeObject>,
       watch: (resourceVersion, onEvent, signal, onOpen) => this.watch(`/apis/${K8S_GROUP}/${K8S_VERSION}/namespaces/${namespace}/${NNC_PLURAL}`, {
         fieldSelector, resourceVersion, allowWatchBookmarks: true,
       }, onEvent, signal, onOpen),
@@ -242,7 +237,8 @@ export class KubeApi {
    * Watch does). client-node's typed list calls rename fields on the way in
    * (a NetworkPolicy rule's `from` becomes `_from`) and drop unknown ones,
    * while watch events arrive as plain JSON: reading lists raw hands both
-   * paths the same objects. Torn down at the unary deadline.
+   * paths the same objects. Torn down at the unary deadline (the request
+   * and its socket, not only the promise: a silent server leaks nothing).
    */
   private async rawList(what: string, path: string, query: Record<string, string>): Promise<ListResult<KubeObject>> {
     const cluster = this.kc.getCurrentCluster();

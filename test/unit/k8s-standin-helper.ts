@@ -5,7 +5,7 @@ import { KubeConfig } from '@kubernetes/client-node';
 import { KubeApi, type WatchTiming } from '../../control/k8s/kube-api.js';
 import { KubeStandin } from '../../lab/kube-standin.js';
 
-export async function startStandin(t: Test, opts: { bookmarkMs?: number; timing?: Partial<WatchTiming> } = {}): Promise<{ s: KubeStandin; api: KubeApi; port: number }> {
+export async function startStandin(t: Test, opts: { bookmarkMs?: number; timing?: Partial<WatchTiming>; apiTimeoutMs?: number } = {}): Promise<{ s: KubeStandin; api: KubeApi; port: number }> {
   const s = new KubeStandin(opts.bookmarkMs ?? 0);
   const port = await s.listen();
   t.teardown(() => s.close());
@@ -16,7 +16,7 @@ export async function startStandin(t: Test, opts: { bookmarkMs?: number; timing?
     contexts: [{ name: 'standin', cluster: 'standin', user: 'daemon' }],
     currentContext: 'standin',
   });
-  return { s, api: new KubeApi(kc, 5_000, opts.timing), port };
+  return { s, api: new KubeApi(kc, opts.apiTimeoutMs ?? 5_000, opts.timing), port };
 }
 
 /** Poll a condition (never a fixed sleep); the timeout only bounds a broken run. */

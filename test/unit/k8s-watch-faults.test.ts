@@ -173,6 +173,23 @@ t.test('a stream silent after its headers is torn down at timeoutSeconds + margi
   t.equal(r.stats.lists, 1, 'resumed from the resourceVersion, no relist');
 });
 
+t.test('a list accepted and never answered: the request and its socket are torn down at the unary deadline, then the reflector retries', async (t) => {
+  const { s, api } = await startStandin(t, { apiTimeoutMs: 300 });
+  s.put(nnc(['10.240.0.5']));
+  s.hangLists(1);
+  const err = await api.nncListWatch(NS, NODE).list().catch((e: unknown) => e);
+  t.match(err, { cniCode: 11, message: /list NodeNetworkConfigs took longer than 300 ms/ }, 'a retryable error naming the call');
+  await waitFor('the hung list closed by the client', () => s.heldClosed === 1);
+  s.hangLists(1);
+  const { r, seen } = poolWatcher(api.nncListWatch(NS, NODE));
+  r.start();
+  t.teardown(() => r.stop());
+  await r.synced();
+  t.same(seen.addresses, ['10.240.0.5'], 'listed on the retry');
+  t.equal(r.stats.errors, 1, 'the hung list was one failure');
+  await waitFor('both hung lists closed', () => s.heldClosed === 2);
+});
+
 t.test('per-watch health: debug line and metrics', async (t) => {
   const { s, api } = await startStandin(t);
   s.put(nnc(['10.240.0.5']));
