@@ -4,11 +4,17 @@
 // policies; relist after 410; sharing the daemon's pod watch. And the
 // stand-in's own wire behaviour for these resources: labelSelector on lists
 // and watches, ADDED/DELETED when a label change makes an object start or
-// stop matching a watch's selector, the namespace name label.
+// stop matching a watch's selector, the namespace name label. And the
+// daemon's integration with `networkPolicy` on (one cluster-wide pod watch).
 import t from 'tap';
 import http from 'node:http';
+import path from 'node:path';
+import { tmpdir } from 'node:os';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { pino } from 'pino';
 import { createKubernetesPolicySource, podFromObject, policyFromObject, namespaceFromObject } from '../../control/k8s/policy-source.js';
+import { KubernetesIntegration } from '../../control/k8s/kubernetes.js';
+import type { Agent } from '../../control/agent/agent.js';
 import { Reflector } from '../../control/k8s/reflector.js';
 import { PodCache } from '../../control/k8s/pod-cache.js';
 import type { KubeObject } from '../../control/k8s/kube-api.js';
@@ -251,4 +257,48 @@ t.test('policy source sharing the daemon\'s pod watch: one pod watch, both cache
   t.equal(pods.stats.synced, true, 'stopping the source leaves the shared watch running');
   s.put(pod('x', 'm', { pod: 'm' }, '10.240.0.31'));
   await waitFor('the shared watch still feeding its owner', () => cache.lookup('x', 'm'));
+});
+
+t.test('the daemon\'s integration with networkPolicy on: one cluster-wide pod watch, node cache and policy source both fed', async (t) => {
+  const { s, port } = await startStandin(t);
+  seed(s);
+  const dir = mkdtempSync(path.join(tmpdir(), 'vnet-k8s-'));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const kubeconfig = path.join(dir, 'kubeconfig.json');
+  writeFileSync(kubeconfig, JSON.stringify({
+    apiVersion: 'v1', kind: 'Config', 'current-context': 'standin',
+    clusters: [{ name: 'standin', cluster: { server: `http://127.0.0.1:${port}`, 'insecure-skip-tls-verify': true } }],
+    users: [{ name: 'vnet-cni', user: { token: 'x' } }],
+    contexts: [{ name: 'standin', context: { cluster: 'standin', user: 'vnet-cni' } }],
+  }));
+  const k8s = new KubernetesIntegration({ nodeName: 'node-a', kubeconfig, networkPolicy: true, backoff: FAST, conditionPeriodMs: 600_000, statusDebounceMs: 0, logger: log });
+  let annotations = 0;
+  // Just what the integration calls on the agent (no store, no dataplane in a unit test).
+  const agent = {
+    annotatePods: async () => {
+      annotations++;
+      return 0;
+    },
+    refresh: async () => {},
+    status: async () => {},
+    store: { peek: async () => ({ node: { config: {} }, endpoints: {}, ipam: {} }) },
+  } as unknown as Agent;
+  k8s.start(agent);
+  t.teardown(() => k8s.stop());
+  const source = k8s.policySource!;
+  t.ok(source, 'policySource is there with networkPolicy on');
+  await source.synced();
+  t.same(names(source.snapshot(), 'pods'), ['x/a', 'y/b'], 'the snapshot has every node\'s pods');
+  await waitFor('the node cache', () => k8s.pods.lookup('x', 'a'));
+  t.equal(k8s.pods.lookup('y', 'b'), undefined, 'the node cache only this node\'s');
+  const podWatches = s.requests.filter((q) => q.path === '/api/v1/pods');
+  t.ok(podWatches.every((q) => q.query.fieldSelector === undefined), 'the pod list/watch is cluster-wide');
+  t.equal(podWatches.filter((q) => !q.watch).length, 1, 'pods listed once for both consumers');
+  const annotationsBefore = annotations;
+  s.put(pod('y', 'other', { pod: 'o' }, '10.240.1.99', { node: 'node-b' }));
+  await waitFor('the other node\'s pod in the snapshot', () => source.snapshot()!.pods.some((p) => p.name === 'other'));
+  t.equal(annotations, annotationsBefore, 'another node\'s pod does not make the agent re-annotate');
+  const stats = k8s.stats() as { networkPolicies?: { synced: boolean }; namespaces?: { synced: boolean }; watches: Array<{ resource: string }> };
+  t.ok(stats.networkPolicies?.synced && stats.namespaces?.synced, 'DUMP shows the policy watches');
+  t.same(stats.watches.map((w) => w.resource), ['nodenetworkconfig', 'pods', 'networkpolicies', 'namespaces'], 'one health line per watch, the pod watch once');
 });
