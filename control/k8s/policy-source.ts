@@ -139,6 +139,7 @@ export class KubernetesPolicySource implements PolicySource {
     for (const r of [this.pods, this.namespaces, this.policies]) this.unsubscribe.push(r.subscribe(() => this.changed()));
   }
 
+  /** Shared until the next change (the same object while nothing changed): read-only for callers. */
   snapshot(): PolicySnapshot | undefined {
     if (!this.pods.stats.synced || !this.namespaces.stats.synced || !this.policies.stats.synced) return undefined;
     if (this.dirty || !this.last) {
