@@ -69,7 +69,6 @@
 #define RESPONSE_ERROR 3
 #define RESPONSE_STDOUT 4
 #define RESPONSE_EXIT_CODE 5
-#define ERROR_CNI_CODE 1
 #define ERROR_MESSAGE 3
 
 #ifndef VNET_NODE_PATH
@@ -429,7 +428,7 @@ static void __attribute__((noreturn)) exec_node(const unsigned char *in, size_t 
 /* ---------- protobuf, by hand ----------
  * The shim writes one vnetcni.v1.Request (INVOKE: client_version, verb, stdin,
  * env as map entries of key + value, plugin) and reads one Response (ok,
- * error's cni_code and message, stdout, exit_code); other fields are skipped.
+ * error's message for the log line, stdout, exit_code); other fields are skipped.
  * A tag is (field << 3) | wire type; wire type 0 = varint, 2 = length-delimited.
  */
 struct buf {
@@ -498,7 +497,6 @@ struct response {
   const unsigned char *out;
   size_t out_len;
   uint64_t exit_code;
-  uint64_t err_code;
   char err_msg[1024];
 };
 
@@ -527,14 +525,13 @@ static int next_field(const unsigned char **p, const unsigned char *end, unsigne
   return -1;
 }
 
-/* Error { uint32 cni_code = 1; string code = 2; string message = 3; ... } */
+/* Error: only the message is read (the shim prints it when the daemon refuses a call). */
 static int decode_error(const unsigned char *p, const unsigned char *end, struct response *r) {
   while (p < end) {
     unsigned field, wt;
     uint64_t v = 0;
     const unsigned char *data = NULL;
     if (next_field(&p, end, &field, &wt, &v, &data) < 0) return -1;
-    if (wt == 0 && field == ERROR_CNI_CODE) r->err_code = v;
     if (wt == 2 && field == ERROR_MESSAGE) snprintf(r->err_msg, sizeof r->err_msg, "%.*s", (int)v, (const char *)data);
   }
   return 0;
