@@ -84,7 +84,7 @@ export type InvokeOutcome =
   /** The daemon ran it: print these bytes, exit with this code. */
   | { ran: true; stdout: Buffer; exitCode: number }
   /** The daemon did not run it (not there, refused it, or the request never left): run it here. */
-  | { ran: false; why: string };
+  | { ran: false; refused: boolean; why: string };
 
 /**
  * Forward one CNI call as INVOKE. Rejects (TryAgainError, CNI code 11) only
@@ -97,7 +97,7 @@ export async function invokeDaemon(socketPath: string, call: RawCall, opts: { co
   try {
     sock = await connectDaemon(socketPath, opts.connectTimeoutMs);
   } catch (err) {
-    return { ran: false, why: `daemon socket ${socketPath}: ${(err as Error).message}` };
+    return { ran: false, refused: false, why: `daemon socket ${socketPath}: ${(err as Error).message}` };
   }
   try {
     const req: WireRequest = { clientVersion: CLIENT_VERSION, verb: Verb.INVOKE, stdin: call.stdin, env: call.env, plugin: call.plugin };
@@ -105,10 +105,10 @@ export async function invokeDaemon(socketPath: string, call: RawCall, opts: { co
     try {
       res = await roundTrip(sock, req, opts.answerTimeoutMs ?? ANSWER_TIMEOUT_MS);
     } catch (err) {
-      if ((err as { sent?: boolean }).sent === false) return { ran: false, why: (err as Error).message };
+      if ((err as { sent?: boolean }).sent === false) return { ran: false, refused: false, why: (err as Error).message };
       throw err;
     }
-    if (!res.ok) return { ran: false, why: `the node daemon refused the call: ${res.error?.message ?? 'no reason given'}` };
+    if (!res.ok) return { ran: false, refused: true, why: `the node daemon refused the call: ${res.error?.message ?? 'no reason given'}` };
     return { ran: true, stdout: Buffer.from(res.stdout), exitCode: res.exitCode };
   } finally {
     sock.destroy();

@@ -125,12 +125,12 @@ export class DaemonServer {
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     const cniCode = res.error?.cniCode ?? (res.exitCode ? invokeErrorCode(res.stdout) : undefined);
     this.opts.onRequest?.(verbName, res.ok && !res.exitCode, seconds, cniCode);
-    // Time inside the daemon per verb: compare with the client's wall time to see transport and start-up costs.
     // Which client forwarded it: the native shim (client_version "...-shim") or the Node launcher.
     const via = req.verb === Verb.INVOKE ? (req.clientVersion.endsWith('-shim') ? 'shim' : 'node') : undefined;
     const containerId = req.env.CNI_CONTAINERID || undefined;
     // spawns: the programs this request ran (ip, iptables, ebtables...) and the ms spent waiting for them.
     const spawned = Object.fromEntries(Object.entries(spawns).map(([k, v]) => [k, { n: v.n, ms: Math.round(v.ms) }]));
+    // Time inside the daemon per verb: compare with the client's wall time to see transport and start-up costs.
     this.opts.logger.info({ verb: verbName, via, containerId, ok: res.ok, exitCode: res.exitCode, ms: Math.round(seconds * 1e4) / 10, spawns: spawned }, 'request served');
     if (!sock.destroyed) sock.write(frame(encodeResponse(res)));
   }

@@ -39,7 +39,8 @@ async function viaDaemon(plugin: PluginName, stdin: Buffer, stdout: Writer & { w
   try {
     const out = await invokeDaemon(socket, { stdin, env: cniEnv(process.env), plugin });
     if (!out.ran) {
-      process.stderr.write(`${plugin}: ${out.why}; running standalone\n`);
+      // As the shim: a daemon that is not there is the normal standalone case; a refusal is worth a word.
+      if (out.refused) process.stderr.write(`${plugin}: ${out.why}; running standalone\n`);
       return undefined;
     }
     stdout.writeBytes(out.stdout);
