@@ -11,8 +11,8 @@ import { createLogger } from '../../control/log.js';
 import { PoolExhaustedError } from '../../control/errors.js';
 import type { AgentApi, CniCall } from '../../cni/types.js';
 import { DaemonServer } from '../../control/daemon/server.js';
-import { FIXED_RESULT } from './cni-fake-agent.js';
-import { REPO_ROOT, baseConfig, oneJsonDoc, runInProcess, tempDir } from './cni-helpers.js';
+import { FIXED_RESULT } from '../unit/cni-fake-agent.js';
+import { REPO_ROOT, baseConfig, oneJsonDoc, runInProcess, tempDir } from '../unit/cni-helpers.js';
 
 t.test('azure-vnet forwards ADD and DEL to the daemon socket', async (t) => {
   const dir = tempDir(t, 'fwd');

@@ -18,8 +18,8 @@ import { createLogger } from '../../control/log.js';
 import { PoolExhaustedError } from '../../control/errors.js';
 import { DaemonServer } from '../../control/daemon/server.js';
 import { decodeRequest, encodeResponse, frame, FrameReader, Verb } from '../../control/daemon/codec.js';
-import { fakeAgent, type FakeCall } from './cni-fake-agent.js';
-import { FAKE_PLUGIN, REPO_ROOT, baseConfig, runBinary, runInProcess, tempDir } from './cni-helpers.js';
+import { fakeAgent, type FakeCall } from '../unit/cni-fake-agent.js';
+import { FAKE_PLUGIN, REPO_ROOT, baseConfig, runBinary, runInProcess, tempDir } from '../unit/cni-helpers.js';
 
 const SHIM_DIR = path.join(REPO_ROOT, 'dist', 'shim');
 const built = fs.existsSync(path.join(SHIM_DIR, 'cni-shim'));
