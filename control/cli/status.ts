@@ -41,10 +41,14 @@ export function loadPluginConfig(file: string): NetConf {
   return parseNetConf(pluginEntry(file), 'azure-vnet');
 }
 
-export async function runStatusCli(argv: string[]): Promise<number> {
+interface Out {
+  write(text: string): unknown;
+}
+
+export async function runStatusCli(argv: string[], out: { stdout: Out; stderr: Out } = process): Promise<number> {
   const { values } = parseArgs({ args: argv, options: STATUS_OPTIONS, strict: true });
   const fail = (why: string): number => {
-    process.stderr.write(`not ${values.live ? 'alive' : 'ready'}: ${why}\n`);
+    out.stderr.write(`not ${values.live ? 'alive' : 'ready'}: ${why}\n`);
     return 1;
   };
   let config: NetConf;
@@ -68,7 +72,7 @@ export async function runStatusCli(argv: string[]): Promise<number> {
   }
   if (!outcome.ran) return fail(outcome.why);
   if (outcome.exitCode === 0) {
-    process.stdout.write(`ready: daemon ${socket} answered STATUS for network ${config.name} (${config.dataplane})\n`);
+    out.stdout.write(`ready: daemon ${socket} answered STATUS for network ${config.name} (${config.dataplane})\n`);
     return 0;
   }
   // The plugin's CNI error document.
@@ -79,7 +83,7 @@ export async function runStatusCli(argv: string[]): Promise<number> {
     doc = { msg: outcome.stdout.toString('utf8').trim() };
   }
   if (values.live) {
-    process.stdout.write(`alive: daemon ${socket} answered (STATUS: code ${String(doc.code)} ${String(doc.msg)})\n`);
+    out.stdout.write(`alive: daemon ${socket} answered (STATUS: code ${String(doc.code)} ${String(doc.msg)})\n`);
     return 0;
   }
   return fail(`${String(doc.msg)} (CNI code ${String(doc.code)})`);
