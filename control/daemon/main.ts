@@ -12,7 +12,7 @@ import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } fr
 import { InvalidConfigError } from '../errors.js';
 import type { Logger } from '../log.js';
 import type { NodePolicy } from '../policy/node.js';
-import type { PolicySource } from '../policy/types.js';
+import type { KubernetesIntegration } from '../k8s/kubernetes.js';
 
 export const DEFAULT_SOCKET = '/run/vnet-cni/daemon.sock';
 
@@ -66,22 +66,18 @@ export function forceGc(): NodeJS.MemoryUsage {
   return process.memoryUsage();
 }
 
-/**
- * The policy engine, when asked for: --policy-dir (a watched directory) or
- * --network-policy (the Kubernetes integration's policy source; the seam:
- * until that source is in the integration, the flag fails with a message).
- */
+/** The policy engine, when asked for: --policy-dir (a watched directory) or --network-policy (the Kubernetes integration's policy source). */
 async function nodePolicy(
   values: ReturnType<typeof parseDaemonArgs>,
-  k8s: object | undefined,
+  k8s: KubernetesIntegration | undefined,
   logger: Logger,
   metrics: DaemonMetrics,
 ): Promise<NodePolicy | undefined> {
   if (!values['policy-dir'] && !values['network-policy']) return undefined;
   const { NodePolicy } = await import('../policy/node.js');
   if (values['network-policy']) {
-    const source = (k8s as { policySource?: PolicySource } | undefined)?.policySource;
-    if (!source) throw new InvalidConfigError('--network-policy: this build has no Kubernetes policy source (control/k8s/policy-source.ts); use --policy-dir');
+    const source = k8s?.policySource;
+    if (!source) throw new InvalidConfigError('--network-policy needs --node-name (the Kubernetes API)');
     return new NodePolicy({ kubernetes: source, logger, registry: metrics.registry });
   }
   return new NodePolicy({ dir: values['policy-dir']!, logger, registry: metrics.registry });
@@ -110,7 +106,7 @@ export async function runDaemon(argv: string[]): Promise<number> {
     : undefined;
   // metrics: parse the address before anything else can fail half-started
   const metricsAddr = values['metrics-addr'] ? parseMetricsAddr(values['metrics-addr']) : { socketPath: values['metrics-socket']! };
-  const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats }, logger);
+  const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats, ...(k8s ? { watches: () => k8s.watchHealth() } : {}) }, logger);
   const policy = await nodePolicy(values, k8s, logger, metrics);
   const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger, {
     ...(k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {}),
