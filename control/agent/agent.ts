@@ -307,8 +307,9 @@ export class Agent implements AgentApi {
         // Someone (GC, or a reconcile that could not tell this call was alive)
         // removed the intent meanwhile and may have given the IP to another
         // pod: reporting success would hand out an address the store no
-        // longer holds for us. Fail; the runtime retries.
-        if (!cur || cur.ip !== rec.ip || cur.phase !== 'creating') {
+        // longer holds for us. Fail; the runtime retries. (A rebuilt endpoint
+        // stayed "ready" throughout: the same record, not a "creating" one.)
+        if (!cur || cur.ip !== rec.ip || cur.createdAt !== rec.createdAt || cur.phase !== rec.phase) {
           throw new TryAgainError(`the endpoint record for ${key} was removed while the ADD was in progress; retry`);
         }
         cur.phase = 'ready';
