@@ -9,7 +9,7 @@
 // destroys the veths inside it (and their host ends).
 import pino from 'pino';
 import { Agent, type AgentOptions } from '../../../control/agent/agent.js';
-import type { AgentPorts, FaultHooks, FaultPoint, HostNetwork, Processes } from '../../../control/agent/ports.js';
+import type { AgentPorts, FaultHooks, FaultPoint, HostNetwork, Processes, StateStore } from '../../../control/agent/ports.js';
 import type { EndpointOwner } from '../../../control/agent/owner.js';
 import type { Dataplane, EndpointPlan, NodeNetwork } from '../../../control/dataplane/types.js';
 import type { DataplaneMode, NetConf } from '../../../control/types.js';
@@ -190,8 +190,8 @@ export class FakeNode {
 
   // ---- processes and Agents --------------------------------------------------
 
-  /** A new process on the node: its owner identity and the Agent it runs. */
-  agent(opts: Partial<AgentOptions> = {}): FakeProcess {
+  /** A new process on the node: its owner identity and the Agent it runs (over the node's store unless given another view of it). */
+  agent(opts: Partial<AgentOptions> = {}, store: StateStore = this.store): FakeProcess {
     const pid = this.nextPid++;
     this.procs.set(pid, pid * 7);
     const processes: Processes = {
@@ -199,7 +199,7 @@ export class FakeNode {
       running: (o: EndpointOwner | undefined) => o !== undefined && o.pid !== pid && this.procs.get(o.pid) === o.startTicks,
     };
     const ports: AgentPorts = {
-      store: this.store,
+      store,
       host: this.host,
       processes,
       dataplaneFor: async (mode) => this.dataplane(mode),
