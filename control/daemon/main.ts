@@ -6,6 +6,7 @@ import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { createLogger } from '../log.js';
 import { createLocalAgent } from '../agent/index.js';
+import type { AgentOptions } from '../agent/agent.js';
 import { DaemonServer } from './server.js';
 import { assertSafeNetns } from '../agent/safety.js';
 import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } from './metrics.js'; // metrics (control/daemon/metrics.ts)
@@ -59,7 +60,8 @@ export function forceGc(): NodeJS.MemoryUsage {
   return process.memoryUsage();
 }
 
-export async function runDaemon(argv: string[]): Promise<number> {
+/** `testHooks`: only test entry points pass them (test/lab/helpers/faulty-daemon.ts); `vnetctl daemon` never does. */
+export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'faults'> = {}): Promise<number> {
   const values = parseDaemonArgs(argv);
   assertSafeNetns();
   capYoungGeneration();
@@ -77,7 +79,7 @@ export async function runDaemon(argv: string[]): Promise<number> {
       logger,
     })
     : undefined;
-  const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger, k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {});
+  const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger, { ...testHooks, ...(k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {}) });
   // metrics: parse the address before anything else can fail half-started
   const metricsAddr = values['metrics-addr'] ? parseMetricsAddr(values['metrics-addr']) : { socketPath: values['metrics-socket']! };
   const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats }, logger);

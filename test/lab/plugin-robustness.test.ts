@@ -5,7 +5,7 @@ import t from 'tap';
 import { Lab } from '../../lab/lab.js';
 import { defaultSpec } from '../../lab/spec.js';
 import { ping } from '../../lab/tools/net.js';
-import { MODES, VmCni, azureConflist, execPlugin, pluginStdin, type PodHandle } from './helpers/cni-harness.js';
+import { MODES, VmCni, azureConflist, execFaultyPlugin, execPlugin, pluginStdin, type PodHandle } from './helpers/cni-harness.js';
 
 const ADD_POINTS = ['add:after-intent', 'add:after-veth', 'add:after-pod-config', 'add:after-attach'];
 const DEL_POINTS = ['del:after-mark', 'del:after-detach', 'del:after-veth'];
@@ -34,8 +34,9 @@ for (const mode of MODES) {
     const cni = new VmCni(lab, 'vm1', azureConflist({ cniVersion: '1.0.0', dataplane: mode }));
     const vm = lab.vmInfo('vm1');
 
+    // Crashes go through the test-only plugin entry (helpers/faulty-plugin.ts); reruns through the real bin/azure-vnet.
     const plugin = (command: string, containerId: string, netns: string, extraEnv: Record<string, string> = {}, input = stdin) =>
-      execPlugin(lab, 'vm1', { CNI_COMMAND: command, CNI_CONTAINERID: containerId, CNI_NETNS: netns, CNI_IFNAME: 'eth0', ...extraEnv }, input);
+      (extraEnv.VNET_CNI_TEST_CRASH_AT ? execFaultyPlugin : execPlugin)(lab, 'vm1', { CNI_COMMAND: command, CNI_CONTAINERID: containerId, CNI_NETNS: netns, CNI_IFNAME: 'eth0', ...extraEnv }, input);
     const leftovers = async (): Promise<{ veths: string[]; used: number; endpoints: number; bridge: boolean }> => {
       const links = await lab.execVm('vm1', ['ip', '-o', 'link', 'show']);
       const state = cni.state() as unknown as { endpoints: object; ipam: unknown };
