@@ -567,6 +567,18 @@ export class Agent implements AgentApi {
     }
   }
 
+  /**
+   * Sweep the dataplane's idle flow state (the daemon's NAT sweeper; see
+   * docs/ebpf.md "NAT expiry"). Without node state, or in a mode with nothing
+   * to sweep, does nothing and returns undefined.
+   */
+  async expireIdle(): Promise<{ nat: number; inbound: number } | undefined> {
+    const node = (await this.store.peek()).node;
+    if (!node) return undefined;
+    const dp = await this.dataplane(node.mode);
+    return dp.expireIdle ? dp.expireIdle(node.network) : undefined;
+  }
+
   /** Re-read the pool source now (the daemon's poller); reports orphaned addresses through the log. */
   async refresh(): Promise<void> {
     const config = (await this.store.peek()).node?.config;

@@ -20,6 +20,8 @@ export const DAEMON_OPTIONS = {
   'log-file': { type: 'string', default: '/var/log/vnet-cni-daemon.log' },
   'log-level': { type: 'string', default: 'info' },
   'poll-seconds': { type: 'string', default: '30' },
+  /** How often idle NAT state is swept (ebpf; docs/ebpf.md "NAT expiry"). */
+  'nat-sweep-seconds': { type: 'string', default: '60' },
   'metrics-socket': { type: 'string', default: DEFAULT_METRICS_SOCKET },
   'metrics-addr': { type: 'string' },
   // Kubernetes (control/k8s): on when --node-name is given
@@ -118,6 +120,17 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
     agent.refresh().catch((err: unknown) => logger.warn({ err }, 'pool refresh failed'));
   }, pollMs);
   poller.unref();
+  // Idle SNAT pairs go before the LRU has to evict for a new flow (which could pick a live, idle-looking one).
+  const sweepMs = Math.max(1, Number(values['nat-sweep-seconds'])) * 1000;
+  const sweeper = setInterval(() => {
+    agent.expireIdle().then(
+      (swept) => {
+        if (swept && (swept.nat || swept.inbound)) logger.debug(swept, 'idle NAT state swept');
+      },
+      (err: unknown) => logger.warn({ err }, 'NAT sweep failed'),
+    );
+  }, sweepMs);
+  sweeper.unref();
   // SIGUSR2: a full GC, then the memory figures in the log and the metrics. A
   // leak check compares live heap, not whatever garbage the last GC left.
   const onUsr2 = (): void => logger.info({ memory: forceGc() }, 'memory after a forced GC (SIGUSR2)');
@@ -128,6 +141,7 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
     process.once('SIGINT', stop);
   });
   clearInterval(poller);
+  clearInterval(sweeper);
   process.off('SIGUSR2', onUsr2);
   await server.close();
   await k8s?.status.flush().catch(() => {});
