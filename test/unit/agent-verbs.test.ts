@@ -289,3 +289,16 @@ t.test('a crash point the test does not name is a no-op', async (t) => {
   const res = await agent.add(call(node, 'web'));
   t.ok(res.ips?.[0]);
 });
+
+t.test('expireIdle sweeps the node\'s dataplane when it keeps flow state (ebpf), else does nothing', async (t) => {
+  const node = new FakeNode();
+  const { agent } = node.agent();
+  t.equal(await agent.expireIdle(), undefined, 'no node state yet');
+  const a = call(node, 'a');
+  await agent.add(a);
+  t.equal(await agent.expireIdle(), undefined, 'iptables: nothing to sweep');
+  await agent.del(a);
+  await agent.add(call(node, 'b', { config: netConf({ dataplane: 'ebpf' }) }));
+  t.same(await agent.expireIdle(), { nat: 1, inbound: 0 }, 'ebpf: swept');
+  t.equal(node.dp.ebpf.sweeps, 1);
+});

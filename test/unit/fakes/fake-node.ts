@@ -42,9 +42,9 @@ export class FakeNode {
   /** host veth name → where its peer lives */
   readonly hostVeths = new Map<string, { netns: string; ifName: string; mac: string }>();
   /** per-mode node-wide state and attached endpoints (host veth → plan) */
-  readonly dp: Record<DataplaneMode, { node?: NodeNetwork; endpoints: Map<string, EndpointPlan>; ensures: number; teardowns: number }> = {
-    iptables: { endpoints: new Map(), ensures: 0, teardowns: 0 },
-    ebpf: { endpoints: new Map(), ensures: 0, teardowns: 0 },
+  readonly dp: Record<DataplaneMode, { node?: NodeNetwork; endpoints: Map<string, EndpointPlan>; ensures: number; teardowns: number; sweeps: number }> = {
+    iptables: { endpoints: new Map(), ensures: 0, teardowns: 0, sweeps: 0 },
+    ebpf: { endpoints: new Map(), ensures: 0, teardowns: 0, sweeps: 0 },
   };
   /** ebpf prerequisites (bpffs) present */
   bpfOk = true;
@@ -143,8 +143,11 @@ export class FakeNode {
 
   dataplane(mode: DataplaneMode): Dataplane {
     const s = this.dp[mode];
+    // Only ebpf keeps flow state to sweep (the iptables dataplane leaves it to conntrack).
+    const sweep = mode === 'ebpf' ? { expireIdle: async () => ({ nat: ++s.sweeps, inbound: 0 }) } : {};
     return {
       mode,
+      ...sweep,
       probe: async () => {
         if (mode === 'ebpf' && !this.bpfOk) throw new DataplaneUnavailableError('bpffs is not mounted at /sys/fs/bpf; mount it');
       },
