@@ -7,7 +7,7 @@ import type { ChildProcess } from 'node:child_process';
 import { Lab } from '../../lab/lab.js';
 import { defaultSpec } from '../../lab/spec.js';
 import { ping } from '../../lab/tools/net.js';
-import { startChild, stopChild, waitForLine } from '../../lab/children.js';
+import { pollUntil, startChild, stopChild, waitForLine } from '../../lab/children.js';
 import { vmExecArgv } from '../../lab/vm-exec.js';
 import { MODES, REPO, VmCni, azureConflist, type PodHandle } from './helpers/cni-harness.js';
 
@@ -80,14 +80,16 @@ for (const mode of MODES) {
       const names = Array.from({ length: 40 }, (_, i) => `s${i}`);
       const added: PodHandle[] = [];
       const failed: string[] = [];
+      let settled = false;
       const storm = inParallel(names, 8, async (n) => {
         try {
           added.push(await viaDaemon.addPod(n));
         } catch (err) {
           failed.push((err as Error).message);
         }
-      });
-      await new Promise((r) => setTimeout(r, 1500));
+      }).finally(() => (settled = true));
+      // Kill once the storm is under way (some ADDs served), however slow the machine is: not after a fixed delay.
+      await pollUntil(() => (added.length >= 4 || settled ? true : undefined), 120_000, 20, 'the first ADDs of the storm');
       daemon!.kill('SIGKILL');
       await storm;
       daemon = await startDaemon('vm1');
