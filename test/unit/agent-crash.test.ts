@@ -6,7 +6,7 @@
 // bystander pod is never touched. The lab suite plugin-robustness does the
 // same with real processes and a real kernel.
 import t, { type Test } from 'tap';
-import { FakeNode, crashAt, netConf } from './fakes/fake-node.js';
+import { FakeNode, crashAt, netConf, pauseAt } from './fakes/fake-node.js';
 import { FAULT_POINTS, type FaultPoint } from '../../control/agent/ports.js';
 import type { CniCall, DataplaneMode } from '../../control/types.js';
 import { hostVethName } from '../../control/netlink/veth.js';
@@ -104,14 +104,22 @@ t.test('reconcile leaves an unfinished call alone while its process still runs, 
   for (const point of FAULT_POINTS) {
     const s = await setup('iptables');
     if (point.startsWith('del:')) await s.node.agent().agent.add(s.victim);
-    const pause = crashAt(point); // stopped, not killed: the process stays alive
+    const pause = pauseAt(point); // paused, not killed: the process stays alive
     const busy = s.node.agent({ faults: pause.faults });
-    void (point.startsWith('add:') ? busy.agent.add(s.victim) : busy.agent.del(s.victim));
+    const adding = point.startsWith('add:');
+    const running = adding ? busy.agent.add(s.victim) : busy.agent.del(s.victim);
     await pause.reached;
     const report = await s.node.agent().agent.reconcile();
     t.same(report.inProgress, ['victim/eth0'], `${point}: in progress, left alone`);
     t.same(report.removed, [], `${point}: nothing removed`);
     t.ok(s.node.store.snapshot().endpoints['victim/eth0'], `${point}: the record is still there`);
+    pause.resume();
+    await running;
+    if (adding) {
+      t.match(s.node.store.snapshot().endpoints['victim/eth0'], { phase: 'ready' }, `${point}: the ADD finished`);
+      await s.node.agent().agent.del(s.victim);
+    }
+    onlyBystander(t, s, `${point}: after the call finished`);
   }
 });
 
