@@ -59,7 +59,7 @@ export type FaultPoint = (typeof FAULT_POINTS)[number];
  * Test-only hooks: called (and awaited) at each fault point. A crash test
  * kills the process there (or never resolves: the in-process equivalent); a
  * pause test waits there. The product wires none; only test entry points
- * (test/faults/helpers/faulty-*.ts, the unit fakes) pass them.
+ * (test/support/faulty-*.ts, the unit fakes) pass them.
  */
 export interface FaultHooks {
   at(point: FaultPoint): Promise<void> | void;

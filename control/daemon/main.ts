@@ -62,7 +62,7 @@ export function forceGc(): NodeJS.MemoryUsage {
   return process.memoryUsage();
 }
 
-/** `testHooks`: only test entry points pass them (test/lab/helpers/faulty-daemon.ts); `vnetctl daemon` never does. */
+/** `testHooks`: only test entry points pass them (test/support/faulty-daemon.ts); `vnetctl daemon` never does. */
 export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'faults'> = {}): Promise<number> {
   const values = parseDaemonArgs(argv);
   assertSafeNetns();

@@ -120,7 +120,7 @@ for (const mode of MODES) {
         const point = 'add:after-veth';
         rmSync(path.join(run, pause), { force: true });
         rmSync(path.join(run, `${pause}.reached`), { force: true });
-        // The test-only daemon entry (helpers/faulty-daemon.ts) honours the pause point; `vnetctl daemon` does not.
+        // The test-only daemon entry (test/support/faulty-daemon.ts) honours the pause point; `vnetctl daemon` does not.
         const daemon = startChild(vmExecArgv(lab.names, vm, [process.execPath, FAULTY_DAEMON, '--socket', SOCKET]), {
           env: { ...process.env, VNET_CNI_TEST_PAUSE_AT: point, VNET_CNI_TEST_PAUSE_FILE: `/run/vnet-cni/${pause}` },
         });

@@ -37,7 +37,7 @@ for (const mode of MODES) {
     const cni = new VmCni(lab, 'vm1', azureConflist({ cniVersion: '1.0.0', dataplane: mode }));
     const vm = lab.vmInfo('vm1');
 
-    // Crashes go through the test-only plugin entry (helpers/faulty-plugin.ts); reruns through the real bin/azure-vnet.
+    // Crashes go through the test-only plugin entry (test/support/faulty-plugin.ts); reruns through the real bin/azure-vnet.
     const plugin = (command: string, containerId: string, netns: string, extraEnv: Record<string, string> = {}, input = stdin) =>
       (extraEnv.VNET_CNI_TEST_CRASH_AT ? execFaultyPlugin : execPlugin)(lab, 'vm1', { CNI_COMMAND: command, CNI_CONTAINERID: containerId, CNI_NETNS: netns, CNI_IFNAME: 'eth0', ...extraEnv }, input);
     const leftovers = async (): Promise<{ veths: string[]; used: number; endpoints: number; bridge: boolean }> => {

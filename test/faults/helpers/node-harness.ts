@@ -123,7 +123,7 @@ export type Verb = 'ADD' | 'DEL' | 'CHECK' | 'GC' | 'STATUS' | 'VERSION';
 
 /**
  * bin/azure-vnet inside a VM, in its own process group: CNI_* env, the config on stdin.
- * With `faultEnv` (VNET_CNI_TEST_CRASH_AT / _PAUSE_AT, see test/lab/helpers/fault-hooks.ts)
+ * With `faultEnv` (VNET_CNI_TEST_CRASH_AT / _PAUSE_AT, see test/support/fault-hooks.ts)
  * the test-only plugin entry runs instead, in-process (never forwarded to a daemon).
  */
 export function pluginCall(lab: Lab, vm: string, verb: Verb, conflist: Record<string, unknown>, pod?: PodRef, valid?: PodRef[], faultEnv?: Record<string, string>): GroupProc {

@@ -150,8 +150,8 @@ export async function execPlugin(lab: Lab, vm: string, env: Record<string, strin
 }
 
 /** TEST ONLY entry points with crash and pause points (fault-hooks.ts): azure-vnet and `vnetctl daemon`. */
-export const FAULTY_PLUGIN = path.join(REPO, 'dist', 'test', 'lab', 'helpers', 'faulty-plugin.js');
-export const FAULTY_DAEMON = path.join(REPO, 'dist', 'test', 'lab', 'helpers', 'faulty-daemon.js');
+export const FAULTY_PLUGIN = path.join(REPO, 'dist', 'test', 'support', 'faulty-plugin.js');
+export const FAULTY_DAEMON = path.join(REPO, 'dist', 'test', 'support', 'faulty-daemon.js');
 
 /** Like execPlugin, through the test-only azure-vnet that honours VNET_CNI_TEST_CRASH_AT / _PAUSE_AT in `env`. */
 export async function execFaultyPlugin(lab: Lab, vm: string, env: Record<string, string>, stdin: string): Promise<PluginRun> {

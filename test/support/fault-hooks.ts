@@ -8,7 +8,7 @@
 //                                   exists, so a test can change the world
 //                                   (delete the netns) at a known step
 import { existsSync, writeFileSync } from 'node:fs';
-import { FAULT_POINTS, type FaultHooks, type FaultPoint } from '../../../control/agent/ports.js';
+import { FAULT_POINTS, type FaultHooks, type FaultPoint } from '../../control/agent/ports.js';
 
 export const CRASH_AT_ENV = 'VNET_CNI_TEST_CRASH_AT';
 export const PAUSE_AT_ENV = 'VNET_CNI_TEST_PAUSE_AT';

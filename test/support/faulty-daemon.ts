@@ -1,6 +1,6 @@
 // TEST ONLY: `vnetctl daemon` with the crash and pause points of
-// fault-hooks.ts: `node dist/test/lab/helpers/faulty-daemon.js [daemon flags]`.
-import { runDaemon } from '../../../control/daemon/main.js';
+// fault-hooks.ts: `node dist/test/support/faulty-daemon.js [daemon flags]`.
+import { runDaemon } from '../../control/daemon/main.js';
 import { faultHooksFromEnv } from './fault-hooks.js';
 
 const faults = faultHooksFromEnv();
