@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iptables ebtables nftables iproute2 iputils-ping
       iperf3 tcpdump socat conntrack util-linux procps golang-go golang-github-appc-cni-dev
-      containernetworking-plugins podman runc busybox-static make gcc g++ python3 ca-certificates)
+      containernetworking-plugins podman runc busybox-static make gcc g++ python3 ca-certificates
+      docker.io containerd python3-grpcio python3-protobuf)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -17,7 +18,15 @@ if [ ${#missing[@]} -gt 0 ]; then
   echo "==> apt-get install ${missing[*]}"
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
+  # docker.io and containerd must not start engines in the machine's netns: the
+  # lab runs its own inside VMs. policy-rc.d (exit 101) keeps invoke-rc.d from
+  # starting them; without one, stop whatever the packages started.
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+    for unit in docker.socket docker containerd; do
+      systemctl is-active -q "$unit" && { echo "==> stopping and disabling $unit (the lab runs its own)"; systemctl disable --now "$unit"; }
+    done
+  fi
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
