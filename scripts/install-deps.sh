@@ -22,7 +22,7 @@ if [ ${#missing[@]} -gt 0 ]; then
   # lab runs its own inside VMs. policy-rc.d (exit 101) keeps invoke-rc.d from
   # starting them; without one, stop whatever the packages started.
   apt-get install -y -q --no-install-recommends "${missing[@]}"
-  if command -v systemctl >/dev/null && systemctl is-system-running >/dev/null 2>&1; then
+  if [ -d /run/systemd/system ]; then # booted with systemd
     for unit in docker.socket docker containerd; do
       systemctl is-active -q "$unit" && { echo "==> stopping and disabling $unit (the lab runs its own)"; systemctl disable --now "$unit"; }
     done
