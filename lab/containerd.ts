@@ -207,6 +207,15 @@ export class Containerd {
     return this.logBuf;
   }
 
+  /** Wait until the CRI plugin has (re)loaded the conflist named `network` from its conf dir (it watches the dir). */
+  async waitForNetwork(network: string): Promise<void> {
+    await pollUntil(async () => {
+      const st = await this.cri.status(true).catch(() => undefined);
+      const ready = st?.status.conditions.find((c) => c.type === 'NetworkReady')?.status;
+      return ready && (st?.info.cniconfig ?? '').includes(`"Name":"${network}"`) ? true : undefined;
+    }, 60_000, 100, `containerd in ${this.vm} loaded CNI network ${network}`);
+  }
+
   /** Stop containerd (SIGTERM; the shims and sandboxes keep running, as on a node) and start it again. */
   async restart(): Promise<void> {
     if (this.child) await stopChild(this.child, 20_000);

@@ -42,6 +42,10 @@ message PodSandboxFilter { string id = 1; }
 message ListPodSandboxRequest { PodSandboxFilter filter = 1; }
 message PodSandbox { string id = 1; PodSandboxMetadata metadata = 2; PodSandboxState state = 3; int64 created_at = 4; }
 message ListPodSandboxResponse { repeated PodSandbox items = 1; }
+message StatusRequest { bool verbose = 1; }
+message RuntimeCondition { string type = 1; bool status = 2; string reason = 3; string message = 4; }
+message RuntimeStatus { repeated RuntimeCondition conditions = 1; }
+message StatusResponse { RuntimeStatus status = 1; map<string, string> info = 2; }
 `;
 
 const root = protobuf.parse(CRI_PROTO, { keepCase: true }).root;
@@ -168,6 +172,11 @@ export class CriClient {
 
   async listPodSandbox(): Promise<{ id: string; metadata: PodSandboxMetadata; state: string }[]> {
     return (await this.call<{ items: { id: string; metadata: PodSandboxMetadata; state: string }[] }>('ListPodSandbox', {})).items;
+  }
+
+  /** Runtime conditions (RuntimeReady, NetworkReady); `info` (verbose) has containerd's loaded CNI config under "cniconfig". */
+  status(verbose = false): Promise<{ status: { conditions: { type: string; status: boolean; reason: string; message: string }[] }; info: Record<string, string> }> {
+    return this.call('Status', { verbose });
   }
 
   close(): void {
