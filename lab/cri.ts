@@ -132,7 +132,7 @@ export class CriClient {
       stream.on('response', takeStatus); // a trailers-only answer (errors) carries the status in the headers
       stream.on('trailers', takeStatus);
       stream.on('data', (c: Buffer) => chunks.push(c));
-      stream.on('error', (err) => {
+      stream.on('error', (err: Error) => {
         clearTimeout(timer);
         reject(err);
       });

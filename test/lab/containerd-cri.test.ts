@@ -48,7 +48,7 @@ for (const mode of MODES) {
       // The node's conflist: daemon socket, the mode, on-prem not SNATed; portmap chained for hostPorts.
       cni[vm] = new VmCni(lab, vm, azureConflist({ cniVersion: '1.0.0', dataplane: mode, extra: { daemonSocket: SOCKET, vnetCidrs: ['172.16.1.0/24'] } }));
       ctd[vm] = await Containerd.start(lab, vm, { cniBins: { 'azure-vnet': path.join(SHIM_DIR, 'azure-vnet'), 'azure-vnet-ipam': path.join(SHIM_DIR, 'azure-vnet-ipam') } });
-      const daemon = startChild(ctd[vm]!.inVm([process.execPath, path.join(REPO, 'dist', 'control', 'cli', 'vnetctl.js'), 'daemon', '--socket', SOCKET]));
+      const daemon = startChild(ctd[vm].inVm([process.execPath, path.join(REPO, 'dist', 'control', 'cli', 'vnetctl.js'), 'daemon', '--socket', SOCKET]));
       daemons.push(daemon);
       await waitForLine(daemon, /^READY /, 30_000, `daemon in ${vm}`);
     }
