@@ -75,5 +75,15 @@ for (const mode of MODES) {
     const ipam = cni.state().ipam as { released: { items: string[]; head: number }; holdings: Record<string, { ip: string }> };
     t.ok(ipam.released.items.slice(ipam.released.head).includes(ip2), 'its IP is back in the pool\'s free queue');
     t.same(Object.values(ipam.holdings).map((h) => h.ip), [ip1], 'only web1 holds an address');
+
+    // web1 dies without --rm; a new container under its name releases the dead one's endpoint first.
+    const oldKey = Object.entries(cni.state().endpoints).find(([, e]) => e.podName === 'web1')?.[0];
+    t.equal((await docker.docker(['rm', '-f', 'web1'])).code, 0, 'docker rm -f web1, no --rm');
+    const again = await start('web1');
+    const eps = Object.entries(cni.state().endpoints).filter(([, e]) => e.podName === 'web1');
+    t.equal(eps.length, 1, `one endpoint named web1 (${again})`);
+    t.not(eps[0]?.[0], oldKey, 'it is the new container\'s');
+    t.equal((await dockerRun(['--rm', 'web1', 'default'])).code, 0, 'docker-run.sh --rm web1 on a live container');
+    t.same(Object.keys(cni.state().endpoints), [], 'no endpoint left');
   });
 }
