@@ -587,9 +587,11 @@ export class Agent implements AgentApi {
     if (!config) return [];
     const released: string[] = [];
     for (const [key, rec] of Object.entries(state.endpoints)) {
+      const seen = seeNetns(rec.netns);
+      // Kept whatever the veth says (the usual case: the path still names the ADD's netns): no netlink call.
+      if (!judge(rec, seen, false).reclaim) continue;
       // A netlink failure counts as "present": when in doubt, keep the pod.
-      const vethPresent = rec.phase === 'ready' ? await linkInfo(rec.hostVeth).then((l) => l !== undefined, () => true) : true;
-      const verdict = judge(rec, seeNetns(rec.netns), vethPresent);
+      const verdict = judge(rec, seen, await linkInfo(rec.hostVeth).then((l) => l !== undefined, () => true));
       if (!verdict.reclaim) continue;
       this.log.warn({ key, ip: rec.ip, pod: rec.podName, podNamespace: rec.podNamespace, reason: verdict.reason }, 'reclaiming the endpoint of a pod that died without a DEL');
       const cfg = { ...config, name: rec.network, dataplane: rec.mode };

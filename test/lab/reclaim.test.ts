@@ -1,8 +1,8 @@
 // Pods that die without a DEL (control/agent/reclaim.ts): when the pool runs
 // short the plugin releases the endpoints whose netns is gone, or whose path
-// now names another netns, and keeps every live pod's IP, including one whose
-// path disappeared while another process still holds its netns. The daemon
-// does the same on its timer.
+// now names another netns, and keeps every live pod's IP, including ones
+// whose path disappeared or was re-mounted while another process holds their
+// netns. The daemon does the same on its timer.
 import t from 'tap';
 import path from 'node:path';
 import { writeFileSync } from 'node:fs';
@@ -19,7 +19,7 @@ const SOCKET = '/run/vnet-cni/daemon.sock';
 
 for (const mode of MODES) {
   t.test(`reclaiming dead pods' IPs, ${mode} mode`, async (t) => {
-    const lab = await Lab.up(defaultSpec(2, 4));
+    const lab = await Lab.up(defaultSpec(2, 5));
     t.teardown(() => lab.down());
     const holders: ChildProcess[] = [];
     t.teardown(async () => {
@@ -38,12 +38,13 @@ for (const mode of MODES) {
       return pollUntil(async () => ((await lab.execVm('vm1', ['ip', 'link', 'show', veth])).code !== 0 ? true : undefined), 30_000, 50, `${veth} gone with its netns`);
     };
 
-    // Four pods fill vm1's pool of four.
+    // Five pods fill vm1's pool of five.
     const procA = await hold(['unshare', '--net']);
     const a = await vm1.add('a', `/proc/${procA.pid}/ns/net`, 'c-a');
     const b = await vm1.addPod('b');
     const c = await vm1.addPod('c');
     const d = await vm1.addPod('d');
+    const h = await vm1.addPod('h');
     const spare = await lab.addPodNetns('vm1', 'spare');
 
     // a: its process dies (docker rm -f), so /proc/PID/ns/net is gone.
@@ -57,19 +58,26 @@ for (const mode of MODES) {
     // c: its path is removed, but a process still holds the netns: a live pod.
     const holdC = await hold(['nsenter', `--net=${c.netns}`]);
     await runOk(['ip', 'netns', 'del', path.basename(c.netns)]);
+    // h: a process holds its netns and its path is re-mounted over another netns: a live pod.
+    const holdH = await hold(['nsenter', `--net=${h.netns}`]);
+    await runOk(['ip', 'netns', 'del', path.basename(h.netns)]);
+    writeFileSync(h.netns, '');
+    await runOk(['mount', '--bind', spare, h.netns]);
 
     const e = await vm1.addPod('e');
     const f = await vm1.addPod('f');
     t.same([e.ip, f.ip].sort(), [a.ip, b.ip].sort(), 'the next two ADDs get the dead pods\' IPs');
     const g = await vm1.addPod('g').then(() => 'succeeded', (err: unknown) => (err instanceof CniRunFailed ? err.cniError : String(err)));
-    t.match(g, { code: 100, msg: /no free address/ }, 'then the pool is really full: c and d keep theirs');
+    t.match(g, { code: 100, msg: /no free address/ }, 'then the pool is really full: c, d and h keep theirs');
     const held = Object.values(vm1.state().endpoints).map((ep) => ep.ip).sort();
-    t.same(held, [c.ip, d.ip, e.ip, f.ip].sort(), 'the store holds exactly the four live pods');
+    t.same(held, [c.ip, d.ip, e.ip, f.ip, h.ip].sort(), 'the store holds exactly the five live pods');
     t.match(vm1.log(), /now names another netns.*"msg":"reclaiming the endpoint of a pod that died without a DEL"/, 'the log says why b was reclaimed');
     t.ok(await ping(lab.vmNetns('vm1'), c.ip), 'c (path gone, netns held) is still reachable');
     t.ok(await ping(lab.vmNetns('vm1'), d.ip), 'd is still reachable');
     t.ok(await ping(lab.vmNetns('vm1'), e.ip), 'e, on a reclaimed IP, is reachable');
+    t.ok(await ping(lab.vmNetns('vm1'), h.ip), 'h (path re-mounted elsewhere, netns held) is still reachable');
     await stopChild(holdC, 500);
+    await stopChild(holdH, 500);
 
     await t.test('the daemon reclaims on its timer', async (t) => {
       const daemon = startChild(vmExecArgv(lab.names, 'vm2', [process.execPath, path.join(REPO, 'dist', 'control', 'cli', 'vnetctl.js'), 'daemon', '--socket', SOCKET, '--reclaim-seconds', '1']));
