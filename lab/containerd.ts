@@ -12,14 +12,14 @@
 // is left in the machine's /run/netns) and the snapshotter is `native`.
 // No registry is reachable: the sandbox (pause) image is an OCI archive of a
 // busybox-static rootfs, imported with `ctr images import`.
-import { mkdirSync, writeFileSync, readFileSync, symlinkSync, rmSync, copyFileSync, chmodSync, existsSync } from 'node:fs';
+import { mkdirSync, writeFileSync, readFileSync, readdirSync, rmdirSync, symlinkSync, rmSync, copyFileSync, chmodSync, existsSync } from 'node:fs';
 import { createHash } from 'node:crypto';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import type { Lab } from './lab.js';
 import { startChild, stopChild, pollUntil, waitForLine } from './children.js';
 import { vmExecArgv } from './vm-exec.js';
-import { run, runOk } from '../control/exec.js';
+import { runOk } from '../control/exec.js';
 import { CriClient } from './cri.js';
 
 export const PAUSE_IMAGE = 'docker.io/vnetlab/pause:latest';
@@ -86,6 +86,45 @@ export interface ContainerdOptions {
   pauseArchive?: string;
   /** The CNI conf dir containerd reads, as the VM sees it; default /etc/cni/net.d (the VM's). */
   confDir?: string;
+}
+
+/**
+ * Kill every process left under a lab engine's cgroup parent (`name`, in every
+ * hierarchy) and remove its directories, deepest first. Bounded: a few passes.
+ */
+export async function removeCgroupTree(name: string): Promise<void> {
+  const root = '/sys/fs/cgroup';
+  const tops = existsSync(path.join(root, 'cgroup.controllers')) ? [path.join(root, name)] : readdirSync(root).map((h) => path.join(root, h, name));
+  const dirs = (dir: string): string[] => {
+    if (!existsSync(dir)) return [];
+    const subs = readdirSync(dir, { withFileTypes: true }).filter((e) => e.isDirectory()).flatMap((e) => dirs(path.join(dir, e.name)));
+    return [...subs, dir]; // deepest first
+  };
+  for (let pass = 0; pass < 20; pass++) {
+    const all = tops.flatMap(dirs);
+    if (all.length === 0) return;
+    for (const dir of all) {
+      let procs: string[] = [];
+      try {
+        procs = readFileSync(path.join(dir, 'cgroup.procs'), 'utf8').split('\n').filter(Boolean);
+      } catch {
+        // gone meanwhile
+      }
+      for (const pid of procs) {
+        try {
+          process.kill(Number(pid), 'SIGKILL');
+        } catch {
+          // already exited
+        }
+      }
+      try {
+        rmdirSync(dir);
+      } catch {
+        // busy until its killed processes are reaped: next pass
+      }
+    }
+    await new Promise((r) => setTimeout(r, 100));
+  }
 }
 
 /** containerd with the CRI plugin in one lab VM. */
@@ -236,6 +275,7 @@ export class Containerd {
     }
     if (this.holder) await stopChild(this.holder, 1000);
     // Shims outlive containerd by design; their processes sit in the VM's netns, which lab.down() empties.
-    await run(['sh', '-c', `for d in /sys/fs/cgroup/*/${this.cgroupParent.slice(1)}; do [ -d "$d" ] && find "$d" -depth -type d -exec rmdir {} + 2>/dev/null; done; true`]);
+    // Sandboxes a failed Stop left behind sit in their own netns: found by the lab's cgroup parent instead.
+    await removeCgroupTree(this.cgroupParent.slice(1));
   }
 }

@@ -6,12 +6,13 @@
 // state dir and its containers under a cgroup parent of the lab's own, removed
 // on stop. No registry is reachable: images are imported from a
 // busybox-static rootfs.
-import { mkdirSync, copyFileSync, chmodSync, symlinkSync, readdirSync, rmdirSync, existsSync } from 'node:fs';
+import { mkdirSync, copyFileSync, chmodSync, symlinkSync, existsSync } from 'node:fs';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
 import type { Lab } from '../../../lab/lab.js';
 import { startChild, stopChild, pollUntil } from '../../../lab/children.js';
 import { vmExecArgv } from '../../../lab/vm-exec.js';
+import { removeCgroupTree } from '../../../lab/containerd.js';
 import { run, runOk, type ExecResult } from '../../../control/exec.js';
 
 /** The Debian docker CLI (a newer one may sit earlier on PATH). */
@@ -39,22 +40,6 @@ export async function busyboxRootfsTar(dir: string): Promise<string> {
 /** The cgroup parent of one engine's containers: `vnetlab-<prefix>-<vm>` under every hierarchy. */
 export function cgroupParent(lab: Lab, vm: string): string {
   return `vnetlab-${lab.prefix}-${vm}`;
-}
-
-/** Remove a cgroup parent's (empty) directories in every hierarchy, deepest first. */
-export function removeCgroupParent(name: string): void {
-  const root = '/sys/fs/cgroup';
-  const rm = (dir: string): void => {
-    if (!existsSync(dir)) return;
-    for (const e of readdirSync(dir, { withFileTypes: true })) if (e.isDirectory()) rm(path.join(dir, e.name));
-    try {
-      rmdirSync(dir);
-    } catch {
-      // still busy (a process not yet reaped): the next run's sweep of the same name retries
-    }
-  };
-  const hierarchies = existsSync(path.join(root, 'cgroup.controllers')) ? [''] : readdirSync(root);
-  for (const h of hierarchies) rm(path.join(root, h, name));
 }
 
 async function waitFor(what: string, check: () => Promise<boolean>, child: ChildProcess, log: () => string): Promise<void> {
@@ -121,7 +106,7 @@ export class Dockerd {
     const ids = (await this.docker(['ps', '-aq'])).stdout.split('\n').filter(Boolean);
     if (ids.length) await this.docker(['rm', '-f', ...ids]);
     await stopChild(this.child, 20_000);
-    removeCgroupParent(cgroupParent(this.lab, this.vm));
+    await removeCgroupTree(cgroupParent(this.lab, this.vm));
   }
 }
 
