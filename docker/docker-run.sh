@@ -7,9 +7,9 @@
 #   DOCKER=podman docker-run.sh ...        (any docker-compatible CLI)
 #   docker-run.sh --rm <name> <namespace>  (DEL, then remove the container)
 #
-# What the DEL needs (container id, netns path, the plugin config of the ADD,
-# CNI_PATH) is kept in $DOCKER_RUN_STATE/<name>/ when the container starts, so
-# --rm works after the container is gone (`docker rm -f`, an engine restart).
+# What the DEL needs (container id, the plugin config of the ADD, CNI_PATH) is
+# kept in $DOCKER_RUN_STATE/<name>/ when the container starts, so --rm works
+# after the container is gone (`docker rm -f`, an engine restart).
 # Env: CNI_PATH (default /opt/cni/bin), CNI_CONF (default /etc/cni/net.d/10-azure.conflist),
 # DOCKER (default docker), DOCKER_RUN_ARGS (extra `run` flags, word-split),
 # DOCKER_RUN_STATE (default /run/vnet-cni/docker-run).
