@@ -8,6 +8,7 @@ import { createLogger } from '../log.js';
 import { createLocalAgent } from '../agent/index.js';
 import { DaemonServer } from './server.js';
 import { assertSafeNetns } from '../agent/safety.js';
+import { InvalidConfigError } from '../errors.js';
 import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } from './metrics.js'; // metrics (control/daemon/metrics.ts)
 
 export const DEFAULT_SOCKET = '/run/vnet-cni/daemon.sock';
@@ -63,6 +64,8 @@ export function forceGc(): NodeJS.MemoryUsage {
 
 export async function runDaemon(argv: string[]): Promise<number> {
   const values = parseDaemonArgs(argv);
+  const reclaimSeconds = Number(values['reclaim-seconds']);
+  if (!Number.isFinite(reclaimSeconds) || reclaimSeconds <= 0) throw new InvalidConfigError(`--reclaim-seconds must be a positive number of seconds; got '${values['reclaim-seconds']}'`);
   assertSafeNetns();
   capYoungGeneration();
   const logger = createLogger({ file: values['log-file']!, level: values['log-level']!, name: 'vnet-cni-daemon' });
@@ -118,7 +121,7 @@ export async function runDaemon(argv: string[]): Promise<number> {
     agent.refresh().catch((err: unknown) => logger.warn({ err }, 'pool refresh failed'));
   }, pollMs);
   poller.unref();
-  const reclaimMs = Math.max(1, Number(values['reclaim-seconds'])) * 1000;
+  const reclaimMs = Math.max(1, reclaimSeconds) * 1000;
   let reclaiming = false; // one pass at a time, however slow
   const reclaimer = setInterval(() => {
     if (reclaiming) return;
