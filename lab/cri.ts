@@ -49,7 +49,9 @@ message StatusResponse { RuntimeStatus status = 1; map<string, string> info = 2;
 `;
 
 const root = protobuf.parse(CRI_PROTO, { keepCase: true }).root;
-const type = (name: string): protobuf.Type => root.lookupType(`runtime.v1.${name}`);
+/** A CRI message type by name (e.g. 'RunPodSandboxRequest'), for tests that play the runtime's side. */
+export const criType = (name: string): protobuf.Type => root.lookupType(`runtime.v1.${name}`);
+const type = criType;
 
 export interface PodSandboxMetadata {
   name: string;
