@@ -15,6 +15,7 @@ import { createPoolSource } from '../ipam/index.js';
 import { createDataplane } from '../dataplane/index.js';
 import { assertSafeNetns } from './safety.js';
 import { currentOwner, ownerRunning } from './owner.js';
+import { seeNetns } from './reclaim.js';
 
 /** The host as the kernel has it: rtnetlink through the native addon, namespaces by path. */
 export const kernelHost: HostNetwork = {
@@ -27,6 +28,7 @@ export const kernelHost: HostNetwork = {
   deleteHostVeth,
   listHostVeths,
   netnsExists: (netns) => existsSync(netns),
+  seeNetns: (netns) => seeNetns(netns),
 };
 
 /** The real ports for a node whose state lives in `stateDir`. */

@@ -9,6 +9,7 @@ import type { Dataplane, EndpointPlan } from '../dataplane/types.js';
 import type { LinkInfo, AddrInfo } from '../netlink/ip.js';
 import type { PoolSource } from '../ipam/types.js';
 import type { EndpointOwner } from './owner.js';
+import type { NetnsSeen } from './reclaim.js';
 
 /**
  * The node's durable intent. Contract (test/unit/store-contract.test.ts runs
@@ -40,6 +41,8 @@ export interface HostNetwork {
   listHostVeths(): Promise<string[]>;
   /** The pod's network namespace (a path) still exists. */
   netnsExists(netns: string): boolean;
+  /** What a netns path names now (its nsfs identity), for reclaim (reclaim.ts). */
+  seeNetns(netns: string): NetnsSeen;
 }
 
 /** Which process works on an endpoint in progress (see owner.ts). */

@@ -9,6 +9,7 @@ import { createLocalAgent } from '../agent/index.js';
 import type { AgentOptions } from '../agent/agent.js';
 import { DaemonServer } from './server.js';
 import { assertSafeNetns } from '../agent/safety.js';
+import { InvalidConfigError } from '../errors.js';
 import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } from './metrics.js'; // metrics (control/daemon/metrics.ts)
 
 export const DEFAULT_SOCKET = '/run/vnet-cni/daemon.sock';
@@ -22,6 +23,8 @@ export const DAEMON_OPTIONS = {
   'poll-seconds': { type: 'string', default: '30' },
   /** How often idle NAT state is swept (ebpf; docs/ebpf.md "NAT expiry"). */
   'nat-sweep-seconds': { type: 'string', default: '60' },
+  // how often to release the endpoints of pods that died without a DEL (control/agent/reclaim.ts)
+  'reclaim-seconds': { type: 'string', default: '60' },
   'metrics-socket': { type: 'string', default: DEFAULT_METRICS_SOCKET },
   'metrics-addr': { type: 'string' },
   // Kubernetes (control/k8s): on when --node-name is given
@@ -65,6 +68,8 @@ export function forceGc(): NodeJS.MemoryUsage {
 /** `testHooks`: only test entry points pass them (test/support/faulty-daemon.ts); `vnetctl daemon` never does. */
 export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'faults'> = {}): Promise<number> {
   const values = parseDaemonArgs(argv);
+  const reclaimSeconds = Number(values['reclaim-seconds']);
+  if (!Number.isFinite(reclaimSeconds) || reclaimSeconds <= 0) throw new InvalidConfigError(`--reclaim-seconds must be a positive number of seconds; got '${values['reclaim-seconds']}'`);
   assertSafeNetns();
   capYoungGeneration();
   const logger = createLogger({ file: values['log-file']!, level: values['log-level']!, name: 'vnet-cni-daemon' });
@@ -84,7 +89,7 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
   const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger, { ...testHooks, ...(k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {}) });
   // metrics: parse the address before anything else can fail half-started
   const metricsAddr = values['metrics-addr'] ? parseMetricsAddr(values['metrics-addr']) : { socketPath: values['metrics-socket']! };
-  const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats }, logger);
+  const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats, ...(k8s ? { watches: () => k8s.watchHealth() } : {}) }, logger);
   try {
     metrics.recordReconcile(await agent.reconcile());
   } catch (err) {
@@ -131,6 +136,14 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
     );
   }, sweepMs);
   sweeper.unref();
+  const reclaimMs = Math.max(1, reclaimSeconds) * 1000;
+  let reclaiming = false; // one pass at a time, however slow
+  const reclaimer = setInterval(() => {
+    if (reclaiming) return;
+    reclaiming = true;
+    agent.reclaim().catch((err: unknown) => logger.warn({ err }, 'reclaiming dead endpoints failed')).finally(() => { reclaiming = false; });
+  }, reclaimMs);
+  reclaimer.unref();
   // SIGUSR2: a full GC, then the memory figures in the log and the metrics. A
   // leak check compares live heap, not whatever garbage the last GC left.
   const onUsr2 = (): void => logger.info({ memory: forceGc() }, 'memory after a forced GC (SIGUSR2)');
@@ -142,6 +155,7 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
   });
   clearInterval(poller);
   clearInterval(sweeper);
+  clearInterval(reclaimer);
   process.off('SIGUSR2', onUsr2);
   await server.close();
   await k8s?.status.flush().catch(() => {});

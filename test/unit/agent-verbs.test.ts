@@ -302,3 +302,17 @@ t.test('expireIdle sweeps the node\'s dataplane when it keeps flow state (ebpf),
   t.same(await agent.expireIdle(), { nat: 1, inbound: 0 }, 'ebpf: swept');
   t.equal(node.dp.ebpf.sweeps, 1);
 });
+
+t.test('an empty pool first reclaims endpoints whose pod died without a DEL (netns and veth gone), never a live one', async (t) => {
+  const node = new FakeNode(2);
+  const { agent } = node.agent();
+  const dead = call(node, 'dead');
+  const live = call(node, 'live');
+  await agent.add(dead);
+  await agent.add(live);
+  node.removeNetns(dead.netns); // the engine died: no DEL ever comes
+  const res = await agent.add(call(node, 'new'));
+  t.ok(res.ips?.[0], 'the ADD got the dead pod\'s address');
+  t.same(Object.keys(node.store.snapshot().endpoints).sort(), ['live/eth0', 'new/eth0'], 'the dead endpoint was released, the live one kept');
+  await t.rejects(agent.add(call(node, 'more')), PoolExhaustedError, 'nothing else to reclaim: the pool is really full');
+});

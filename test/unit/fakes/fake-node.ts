@@ -67,8 +67,15 @@ export class FakeNode {
 
   // ---- the world, as a test changes it -------------------------------------
 
+  /** nsfs identity of each netns path (a new netns mounted at a path gets a new one) */
+  private readonly netnsIds = new Map<string, string>();
+  private nextNetnsId = 1;
+
   addNetns(path: string): string {
-    if (!this.netns.has(path)) this.netns.set(path, new Map());
+    if (!this.netns.has(path)) {
+      this.netns.set(path, new Map());
+      this.netnsIds.set(path, `4:${0xf0000000 + this.nextNetnsId++}`);
+    }
     return path;
   }
 
@@ -76,6 +83,7 @@ export class FakeNode {
   removeNetns(path: string): void {
     for (const iface of this.netns.get(path)?.values() ?? []) this.hostVeths.delete(iface.hostVeth);
     this.netns.delete(path);
+    this.netnsIds.delete(path);
   }
 
   /** A veth someone else (or a crashed earlier life) left behind, with no pod side we know. */
@@ -128,6 +136,10 @@ export class FakeNode {
     },
     listHostVeths: async () => [...this.hostVeths.keys()],
     netnsExists: (path) => this.netns.has(path),
+    seeNetns: (path) => {
+      const id = this.netnsIds.get(path);
+      return id ? { kind: 'id', id } : { kind: 'absent' };
+    },
   };
 
   private link(name: string): LinkInfo | undefined {
