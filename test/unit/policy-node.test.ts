@@ -1,52 +1,22 @@
-// The daemon's policy wiring without a kernel: a real NodeStore and Agent
-// with a recording dataplane, a real policy directory. Start marks the node as
-// enforcing and programs every ready endpoint (the reconcile); a file change
-// programs only the endpoints it changes; endpoints being deleted are
-// skipped; a daemon started without policy opens the endpoints up and
-// clears the mark.
+// The daemon's policy wiring over the in-memory node (test/unit/fakes): a
+// real policy directory, NodePolicy, and Agents running the real verbs.
+// ADD programs the endpoint's policy with the attach (no window); the engine
+// then programs only what changes; a standalone ADD on a node that enforces
+// policy starts default-deny; a DEL takes the pod out of other pods' peers;
+// a daemon without policy opens the endpoints up and clears the mark.
 import t, { type Test } from 'tap';
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { Registry } from 'prom-client';
 import { pino } from 'pino';
-import { Agent } from '../../control/agent/agent.js';
-import { NodeStore, type EndpointRecord } from '../../control/store/node-store.js';
+import { FakeNode, netConf } from './fakes/fake-node.js';
 import { NodePolicy, disableNodePolicy } from '../../control/policy/node.js';
 import type { Dataplane, EndpointPolicyUpdate } from '../../control/dataplane/types.js';
+import type { CniCall, DataplaneMode } from '../../control/types.js';
+import { hostVethName } from '../../control/netlink/veth.js';
 
 const logger = pino({ level: 'silent' });
-
-function rec(name: string, ip: string, phase: EndpointRecord['phase'] = 'ready'): EndpointRecord {
-  return {
-    containerId: name, ifName: 'eth0', netns: '/proc/1/ns/net', ip, prefixLength: 24, gateway: '10.0.0.1',
-    hostVeth: `veth-${name}`, hostMac: '02:00:00:00:00:01', podMac: '02:00:00:00:00:02', mtu: 1500,
-    mode: 'ebpf', phase, network: 'azure', podName: name, podNamespace: 'shop', createdAt: new Date(0).toISOString(),
-  };
-}
-
-async function setup(t: Test) {
-  const dir = mkdtempSync(path.join(os.tmpdir(), `vnet-polnode-${process.pid}-`));
-  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const stateDir = path.join(dir, 'state');
-  const policyDir = path.join(dir, 'policy');
-  const store = new NodeStore(stateDir, 5_000);
-  await store.transaction((s) => {
-    s.node = { mode: 'ebpf', network: { nic: 'eth0', nicMac: '', primaryIp: '10.0.0.4', prefixLength: 24, subnet: '10.0.0.0/24', gateway: '10.0.0.1', noSnatCidrs: [], mtu: 1500, bridge: 'azure0', bpfRoot: '/sys/fs/bpf/x' } };
-    s.endpoints['web/eth0'] = rec('web', '10.0.0.5');
-    s.endpoints['db/eth0'] = rec('db', '10.0.0.6');
-    s.endpoints['gone/eth0'] = rec('gone', '10.0.0.7', 'deleting');
-  });
-  const calls: EndpointPolicyUpdate[][] = [];
-  const dp = { mode: 'ebpf', applyPolicies: async (_n: unknown, u: EndpointPolicyUpdate[]) => void calls.push(u) } as unknown as Dataplane;
-  return { store, policyDir, calls, dataplaneFor: async () => dp };
-}
-
-function put(dir: string, name: string, text: string): void {
-  const tmp = path.join(dir, `.${name}.tmp`);
-  writeFileSync(tmp, text);
-  renameSync(tmp, path.join(dir, name));
-}
 
 const POLICY = `
 kind: Pod
@@ -59,40 +29,91 @@ kind: NetworkPolicy
 metadata: { name: web-from-db, namespace: shop }
 spec:
   podSelector: { matchLabels: { app: web } }
-  ingress: [ { from: [ { podSelector: { matchLabels: { app: FROM } } } ] } ]
+  ingress: [ { from: [ { podSelector: { matchLabels: { app: db } } } ] } ]
 `;
 
-t.test('start programs every ready endpoint; a change programs only what it changes', async (t) => {
-  const { store, policyDir, calls, dataplaneFor } = await setup(t);
-  const policy = new NodePolicy({ dir: policyDir, logger, registry: new Registry() });
-  const agent = new Agent(store, { logger, dataplaneFor, policy: policy.engine });
+function setup(t: Test) {
+  const dir = mkdtempSync(path.join(os.tmpdir(), `vnet-polnode-${process.pid}-`));
+  t.teardown(() => rmSync(dir, { recursive: true, force: true }));
+  const node = new FakeNode();
+  const calls: EndpointPolicyUpdate[][] = [];
+  // Record what the engine programs (the fake dataplane's applyPolicies does nothing).
+  const orig = node.dataplane.bind(node);
+  node.dataplane = (mode: DataplaneMode): Dataplane => ({ ...orig(mode), applyPolicies: async (_n, u) => void calls.push(u) });
+  const call = (id: string): CniCall => ({
+    containerId: id, ifName: 'eth0', netns: node.addNetns(`/var/run/netns/${id}`), args: { K8S_POD_NAME: id, K8S_POD_NAMESPACE: 'shop' }, config: netConf(),
+  });
+  const attached = (id: string) => node.dp.iptables.endpoints.get(hostVethName(id, 'eth0'));
+  return { dir, node, calls, call, attached };
+}
+
+function put(dir: string, name: string, text: string): void {
+  const tmp = path.join(dir, `.${name}.tmp`);
+  writeFileSync(tmp, text);
+  renameSync(tmp, path.join(dir, name));
+}
+
+async function settle(policy: NodePolicy): Promise<void> {
+  await new Promise((r) => setImmediate(r));
+  await policy.engine.idle();
+}
+
+t.test('ADD attaches with the policy; the engine then programs only what changes; DEL moves peers', async (t) => {
+  const { dir, node, calls, call, attached } = setup(t);
+  put(dir, 'shop.yaml', POLICY);
+  const policy = new NodePolicy({ dir, logger, registry: new Registry() });
+  const { agent } = node.agent({ policy: policy.engine });
   await policy.start(agent);
   t.teardown(() => policy.stop());
-  t.ok((await store.peek()).policyEnforced, 'the node is marked as enforcing');
-  t.same(calls.length, 1);
-  t.same(calls[0]!.map((u) => [u.hostVeth, u.policy.ingress.isolated]).sort(), [['veth-db', false], ['veth-web', false]], 'empty directory: open, but programmed (reconcile)');
+  t.ok(node.store.snapshot().policyEnforced, 'the node is marked as enforcing');
+
+  await agent.add(call('web'));
+  t.same(attached('web')!.policy!.ingress, { isolated: true, rules: [] }, 'web attached isolated: no db yet');
+  t.same(attached('web')!.policy!.egress, { isolated: false, rules: [] });
+  await settle(policy);
+  t.same(calls, [], 'what ADD programmed is current: nothing more to apply');
+
+  const dbCall = call('db');
+  await agent.add(dbCall);
+  t.same(attached('db')!.policy, { family: 'ipv4', address: '10.240.0.11', pod: 'shop/db', ingress: { isolated: false, rules: [] }, egress: { isolated: false, rules: [] } });
+  await settle(policy);
+  t.same(calls.map((c) => c.map((u) => u.hostVeth)), [[hostVethName('web', 'eth0')]], 'db became web\'s peer: web only');
+  t.same(calls[0]![0]!.policy.ingress.rules[0]!.peers, [{ family: 'ipv4', cidr: '10.240.0.11/32', except: [] }]);
   calls.length = 0;
-  put(policyDir, 'shop.yaml', POLICY.replace('FROM', 'db'));
-  while (calls.length === 0) await new Promise((r) => setTimeout(r, 10));
-  await policy.engine.idle();
-  t.same(calls.map((c) => c.map((u) => u.hostVeth)), [['veth-web']]);
-  t.same(calls[0]![0]!.policy.ingress.rules[0]!.peers, [{ family: 'ipv4', cidr: '10.0.0.6/32', except: [] }]);
-  t.same(policy.engine.policyFor({ family: 'ipv4', address: '10.0.0.9', namespace: 'shop', name: 'web' }).ingress.isolated, true, 'a new web replica starts with its rules');
-  t.match(policy.dump(), { source: `directory ${policyDir}`, status: { synced: true, pending: 0 } });
+
+  await agent.del(dbCall);
+  await settle(policy);
+  t.same(calls.map((c) => c.map((u) => [u.hostVeth, u.policy.ingress.rules.length])), [[[hostVethName('web', 'eth0'), 0]]], 'db gone: web loses the peer');
+  t.same(policy.engine.endpoints().map((e) => e.name), ['web']);
+  t.match(policy.dump(), { source: `directory ${dir}`, status: { synced: true, pending: 0 } });
 });
 
-t.test('applyPolicies skips endpoints that are not ready; a daemon without policy opens up and clears the mark', async (t) => {
-  const { store, calls, dataplaneFor } = await setup(t);
-  const agent = new Agent(store, { logger, dataplaneFor });
-  const deny = (address: string) => ({ family: 'ipv4' as const, address, ingress: { isolated: true, rules: [] }, egress: { isolated: true, rules: [] } });
-  t.same(await agent.applyPolicies([deny('10.0.0.5'), deny('10.0.0.7'), deny('10.0.0.99')]), ['10.0.0.7', '10.0.0.99']);
-  t.same(calls.map((c) => c.map((u) => u.hostVeth)), [['veth-web']]);
+t.test('a standalone ADD on a node that enforces policy starts default-deny; policy off opens up', async (t) => {
+  const { dir, node, calls, call, attached } = setup(t);
+  const policy = new NodePolicy({ dir, logger, registry: new Registry() });
+  const daemon = node.agent({ policy: policy.engine });
+  await policy.start(daemon.agent);
+  await daemon.agent.add(call('web'));
+  t.same(attached('web')!.policy!.ingress.isolated, false, 'empty directory: open');
+  await policy.stop();
+  daemon.kill();
+
+  // The daemon is down: the plugin runs the Agent itself, without an engine.
+  const standalone = node.agent();
+  await standalone.agent.add(call('late'));
+  t.same(attached('late')!.policy, {
+    family: 'ipv4', address: '10.240.0.11', pod: 'shop/late', ingress: { isolated: true, rules: [] }, egress: { isolated: true, rules: [] },
+  }, 'default deny both ways until the daemon is back');
+
+  // The daemon comes back without policy flags: every endpoint opens up, the mark goes.
+  const next = node.agent();
   calls.length = 0;
-  await agent.setPolicyEnforced(true);
-  await disableNodePolicy(agent, logger);
-  t.same(calls[0]!.map((u) => [u.hostVeth, u.policy.ingress.isolated, u.policy.egress.isolated]).sort(), [['veth-db', false, false], ['veth-web', false, false]]);
-  t.notOk((await store.peek()).policyEnforced);
-  calls.length = 0;
-  await disableNodePolicy(agent, logger);
-  t.same(calls, [], 'not marked: nothing to do');
+  await disableNodePolicy(next.agent, logger);
+  t.same(calls[0]!.map((u) => [u.hostVeth, u.policy.ingress.isolated, u.policy.egress.isolated]).sort(), [
+    [hostVethName('late', 'eth0'), false, false],
+    [hostVethName('web', 'eth0'), false, false],
+  ]);
+  t.notOk(node.store.snapshot().policyEnforced);
+  await next.agent.add(call('after'));
+  t.equal(attached('after')!.policy, undefined, 'no longer enforcing: no policy at ADD');
 });
