@@ -6,13 +6,14 @@ import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { createLogger } from '../log.js';
 import { createLocalAgent } from '../agent/index.js';
+import type { AgentOptions } from '../agent/agent.js';
 import { DaemonServer } from './server.js';
 import { assertSafeNetns } from '../agent/safety.js';
-import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } from './metrics.js'; // metrics (control/daemon/metrics.ts)
 import { InvalidConfigError } from '../errors.js';
+import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } from './metrics.js'; // metrics (control/daemon/metrics.ts)
 import type { Logger } from '../log.js';
 import type { NodePolicy } from '../policy/node.js';
-import type { PolicySource } from '../policy/types.js';
+import type { KubernetesIntegration } from '../k8s/kubernetes.js';
 
 export const DEFAULT_SOCKET = '/run/vnet-cni/daemon.sock';
 
@@ -23,6 +24,10 @@ export const DAEMON_OPTIONS = {
   'log-file': { type: 'string', default: '/var/log/vnet-cni-daemon.log' },
   'log-level': { type: 'string', default: 'info' },
   'poll-seconds': { type: 'string', default: '30' },
+  /** How often idle NAT state is swept (ebpf; docs/ebpf.md "NAT expiry"). */
+  'nat-sweep-seconds': { type: 'string', default: '60' },
+  // how often to release the endpoints of pods that died without a DEL (control/agent/reclaim.ts)
+  'reclaim-seconds': { type: 'string', default: '60' },
   'metrics-socket': { type: 'string', default: DEFAULT_METRICS_SOCKET },
   'metrics-addr': { type: 'string' },
   // Kubernetes (control/k8s): on when --node-name is given
@@ -66,29 +71,28 @@ export function forceGc(): NodeJS.MemoryUsage {
   return process.memoryUsage();
 }
 
-/**
- * The policy engine, when asked for: --policy-dir (a watched directory) or
- * --network-policy (the Kubernetes integration's policy source; the seam:
- * until that source is in the integration, the flag fails with a message).
- */
+/** The policy engine, when asked for: --policy-dir (a watched directory) or --network-policy (the Kubernetes integration's policy source). */
 async function nodePolicy(
   values: ReturnType<typeof parseDaemonArgs>,
-  k8s: object | undefined,
+  k8s: KubernetesIntegration | undefined,
   logger: Logger,
   metrics: DaemonMetrics,
 ): Promise<NodePolicy | undefined> {
   if (!values['policy-dir'] && !values['network-policy']) return undefined;
   const { NodePolicy } = await import('../policy/node.js');
   if (values['network-policy']) {
-    const source = (k8s as { policySource?: PolicySource } | undefined)?.policySource;
-    if (!source) throw new InvalidConfigError('--network-policy: this build has no Kubernetes policy source (control/k8s/policy-source.ts); use --policy-dir');
+    const source = k8s?.policySource;
+    if (!source) throw new InvalidConfigError('--network-policy needs --node-name (the Kubernetes API)');
     return new NodePolicy({ kubernetes: source, logger, registry: metrics.registry });
   }
   return new NodePolicy({ dir: values['policy-dir']!, logger, registry: metrics.registry });
 }
 
-export async function runDaemon(argv: string[]): Promise<number> {
+/** `testHooks`: only test entry points pass them (test/support/faulty-daemon.ts); `vnetctl daemon` never does. */
+export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'faults'> = {}): Promise<number> {
   const values = parseDaemonArgs(argv);
+  const reclaimSeconds = Number(values['reclaim-seconds']);
+  if (!Number.isFinite(reclaimSeconds) || reclaimSeconds <= 0) throw new InvalidConfigError(`--reclaim-seconds must be a positive number of seconds; got '${values['reclaim-seconds']}'`);
   assertSafeNetns();
   capYoungGeneration();
   const logger = createLogger({ file: values['log-file']!, level: values['log-level']!, name: 'vnet-cni-daemon' });
@@ -110,9 +114,10 @@ export async function runDaemon(argv: string[]): Promise<number> {
     : undefined;
   // metrics: parse the address before anything else can fail half-started
   const metricsAddr = values['metrics-addr'] ? parseMetricsAddr(values['metrics-addr']) : { socketPath: values['metrics-socket']! };
-  const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats }, logger);
+  const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats, ...(k8s ? { watches: () => k8s.watchHealth() } : {}) }, logger);
   const policy = await nodePolicy(values, k8s, logger, metrics);
   const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger, {
+    ...testHooks,
     ...(k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {}),
     ...(policy ? { policy: policy.engine } : {}),
   });
@@ -153,6 +158,25 @@ export async function runDaemon(argv: string[]): Promise<number> {
     agent.refresh().catch((err: unknown) => logger.warn({ err }, 'pool refresh failed'));
   }, pollMs);
   poller.unref();
+  // Idle SNAT pairs go before the LRU has to evict for a new flow (which could pick a live, idle-looking one).
+  const sweepMs = Math.max(1, Number(values['nat-sweep-seconds'])) * 1000;
+  const sweeper = setInterval(() => {
+    agent.expireIdle().then(
+      (swept) => {
+        if (swept && (swept.nat || swept.inbound)) logger.debug(swept, 'idle NAT state swept');
+      },
+      (err: unknown) => logger.warn({ err }, 'NAT sweep failed'),
+    );
+  }, sweepMs);
+  sweeper.unref();
+  const reclaimMs = Math.max(1, reclaimSeconds) * 1000;
+  let reclaiming = false; // one pass at a time, however slow
+  const reclaimer = setInterval(() => {
+    if (reclaiming) return;
+    reclaiming = true;
+    agent.reclaim().catch((err: unknown) => logger.warn({ err }, 'reclaiming dead endpoints failed')).finally(() => { reclaiming = false; });
+  }, reclaimMs);
+  reclaimer.unref();
   // SIGUSR2: a full GC, then the memory figures in the log and the metrics. A
   // leak check compares live heap, not whatever garbage the last GC left.
   const onUsr2 = (): void => logger.info({ memory: forceGc() }, 'memory after a forced GC (SIGUSR2)');
@@ -163,6 +187,8 @@ export async function runDaemon(argv: string[]): Promise<number> {
     process.once('SIGINT', stop);
   });
   clearInterval(poller);
+  clearInterval(sweeper);
+  clearInterval(reclaimer);
   process.off('SIGUSR2', onUsr2);
   await server.close();
   await k8s?.status.flush().catch(() => {});

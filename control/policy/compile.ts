@@ -21,7 +21,7 @@
 import { cidrContainsIp, hostCidr4, parseIpv4 } from './cidr.js';
 import { normalizeRules, type InternalPeer, type RuleAtom } from './normalize.js';
 import { parsePolicy, type NamedPort, type ParsedPolicy, type ParsedRule } from './parse.js';
-import type { DirectionPolicy, EndpointPolicy, IpFamily, L4Protocol, PolicyProblem, PolicySnapshot, PortRange } from './types.js';
+import type { DirectionPolicy, EndpointPolicy, IpFamily, L4Protocol, NetworkPolicy, PolicyProblem, PolicySnapshot, PortRange } from './types.js';
 
 /** A pod endpoint on this node, as the agent knows it (CNI_ARGS K8S_POD_NAMESPACE/K8S_POD_NAME). */
 export interface LocalEndpoint {
@@ -269,6 +269,22 @@ export function defaultDeny(ep: LocalEndpoint): EndpointPolicy {
   return out;
 }
 
+// Sources hand over the same policy objects until they change (the watches
+// cache conversions by identity, the directory re-reads only changed files),
+// so validation runs once per object, not once per compile: an ADD's
+// one-endpoint compile must not re-validate a thousand policies.
+const parseCache = new WeakMap<object, { parsed: ParsedPolicy | undefined; problems: PolicyProblem[] }>();
+function parseCached(np: NetworkPolicy, problems: PolicyProblem[]): ParsedPolicy | undefined {
+  let hit = parseCache.get(np);
+  if (!hit) {
+    const own: PolicyProblem[] = [];
+    hit = { parsed: parsePolicy(np, own), problems: own };
+    parseCache.set(np, hit);
+  }
+  problems.push(...hit.problems);
+  return hit.parsed;
+}
+
 export interface CompileOptions {
   /** Compile only these local endpoints (by address); the others still count as peers. */
   only?: ReadonlySet<string>;
@@ -280,7 +296,7 @@ export function compilePolicies(snap: PolicySnapshot, locals: LocalEndpoint[], o
   const compiled: CompiledPolicy[] = [];
   let selectors = 0;
   snap.policies.forEach((np, index) => {
-    const parsed = parsePolicy(np, problems);
+    const parsed = parseCached(np, problems);
     if (!parsed) return;
     selectors += parsed.selectorCount;
     compiled.push({

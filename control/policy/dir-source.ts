@@ -34,6 +34,7 @@ export interface DirectoryPolicySourceOptions {
 }
 
 const EXTENSIONS = new Set(['.yaml', '.yml', '.json']);
+const FUTURE_MTIME_MS = 60_000;
 
 interface FileState {
   /** mtime, size and inode: a rename over the file or an in-place rewrite changes one of them. */
@@ -170,9 +171,12 @@ export class DirectoryPolicySource implements PolicySource {
       const prev = this.files.get(name);
       const stamp = `${st.mtimeMs}:${st.size}:${st.ino}`;
       if (prev && prev.stamp === stamp) continue;
+      // mtime has sub-millisecond precision and Date.now() not: a file written
+      // this very millisecond looks slightly in the future. Only an mtime far
+      // ahead (a clock step) is taken as settled, or it would never be read.
       const age = Date.now() - st.mtimeMs;
-      if (age >= 0 && age < settleMs) {
-        settleIn = Math.min(settleIn, settleMs - age);
+      if (age > -FUTURE_MTIME_MS && age < settleMs) {
+        settleIn = Math.min(settleIn, settleMs - Math.max(0, age));
         continue; // still being written, maybe: look again once it has been quiet
       }
       let text: string;

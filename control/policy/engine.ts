@@ -10,7 +10,20 @@
 // endpoints stay marked as differing and the next sync (a change, or the
 // retry timer) tries again.
 import { compilePolicies, defaultDeny, type CompileResult, type CompileStats, type LocalEndpoint } from './compile.js';
-import type { EndpointPolicy, IpFamily, PolicyProblem, PolicyProvider, PolicySource } from './types.js';
+import type { DirectionPolicy, EndpointPolicy, IpFamily, PolicyProblem, PolicyProvider, PolicySource } from './types.js';
+
+// Compiled directions are shared by every endpoint selected alike: their text
+// (what "changed?" compares) is computed once per direction object.
+const directionText = new WeakMap<DirectionPolicy, string>();
+function textOf(d: DirectionPolicy): string {
+  let t = directionText.get(d);
+  if (t === undefined) directionText.set(d, (t = JSON.stringify(d)));
+  return t;
+}
+/** What identifies an endpoint's programmed policy (equal text = nothing to do). */
+function policyKey(e: EndpointPolicy): string {
+  return `${e.family}|${e.address}|${e.pod ?? ''}|${textOf(e.ingress)}|${textOf(e.egress)}`;
+}
 
 export interface PolicyEngineOptions {
   source: PolicySource & { problems?(): PolicyProblem[] };
@@ -18,7 +31,7 @@ export interface PolicyEngineOptions {
   ownsSource?: boolean;
   /** Program these endpoints' new policies; resolves once the kernel enforces them. */
   apply: (changed: EndpointPolicy[]) => Promise<void>;
-  /** After a failed apply, sync again after this long; default 2 s. */
+  /** After a failed apply, sync again after this long (doubling while it keeps failing, up to 30x); default 2 s. */
   retryMs?: number;
   /** Each sync that changed something: seconds from the first unsynced change to the end of apply. */
   onSyncLatency?: (seconds: number, changedEndpoints: number) => void;
@@ -62,6 +75,7 @@ export class PolicyEngine implements PolicyProvider {
   private dirty = false;
   private dirtySince: number | undefined;
   private retry: NodeJS.Timeout | undefined;
+  private failures = 0;
   private unsubscribe: (() => void) | undefined;
   private stopped = false;
   private syncs = 0;
@@ -123,7 +137,7 @@ export class PolicyEngine implements PolicyProvider {
   addEndpoint(ep: LocalEndpoint, programmed?: EndpointPolicy): void {
     this.locals.set(ep.address, ep);
     if (programmed) {
-      this.applied.set(ep.address, JSON.stringify(programmed));
+      this.applied.set(ep.address, policyKey(programmed));
       this.appliedPolicy.set(ep.address, programmed);
     } else {
       this.applied.delete(ep.address);
@@ -150,7 +164,7 @@ export class PolicyEngine implements PolicyProvider {
 
   status(): PolicyEngineStatus {
     let pending = 0;
-    if (this.last) for (const e of this.last.endpoints) if (this.applied.get(e.address) !== JSON.stringify(e)) pending++;
+    if (this.last) for (const e of this.last.endpoints) if (this.applied.get(e.address) !== policyKey(e)) pending++;
     return {
       synced: this.firstSyncDone,
       pending,
@@ -212,11 +226,12 @@ export class PolicyEngine implements PolicyProvider {
         for (const e of changed) {
           // Only if the endpoint is still here: a DEL may have raced the apply.
           if (this.locals.has(e.address)) {
-            this.applied.set(e.address, JSON.stringify(e));
+            this.applied.set(e.address, policyKey(e));
             this.appliedPolicy.set(e.address, e);
           }
         }
         this.syncs++;
+        this.failures = 0;
         this.firstSyncDone = true;
         if (changed.length > 0) {
           this.lastLatency = (this.now() - since) / 1000;
@@ -225,11 +240,13 @@ export class PolicyEngine implements PolicyProvider {
       } catch (err) {
         this.opts.onError?.(err);
         this.dirtySince ??= since;
+        this.failures++;
         if (!this.retry && !this.stopped) {
+          const base = this.opts.retryMs ?? 2_000;
           this.retry = setTimeout(() => {
             this.retry = undefined;
             this.kick();
-          }, this.opts.retryMs ?? 2_000);
+          }, base * Math.min(30, 2 ** (this.failures - 1)));
           this.retry.unref();
         }
         return;
@@ -249,6 +266,6 @@ export class PolicyEngine implements PolicyProvider {
       this.problemsKey = key;
       this.opts.onProblems?.(problems);
     }
-    return res.endpoints.filter((e) => this.applied.get(e.address) !== JSON.stringify(e));
+    return res.endpoints.filter((e) => this.applied.get(e.address) !== policyKey(e));
   }
 }
