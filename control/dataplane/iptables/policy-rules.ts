@@ -16,6 +16,7 @@ import { createHash } from 'node:crypto';
 import { DataplaneError } from '../../errors.js';
 import type { CompiledRule, DirectionPolicy, EndpointPolicy, IpFamily, L4Protocol, PeerCidr, PortRange } from '../../policy/types.js';
 import { COMMENT, FORWARD_CHAIN, POLICY_FWD_CHAIN, POLICY_JUMP_SPEC } from './rules.js';
+import { formatIPv4, parseCidr, prefixMask } from '../../../cni/ip.js';
 
 export { POLICY_FWD_CHAIN, POLICY_JUMP_SPEC };
 export const INGRESS_PREFIX = 'VNET-POLI-';
@@ -47,21 +48,18 @@ interface Prefix {
   len: number;
 }
 
+/** An address or a CIDR (a bare address is its /32), host bits cleared; parsing is cni/ip.ts's. */
 function parseV4(cidr: string): Prefix {
-  const m = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})(?:\/(\d{1,2}))?$/.exec(cidr.trim());
-  const octets = m ? m.slice(1, 5).map(Number) : [];
-  const len = m?.[5] === undefined ? 32 : Number(m[5]);
-  if (!m || octets.some((o) => o > 255) || len > 32) throw new DataplaneError(`policy peer ${JSON.stringify(cidr)} is not an IPv4 CIDR`);
-  const addr = ((octets[0]! << 24) | (octets[1]! << 16) | (octets[2]! << 8) | octets[3]!) >>> 0;
-  return { base: (addr & mask(len)) >>> 0, len };
+  const text = cidr.trim();
+  const parsed = parseCidr(text.includes('/') ? text : `${text}/32`);
+  if (parsed === undefined) throw new DataplaneError(`policy peer ${JSON.stringify(cidr)} is not an IPv4 CIDR`);
+  return { base: parsed.network, len: parsed.prefixLength };
 }
 
-function mask(len: number): number {
-  return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-}
+const mask = prefixMask;
 
 function v4Text(p: Prefix): string {
-  return `${p.base >>> 24}.${(p.base >>> 16) & 255}.${(p.base >>> 8) & 255}.${p.base & 255}/${p.len}`;
+  return `${formatIPv4(p.base)}/${p.len}`;
 }
 
 /** a contains b (a is as wide or wider and b's addresses are inside it). */
