@@ -149,14 +149,17 @@ t.test('NetworkPolicy in the ebpf dataplane, real pods on two VMs', { skip }, as
     hostVeth: 'azvdrve', hostMac: '02:00:00:00:0e:01', podMac: '02:00:00:00:0e:02', mtu: 1500, freshMacs: true,
     policy: { family: 'ipv4', address: ip, pod: 'default/e', ingress: { isolated: true, rules: [rule([`${b.ip}/32`], null)] }, egress: OPEN },
   };
-  const senders = [sender(a, ip, 7100, 'a', 300), sender(c, ip, 7100, 'c', 300)];
+  const senders = [sender(a, ip, 7100, 'a', 600), sender(c, ip, 7100, 'c', 600)];
+  // Both waits registered at once, before any output: a line printed before its waiter would be missed.
+  const ready = senders.map((s) => waitForLine(s, /^STARTED/, 10_000, 'sender'));
+  const done = senders.map((s) => waitForLine(s, /^DONE/, 60_000, 'sender'));
   try {
-    const done = senders.map((s) => waitForLine(s, /^DONE/, 60_000, 'sender'));
-    for (const s of senders) await waitForLine(s, /^STARTED/, 10_000, 'sender');
+    await Promise.all(ready);
     t.match(await driver('vm1', 'attach', { plan }), /ATTACHED/, 'attachEndpoint with a policy');
     await Promise.all(done);
   } finally {
     for (const s of senders) await stopChild(s, 500);
+    await Promise.allSettled([...ready, ...done]);
   }
   let through = false;
   for (let i = 0; i < 10 && !through; i++) {
@@ -164,7 +167,7 @@ t.test('NetworkPolicy in the ebpf dataplane, real pods on two VMs', { skip }, as
     through = await waitFor(() => countFrom(sink, 'b') > 0, 1000);
   }
   t.ok(through, 'b, the allowed peer, gets through');
-  t.same([countFrom(sink, 'a'), countFrom(sink, 'c')], [0, 0], "nothing of a's or c's 300 datagrams reached the pod");
+  t.same([countFrom(sink, 'a'), countFrom(sink, 'c')], [0, 0], "nothing of a's or c's 600 datagrams reached the pod");
   t.match(await driver('vm1', 'detach', { plan }), /DETACHED/, 'detachEndpoint');
   const state = JSON.parse(await driver('vm1', 'state')) as { endpoints: Record<string, unknown> };
   t.notOk(ip in state.endpoints, 'detach removed its policy');
