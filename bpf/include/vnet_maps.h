@@ -15,8 +15,10 @@
 #define VNET_CIDRS_MAX 256
 #define VNET_NAT_MAX 65536
 #define VNET_INBOUND_MAX 65536
-/* vnet_counters slots: room for reasons appended later, so adding one does
- * not change the map definition (which would need a drain on upgrade). */
+/* vnet_reasons slots: room for reasons appended later, so adding one does
+ * not change the map definition (which would need a drain on upgrade). It
+ * replaced vnet_counters (one slot per reason): a new name, so a reload over
+ * an older build's pins creates it instead of failing on the old one. */
 #define VNET_COUNTERS_MAX 64
 #define VNET_POL_EPS_MAX VNET_ENDPOINTS_MAX
 #define VNET_POL_IDS_MAX 4096
@@ -191,7 +193,7 @@ struct vnet_pol_flow_key {
 };
 
 /* Counter reasons: one central list. X(name, "label"); the label is what
- * counters() reports. Append only: the index is the vnet_counters key. */
+ * counters() reports. Append only: the index is the vnet_reasons key. */
 #define VNET_REASONS(X)                                   \
 	X(FWD_LOCAL, "forwarded-local")                   \
 	X(REDIRECT_NIC, "redirected-to-nic")              \

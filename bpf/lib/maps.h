@@ -54,7 +54,7 @@ struct {
 	__uint(max_entries, VNET_COUNTERS_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
-} vnet_counters SEC(".maps");
+} vnet_reasons SEC(".maps");
 
 /* NetworkPolicy (layouts and meaning: include/vnet_maps.h, lib/policy.h). */
 struct {
@@ -104,7 +104,7 @@ struct {
 static __always_inline void counter_inc(enum vnet_reason reason)
 {
 	__u32 key = reason;
-	__u64 *value = bpf_map_lookup_elem(&vnet_counters, &key);
+	__u64 *value = bpf_map_lookup_elem(&vnet_reasons, &key);
 	if (value)
 		*value += 1; /* per-CPU slot: no atomics needed */
 }

@@ -56,7 +56,7 @@ t.test('map operations: lookup/update/delete/entries/deleteBatch and per-CPU val
   t.equal((await m.entries()).length, 1);
   t.equal(await m.deleteBatch([key, Buffer.from([1, 2, 3, 4])]), 1);
   t.equal(m.delete(key), false);
-  const counters = native().openPinnedMap(path.join(root, 'maps', 'vnet_counters'));
+  const counters = native().openPinnedMap(path.join(root, 'maps', 'vnet_reasons'));
   t.teardown(() => counters.close());
   t.equal(counters.info().perCpu, true);
   t.equal(counters.lookup(Buffer.alloc(4))!.length, 8 * native().numPossibleCpus(), 'one slot per possible CPU');
@@ -74,9 +74,9 @@ t.test('pins survive closing every handle; reopening needs no config', { skip },
   const ids = fs.readdirSync(path.join(root, 'progs')).sort();
   t.same(ids, ['from_nic', 'from_pod', 'to_nic', 'to_pod']);
   t.same(fs.readdirSync(path.join(root, 'maps')).sort(), [
-    'vnet_cidrs', 'vnet_config', 'vnet_counters', 'vnet_endpoints', 'vnet_inbound',
+    'vnet_cidrs', 'vnet_config', 'vnet_endpoints', 'vnet_inbound',
     'vnet_pol_cidrs', 'vnet_pol_drops', 'vnet_pol_eps', 'vnet_pol_flows', 'vnet_pol_ids', 'vnet_pol_ports',
-    'vnet_snat_fwd', 'vnet_snat_rev',
+    'vnet_reasons', 'vnet_snat_fwd', 'vnet_snat_rev',
   ]);
   const progId = native().openPinnedProgram(path.join(root, 'progs', 'from_pod')).info().id;
   first.close();

@@ -4,16 +4,19 @@
 // helpers/ebpf-policy-driver until the daemon's policy source is wired in). Also:
 // replies of allowed connections pass a default-deny direction, the node
 // itself reaches an isolated pod (kubelet probes), and lifting the policy
-// opens everything again.
+// opens everything again; a pod attached with a policy never receives what
+// it forbids, not even the first packet.
 import t from 'tap';
 import path from 'node:path';
 import { readFileSync } from 'node:fs';
 import { Lab } from '../../lab/lab.js';
 import { defaultSpec } from '../../lab/spec.js';
-import { ping, startUdpSink, startWhoami, tcpWhoami, udpSend, type ToolServer } from '../../lab/tools/net.js';
+import { ping, startUdpSink, startWhoami, tcpWhoami, udpSend, type ToolServer, type UdpSink } from '../../lab/tools/net.js';
+import { startChild, stopChild, waitForLine } from '../../lab/children.js';
+import type { ChildProcess } from 'node:child_process';
 import { MODES, REPO, VmCni, azureConflist, type PodHandle } from './helpers/cni-harness.js';
 import type { CompiledRule, DirectionPolicy, EndpointPolicy } from '../../control/policy/types.js';
-import type { NodeNetwork } from '../../control/dataplane/types.js';
+import type { EndpointPlan, NodeNetwork } from '../../control/dataplane/types.js';
 
 const skip = MODES.includes('ebpf') ? false : 'ebpf mode not selected (VNET_TEST_MODES)';
 const DRIVER = path.join(REPO, 'dist', 'test', 'lab', 'helpers', 'ebpf-policy-driver.js');
@@ -52,6 +55,11 @@ t.test('NetworkPolicy in the ebpf dataplane, real pods on two VMs', { skip }, as
     });
     const res = await lab.execVm(vm, [process.execPath, DRIVER, 'apply'], { input: JSON.stringify({ network: network(vm), updates }), timeoutMs: 60_000 });
     if (res.code !== 0 || !/APPLIED/.test(res.stdout)) throw new Error(`applyPolicies on ${vm} failed: ${res.stderr}`);
+  };
+  const driver = async (vm: 'vm1' | 'vm2', op: string, extra: Record<string, unknown> = {}): Promise<string> => {
+    const res = await lab.execVm(vm, [process.execPath, DRIVER, op], { input: JSON.stringify({ network: network(vm), ...extra }), timeoutMs: 60_000 });
+    if (res.code !== 0) throw new Error(`${op} on ${vm} failed: ${res.stderr}`);
+    return res.stdout.trim();
   };
   const drops = async (vm: 'vm1' | 'vm2'): Promise<Array<{ ip: string; direction: string; packets: number }>> => {
     const res = await lab.execVm(vm, [process.execPath, DRIVER, 'drops'], { input: JSON.stringify({ network: network(vm) }), timeoutMs: 60_000 });
@@ -127,4 +135,56 @@ t.test('NetworkPolicy in the ebpf dataplane, real pods on two VMs', { skip }, as
     ['c->a ping', (e) => icmp(c, a, e), true],
     ['a->b udp 53', (e) => udp(a, b, e), true],
   ]);
+
+  // Attach with a policy (no window): a and c send to the address before the pod exists and all through its
+  // attach; only b may reach it.
+  const used = new Set(Object.values(cni.vm1.state().endpoints).map((e) => e.ip));
+  const node1 = lab.vmInfo('vm1');
+  const ip = node1.secondaryIps.find((x) => !used.has(x))!;
+  const netns = await lab.addPodNetns('vm1', 'e');
+  const sink = await startUdpSink(netns, 7100);
+  servers.push(sink);
+  const plan: EndpointPlan = {
+    containerId: 'drv-e', ifName: 'eth0', netns, ip, prefixLength: node1.prefixLen, gateway: node1.gateway,
+    hostVeth: 'azvdrve', hostMac: '02:00:00:00:0e:01', podMac: '02:00:00:00:0e:02', mtu: 1500, freshMacs: true,
+    policy: { family: 'ipv4', address: ip, pod: 'default/e', ingress: { isolated: true, rules: [rule([`${b.ip}/32`], null)] }, egress: OPEN },
+  };
+  const senders = [sender(a, ip, 7100, 'a', 600), sender(c, ip, 7100, 'c', 600)];
+  // Both waits registered at once, before any output: a line printed before its waiter would be missed.
+  const ready = senders.map((s) => waitForLine(s, /^STARTED/, 10_000, 'sender'));
+  const done = senders.map((s) => waitForLine(s, /^DONE/, 60_000, 'sender'));
+  try {
+    await Promise.all(ready);
+    t.match(await driver('vm1', 'attach', { plan }), /ATTACHED/, 'attachEndpoint with a policy');
+    await Promise.all(done);
+  } finally {
+    for (const s of senders) await stopChild(s, 500);
+    await Promise.allSettled([...ready, ...done]);
+  }
+  let through = false;
+  for (let i = 0; i < 10 && !through; i++) {
+    await udpSend(b.netns, ip, 7100, `b-${i}`).catch(() => undefined);
+    through = await waitFor(() => countFrom(sink, 'b') > 0, 1000);
+  }
+  t.ok(through, 'b, the allowed peer, gets through');
+  t.same([countFrom(sink, 'a'), countFrom(sink, 'c')], [0, 0], "nothing of a's or c's 600 datagrams reached the pod");
+  t.match(await driver('vm1', 'detach', { plan }), /DETACHED/, 'detachEndpoint');
+  const state = JSON.parse(await driver('vm1', 'state')) as { endpoints: Record<string, unknown> };
+  t.notOk(ip in state.endpoints, 'detach removed its policy');
 });
+
+function sender(from: PodHandle, ip: string, port: number, tag: string, count: number): ChildProcess {
+  return startChild(['nsenter', `--net=${from.netns}`, '--', process.execPath, '-e', `
+    const s = require('dgram').createSocket('udp4'); let i = 0; console.log('STARTED');
+    const iv = setInterval(() => { s.send(${JSON.stringify(tag)} + '-' + (i++), ${port}, ${JSON.stringify(ip)}); if (i === ${count}) { clearInterval(iv); setTimeout(() => { console.log('DONE'); process.exit(0); }, 200); } }, 5);`]);
+}
+
+function countFrom(sink: UdpSink, tag: string): number {
+  return new Set(sink.received.filter((d) => d.payload.startsWith(`${tag}-`)).map((d) => d.payload)).size;
+}
+
+async function waitFor(cond: () => boolean, timeoutMs: number): Promise<boolean> {
+  const deadline = Date.now() + timeoutMs;
+  while (!cond() && Date.now() < deadline) await new Promise((r) => setTimeout(r, 50));
+  return cond();
+}

@@ -12,7 +12,7 @@ export const MAPS = {
   snatFwd: 'vnet_snat_fwd',
   snatRev: 'vnet_snat_rev',
   inbound: 'vnet_inbound',
-  counters: 'vnet_counters',
+  counters: 'vnet_reasons',
   polEps: 'vnet_pol_eps',
   polIds: 'vnet_pol_ids',
   polCidrs: 'vnet_pol_cidrs',
@@ -47,7 +47,7 @@ export const SIZES = {
   polFlowKey: 40,
 } as const;
 
-/** vnet_counters slots (VNET_COUNTERS_MAX): more than there are reasons, so appending one keeps the map definition. */
+/** vnet_reasons slots (VNET_COUNTERS_MAX): more than there are reasons, so appending one keeps the map definition. */
 export const COUNTERS_MAX = 64;
 
 /** vnet_config.flags */

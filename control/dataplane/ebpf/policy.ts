@@ -43,7 +43,10 @@ interface Prefix {
 }
 
 const mask = (len: number): number => (len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0);
-const keyOf = (p: Prefix): string => `${p.net}/${p.len}`;
+/** A prefix as one number (len * 2^32 + net): map keys without building strings (1,000-rule policies compile in ms). */
+const keyOf = (p: Prefix): number => p.len * 0x100000000 + p.net;
+const ancestorKey = (p: Prefix, len: number): number => len * 0x100000000 + ((p.net & mask(len)) >>> 0);
+const contains = (outer: Prefix, inner: Prefix): boolean => outer.len <= inner.len && ((inner.net & mask(outer.len)) >>> 0) === outer.net;
 
 function prefixOf(cidr: string, what: string): Prefix {
   let c: Cidr;
@@ -59,13 +62,6 @@ function toCidr(p: Prefix): Cidr {
   const b = Buffer.alloc(4);
   b.writeUInt32BE(p.net, 0);
   return { addr: `${b[0]}.${b[1]}.${b[2]}.${b[3]}`, prefixlen: p.len };
-}
-
-/** Keys of P and of every shorter prefix containing it. */
-function ancestors(p: Prefix): string[] {
-  const out: string[] = [];
-  for (let len = p.len; len >= 0; len--) out.push(`${(p.net & mask(len)) >>> 0}/${len}`);
-  return out;
 }
 
 function checkRange(r: PortRange): void {
@@ -114,8 +110,8 @@ export function rangePrefixes(lo: number, hi: number): Array<{ port: number; bit
 export function compileDirection(dir: DirectionPolicy): CompiledDirection {
   const anyPeerRules: number[] = [];
   // cidr key -> the rules it belongs to, each with that peer's excepts.
-  const byCidr = new Map<string, Array<{ rule: number; excepts: string[] }>>();
-  const regions = new Map<string, Prefix>();
+  const byCidr = new Map<number, Array<{ rule: number; excepts: Prefix[] }>>();
+  const regions = new Map<number, Prefix>();
   dir.rules.forEach((rule, i) => {
     for (const r of rule.ports ?? []) checkRange(r);
     if (rule.peers === null) {
@@ -129,20 +125,18 @@ export function compileDirection(dir: DirectionPolicy): CompiledDirection {
       regions.set(keyOf(c), c);
       for (const e of excepts) regions.set(keyOf(e), e);
       const list = byCidr.get(keyOf(c)) ?? [];
-      list.push({ rule: i, excepts: excepts.map(keyOf) });
+      list.push({ rule: i, excepts });
       byCidr.set(keyOf(c), list);
     }
   });
-  if (anyPeerRules.length) regions.set('0/0', { net: 0, len: 0 });
+  if (anyPeerRules.length) regions.set(0, { net: 0, len: 0 });
 
   const sets = new Map<string, number>(); // canonical union -> set index (1-based)
   const setRanges = new Map<number, Map<number, Array<[number, number]>>>();
   const valueOf = (p: Prefix): string => {
-    const anc = ancestors(p);
-    const ancSet = new Set(anc);
     const rules = new Set(anyPeerRules);
-    for (const a of anc) {
-      for (const { rule, excepts } of byCidr.get(a) ?? []) if (!excepts.some((e) => ancSet.has(e))) rules.add(rule);
+    for (let len = p.len; len >= 0; len--) {
+      for (const { rule, excepts } of byCidr.get(ancestorKey(p, len)) ?? []) if (!excepts.some((e) => contains(e, p))) rules.add(rule);
     }
     if (rules.size === 0) return 'none';
     const ranges: PortRange[] = [];
@@ -166,13 +160,19 @@ export function compileDirection(dir: DirectionPolicy): CompiledDirection {
   // Shortest first, so each prefix's nearest containing region is known: an entry
   // equal to it changes nothing and is left out.
   const ordered = [...regions.values()].sort((a, b) => a.len - b.len || a.net - b.net);
-  const values = new Map<string, string>();
+  const values = new Map<number, string>();
   const cidrs: CidrEntry[] = [];
   for (const p of ordered) {
     const v = valueOf(p);
     values.set(keyOf(p), v);
-    const parent = ancestors(p).slice(1).find((k) => values.has(k));
-    const inherited = parent === undefined ? 'none' : values.get(parent)!;
+    let inherited = 'none';
+    for (let len = p.len - 1; len >= 0; len--) {
+      const parent = values.get(ancestorKey(p, len));
+      if (parent !== undefined) {
+        inherited = parent;
+        break;
+      }
+    }
     if (v === inherited) continue;
     const match: PolMatch = v === 'any' ? { set: 0, flags: POL_M.ANY_PORT } : v === 'none' ? { set: 0, flags: 0 } : { set: Number(v.slice(4)), flags: 0 };
     cidrs.push({ cidr: toCidr(p), match });

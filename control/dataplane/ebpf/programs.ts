@@ -355,17 +355,21 @@ export class EbpfPrograms {
    * Established connections of an endpoint stay allowed (like conntrack-based engines).
    */
   async setPolicies(updates: Array<{ ip: string; policy: EndpointPolicy | null }>): Promise<void> {
+    // Endpoints selected by the same policies have equal directions: compile each distinct one once.
+    const compiled = new Map<string, CompiledDirection>();
+    const compile = (dir: EndpointPolicy['ingress']): CompiledDirection | null => {
+      if (!dir.isolated) return null;
+      const key = JSON.stringify(dir.rules.map((r) => [r.peers, r.ports]));
+      let c = compiled.get(key);
+      if (!c) compiled.set(key, (c = compileDirection(dir)));
+      return c;
+    };
     const plans = updates.map(({ ip, policy }) => {
       encodePolEpKey(ip); // validates the address
       if (!policy) return { ip, ingress: null, egress: null, flags: 0 };
       if (policy.family !== 'ipv4') throw new InvalidConfigError(`policy for ${ip}: family ${String(policy.family)} is not supported (IPv4 only)`);
       const flags = (policy.ingress.isolated ? POL_F.INGRESS_ISOLATED : 0) | (policy.egress.isolated ? POL_F.EGRESS_ISOLATED : 0);
-      return {
-        ip,
-        flags,
-        ingress: policy.ingress.isolated ? compileDirection(policy.ingress) : null,
-        egress: policy.egress.isolated ? compileDirection(policy.egress) : null,
-      };
+      return { ip, flags, ingress: compile(policy.ingress), egress: compile(policy.egress) };
     });
     // Nothing to do for endpoints without policy that never had one (the ADD path of a policy-free node).
     if (plans.every((p) => p.flags === 0 && !this.maps.polEps.lookup(encodePolEpKey(p.ip)))) return;
