@@ -182,7 +182,7 @@ function mergePatch(target: unknown, patch: unknown, byKey?: Record<string, stri
   for (const [k, v] of Object.entries(patch)) {
     if (v === null) delete out[k];
     else if (byKey?.[k] && Array.isArray(v) && Array.isArray(out[k])) {
-      const key = byKey[k]!;
+      const key = byKey[k];
       const merged = [...(out[k] as Json[])].map((e) => ({ ...e }));
       for (const item of v as Json[]) {
         const at = merged.findIndex((e) => e[key] === item[key]);
@@ -708,7 +708,7 @@ export function runCommand(s: KubeStandin, c: StandinCommand): unknown {
 async function main(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: { port: { type: 'string', default: '0' }, host: { type: 'string', default: '127.0.0.1' }, 'bookmark-ms': { type: 'string', default: '1000' } } });
   const standin = new KubeStandin(Number(values['bookmark-ms']));
-  const port = await standin.listen(Number(values.port), values.host!);
+  const port = await standin.listen(Number(values.port), values.host);
   process.stdout.write(`LISTENING ${port}\n`);
   const lines = createInterface({ input: process.stdin });
   lines.on('line', (line) => {

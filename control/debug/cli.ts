@@ -77,10 +77,10 @@ export function parseDebugArgs(argv: string[]): DebugRun | 'help' {
   if (positionals.length > 1) throw new InvalidConfigError(`vnetctl debug takes one view; got ${positionals.join(' ')}`);
   const view = positionals[0] ?? 'all';
   if (!(view in VIEWS)) throw new InvalidConfigError(`unknown view '${view}'; one of ${Object.keys(VIEWS).join(', ')}`);
-  const options: DebugOptions = { stateDir: values['state-dir']!, socket: values.socket! };
+  const options: DebugOptions = { stateDir: values['state-dir'], socket: values.socket };
   if (values['bpf-root']) options.bpfRoot = values['bpf-root'];
   if (values.node) options.node = values.node;
-  return { view, options, json: values.json! };
+  return { view, options, json: values.json };
 }
 
 /** Runs one view and returns the text to print (JSON or tables). */

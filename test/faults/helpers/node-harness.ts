@@ -71,10 +71,10 @@ export function spawnGroup(argv: readonly string[], opts: { env?: Record<string,
   const child = spawn(file!, args, { detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
   const out: Buffer[] = [];
   const err: Buffer[] = [];
-  child.stdout!.on('data', (b: Buffer) => out.push(b));
-  child.stderr!.on('data', (b: Buffer) => err.push(b));
-  child.stdin!.on('error', () => {});
-  if (opts.input !== undefined) child.stdin!.end(opts.input);
+  child.stdout.on('data', (b: Buffer) => out.push(b));
+  child.stderr.on('data', (b: Buffer) => err.push(b));
+  child.stdin.on('error', () => {});
+  if (opts.input !== undefined) child.stdin.end(opts.input);
   let finished = false;
   const killGroup = (): boolean => {
     const wasRunning = !finished;
