@@ -32,8 +32,8 @@ const VIEWS: Record<string, View> = {
   nat: { collect: collectNat, render: renderNat, fromStore: false },
   counters: { collect: collectCounters, render: renderCounters, fromStore: false },
   iptables: { collect: (ctx) => collectIptables(ctx.snapshot.state.node?.mode === 'iptables' ? ctx.snapshot.state.node.network : undefined), render: renderIptables, fromStore: false },
-  pool: { collect: async (ctx) => collectPool(ctx.snapshot.state), render: renderPool, fromStore: true },
-  kubernetes: { collect: async (ctx) => collectKubernetes(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon'), render: renderKubernetes, fromStore: true },
+  pool: { collect: (ctx) => Promise.resolve(collectPool(ctx.snapshot.state)), render: renderPool, fromStore: true },
+  kubernetes: { collect: (ctx) => Promise.resolve(collectKubernetes(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon')), render: renderKubernetes, fromStore: true },
   all: { collect: collectSummary, render: renderSummary, fromStore: false },
 };
 
