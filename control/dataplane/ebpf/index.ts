@@ -75,21 +75,30 @@ export class EbpfDataplane implements Dataplane {
   }
 
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
-    // proxy_delay 0: the kernel otherwise delays proxy ARP answers by up to 0.8 s.
-    await netlink([
-      { op: 'sysctl', key: `net/ipv4/conf/${ep.hostVeth}/proxy_arp`, value: '1' },
-      { op: 'sysctl', key: `net/ipv4/neigh/${ep.hostVeth}/proxy_delay`, value: '0' },
-      { op: 'linkSet', dev: ep.hostVeth, up: true },
-      { op: 'routeAdd', address: ep.ip, dstLen: 32, dev: ep.hostVeth, replace: true }, // scope link: no gateway
-    ]);
     await withPins(node, async (p) => {
+      // No window: the policy is in the maps and both hooks run before the pod is reachable at all (the /32 route
+      // comes next) and before from_pod forwards for it (it drops sources without an endpoint entry until setEndpoint).
+      await p.setPolicies([{ ip: ep.ip, policy: ep.policy ?? null }]);
       const ifindex = await p.attachPod(ep.hostVeth);
+      // proxy_delay 0: the kernel otherwise delays proxy ARP answers by up to 0.8 s.
+      await netlink([
+        { op: 'sysctl', key: `net/ipv4/conf/${ep.hostVeth}/proxy_arp`, value: '1' },
+        { op: 'sysctl', key: `net/ipv4/neigh/${ep.hostVeth}/proxy_delay`, value: '0' },
+        { op: 'linkSet', dev: ep.hostVeth, up: true },
+        { op: 'routeAdd', address: ep.ip, dstLen: 32, dev: ep.hostVeth, replace: true }, // scope link: no gateway
+      ]);
       p.setEndpoint(ep.ip, { ifindex, podMac: ep.podMac, hostMac: ep.hostMac });
     });
   }
 
-  async applyPolicies(_node: NodeNetwork, updates: EndpointPolicyUpdate[]): Promise<void> {
-    if (updates.length) throw new DataplaneError('NetworkPolicy enforcement is not implemented in this dataplane yet');
+  /** One batch: compiled, written under new ids, flipped per endpoint, old ids removed; resolves once the maps hold it. */
+  async applyPolicies(node: NodeNetwork, updates: EndpointPolicyUpdate[]): Promise<void> {
+    if (updates.length === 0) return;
+    if (!existsSync(path.join(node.bpfRoot, 'maps'))) {
+      if (!onBpffs(node.bpfRoot)) throw bpffsMissing(node.bpfRoot);
+      throw new DataplaneError(`no ebpf dataplane at ${node.bpfRoot}: policies can only be applied to endpoints that exist`);
+    }
+    await withPins(node, (p) => p.setPolicies(updates.map((u) => ({ ip: u.policy.address, policy: u.policy }))));
   }
 
   async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
@@ -124,7 +133,15 @@ export class EbpfDataplane implements Dataplane {
       if ((await p.hookProgram(ep.hostVeth, 'ingress')) !== 'from_pod') {
         throw new DataplaneError(`from_pod is not attached to ${ep.hostVeth}`);
       }
+      if ((await p.hookProgram(ep.hostVeth, 'egress')) !== 'to_pod') {
+        throw new DataplaneError(`to_pod is not attached to ${ep.hostVeth} (egress)`);
+      }
     });
+  }
+
+  async expireIdle(node: NodeNetwork): Promise<{ nat: number; inbound: number }> {
+    if (!existsSync(path.join(node.bpfRoot, 'maps'))) return { nat: 0, inbound: 0 };
+    return withPins(node, (p) => p.expireNat());
   }
 
   async teardownNode(node: NodeNetwork): Promise<void> {
