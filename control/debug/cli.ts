@@ -34,9 +34,9 @@ const VIEWS: Record<string, View> = {
   nat: { collect: collectNat, render: renderNat, fromStore: false },
   counters: { collect: collectCounters, render: renderCounters, fromStore: false },
   iptables: { collect: (ctx) => collectIptables(ctx.snapshot.state.node?.mode === 'iptables' ? ctx.snapshot.state.node.network : undefined), render: renderIptables, fromStore: false },
-  pool: { collect: async (ctx) => collectPool(ctx.snapshot.state), render: renderPool, fromStore: true },
-  kubernetes: { collect: async (ctx) => collectKubernetes(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon'), render: renderKubernetes, fromStore: true },
-  policy: { collect: async (ctx, pod) => collectPolicy(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon', pod), render: renderPolicy, fromStore: true },
+  pool: { collect: (ctx) => Promise.resolve(collectPool(ctx.snapshot.state)), render: renderPool, fromStore: true },
+  kubernetes: { collect: (ctx) => Promise.resolve(collectKubernetes(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon')), render: renderKubernetes, fromStore: true },
+  policy: { collect: (ctx, pod) => Promise.resolve(collectPolicy(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon', pod)), render: renderPolicy, fromStore: true },
   all: { collect: collectSummary, render: renderSummary, fromStore: false },
 };
 
@@ -87,10 +87,10 @@ export function parseDebugArgs(argv: string[]): DebugRun | 'help' {
   const view = positionals[0] ?? 'all';
   if (positionals.length > (VIEWS_WITH_ARG.has(view) ? 2 : 1)) throw new InvalidConfigError(`vnetctl debug takes one view${VIEWS_WITH_ARG.has(view) ? ' and one argument' : ''}; got ${positionals.join(' ')}`);
   if (!(view in VIEWS)) throw new InvalidConfigError(`unknown view '${view}'; one of ${Object.keys(VIEWS).join(', ')}`);
-  const options: DebugOptions = { stateDir: values['state-dir']!, socket: values.socket! };
+  const options: DebugOptions = { stateDir: values['state-dir'], socket: values.socket };
   if (values['bpf-root']) options.bpfRoot = values['bpf-root'];
   if (values.node) options.node = values.node;
-  return { view, options, json: values.json!, ...(positionals[1] !== undefined ? { arg: positionals[1] } : {}) };
+  return { view, options, json: values.json, ...(positionals[1] !== undefined ? { arg: positionals[1] } : {}) };
 }
 
 /** Runs one view and returns the text to print (JSON or tables). */

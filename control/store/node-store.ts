@@ -69,7 +69,7 @@ function validateState(x: unknown, file: string): NodeState {
   const s = x as Partial<NodeState>;
   if (s.version !== 1) throw new StoreError(`${file}: unsupported state version ${String(s.version)}`);
   if (typeof s.endpoints !== 'object' || s.endpoints === null) throw new StoreError(`${file}: endpoints missing`);
-  return { ...s, version: 1, endpoints: s.endpoints, ipam: validateIpamState(s.ipam) } as NodeState;
+  return { ...s, version: 1, endpoints: s.endpoints, ipam: validateIpamState(s.ipam) };
 }
 
 interface QueuedTransaction {
@@ -128,7 +128,7 @@ export class NodeStore {
    */
   transaction<T>(fn: (state: NodeState) => Promise<T> | T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      this.queue.push({ fn, resolve: resolve, reject });
       if (!this.draining) void this.drain();
     });
   }
