@@ -1,19 +1,23 @@
-// The iptables dataplane (the original plugin's shape): pods are ports of a
-// bridge that also holds the NIC; ebtables satisfies the fabric's MAC rules;
-// iptables MASQUERADE gives pods the internet as the primary IP.
+// The iptables dataplane. Bridge mode (the original plugin's shape): pods are
+// ports of a bridge that also holds the NIC; ebtables satisfies the fabric's
+// MAC rules. Transparent mode: no bridge, eth0 left alone; each pod is a
+// routed endpoint (../routed.ts, the shape the ebpf dataplane uses) and the
+// kernel routes. Either way iptables MASQUERADE gives pods the internet as
+// the primary IP.
 import { accessSync, constants } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import path from 'node:path';
 import { run, runOk } from '../../exec.js';
-import { netlink, linkInfo, type LinkInfo } from '../../netlink/ip.js';
+import { netlink, linkInfo, setSysctl, type LinkInfo } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError, TryAgainError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork, EndpointPolicyUpdate } from '../types.js';
 import { detectIptablesBackend, type IptablesTools } from './backend.js';
 import { ensureBridge, restoreNic } from './bridge.js';
+import { attachRoutedHost, checkRoutedHost } from '../routed.js';
 import {
-  EB_POST_CHAIN, EB_PRE_CHAIN, FORWARD_CHAIN, SNAT_CHAIN,
-  ebtablesEndpointRule, ebtablesNodeRules, jumpRules, renderIptablesRestore,
+  EB_BROUTE_CHAIN, EB_POST_CHAIN, EB_PRE_CHAIN, FORWARD_CHAIN, SNAT_CHAIN,
+  ebtablesBrouteRules, ebtablesEndpointRule, ebtablesNodeRules, jumpRules, renderIptablesRestore,
 } from './rules.js';
 
 const EBTABLES = 'ebtables';
@@ -41,31 +45,55 @@ function onPath(tool: string): boolean {
   });
 }
 
-async function ebtables(args: readonly string[]): Promise<{ code: number; stderr: string }> {
-  return run([EBTABLES, '--concurrent', '-t', 'nat', ...args], { timeoutMs: 30_000 });
+type EbTable = 'nat' | 'broute';
+
+async function ebtables(args: readonly string[], table: EbTable = 'nat'): Promise<{ code: number; stderr: string }> {
+  return run([EBTABLES, '--concurrent', '-t', table, ...args], { timeoutMs: 30_000 });
 }
 
 /** Append a rule unless an identical one exists (ebtables -C); `knownAbsent` skips the check. */
-async function ebEnsure(chain: string, spec: readonly string[], knownAbsent = false): Promise<void> {
-  if (!knownAbsent && (await ebtables(['--check', chain, ...spec])).code === 0) return;
-  const res = await ebtables(['-A', chain, ...spec]);
-  if (res.code !== 0) throw new DataplaneError(`ebtables -A ${chain} ${spec.join(' ')}: ${res.stderr.trim()}`);
+async function ebEnsure(chain: string, spec: readonly string[], knownAbsent = false, table: EbTable = 'nat'): Promise<void> {
+  if (!knownAbsent && (await ebtables(['--check', chain, ...spec], table)).code === 0) return;
+  const res = await ebtables(['-A', chain, ...spec], table);
+  if (res.code !== 0) throw new DataplaneError(`ebtables -t ${table} -A ${chain} ${spec.join(' ')}: ${res.stderr.trim()}`);
 }
 
-async function ebDelete(chain: string, spec: readonly string[]): Promise<void> {
+async function ebDelete(chain: string, spec: readonly string[], table: EbTable = 'nat'): Promise<void> {
   // Repeat in case a crash left duplicates; bounded.
   for (let i = 0; i < 8; i++) {
-    if ((await ebtables(['-D', chain, ...spec])).code !== 0) return;
+    if ((await ebtables(['-D', chain, ...spec], table)).code !== 0) return;
   }
 }
 
-async function ebEnsureChain(chain: string, hook: string): Promise<void> {
-  const list = await ebtables(['-L', chain]);
+async function ebEnsureChain(chain: string, hook: string, table: EbTable = 'nat'): Promise<void> {
+  const list = await ebtables(['-L', chain], table);
   if (list.code !== 0) {
-    const res = await ebtables(['-N', chain, '-P', 'RETURN']);
-    if (res.code !== 0 && !/already exists|File exists/i.test(res.stderr)) throw new DataplaneError(`ebtables -N ${chain}: ${res.stderr.trim()}`);
+    const res = await ebtables(['-N', chain, '-P', 'RETURN'], table);
+    if (res.code !== 0 && !/already exists|File exists/i.test(res.stderr)) throw new DataplaneError(`ebtables -t ${table} -N ${chain}: ${res.stderr.trim()}`);
   }
-  await ebEnsure(hook, ['-j', chain]);
+  await ebEnsure(hook, ['-j', chain], false, table);
+}
+
+/** ipsToRouteViaHost in bridge mode: VNET-BROUTE holds exactly the node's list (refilled: the list may have changed). */
+async function ensureBroute(node: NodeNetwork): Promise<void> {
+  const rules = ebtablesBrouteRules(node);
+  if (rules.length === 0) {
+    await removeBroute();
+    return;
+  }
+  await ebEnsureChain(EB_BROUTE_CHAIN, 'BROUTING', 'broute');
+  await ebtables(['-F', EB_BROUTE_CHAIN], 'broute');
+  for (const r of rules) await ebEnsure(r.chain, r.spec, true, 'broute');
+}
+
+async function removeBroute(): Promise<void> {
+  await ebDelete('BROUTING', ['-j', EB_BROUTE_CHAIN], 'broute');
+  await ebtables(['-F', EB_BROUTE_CHAIN], 'broute');
+  await ebtables(['-X', EB_BROUTE_CHAIN], 'broute');
+}
+
+function transparent(x: { netMode?: string }): boolean {
+  return x.netMode === 'transparent';
 }
 
 const BR_STATE_FORWARDING = '3';
@@ -98,7 +126,8 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async probe(node: NodeNetwork): Promise<void> {
-    const missing = [EBTABLES].filter((tool) => !onPath(tool));
+    // Transparent mode rewrites no MACs: ebtables only matters on a bridge.
+    const missing = transparent(node) ? [] : [EBTABLES].filter((tool) => !onPath(tool));
     if (!onPath('iptables-nft-restore') && !onPath('iptables-legacy-restore')) missing.push('iptables-restore');
     if (missing.length) throw new DataplaneUnavailableError(`iptables dataplane needs ${missing.join(', ')} on the node; install ebtables and iptables`);
     const nic = (await linkInfo(node.nic)) ?? (await linkInfo(node.bridge));
@@ -106,7 +135,15 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async ensureNode(node: NodeNetwork): Promise<void> {
-    await ensureBridge(node);
+    if (transparent(node)) {
+      const nic = await linkInfo(node.nic);
+      if (!nic) throw new DataplaneUnavailableError(`host interface ${node.nic} not found; set "master" in the conflist to the VM's NIC`);
+      if (nic.master) throw new DataplaneUnavailableError(`${node.nic} is a port of ${nic.master}; transparent mode needs the NIC unbridged (drain the node's bridge-mode pods first)`);
+      // The kernel routes every pod packet; proxy ARP answers only on interfaces that forward.
+      await setSysctl('net.ipv4.ip_forward', '1');
+    } else {
+      await ensureBridge(node);
+    }
     const tools = await this.ipt();
     await runOk([tools.restore, '--noflush', '-w', String(XTABLES_WAIT_S)], { input: renderIptablesRestore(node) }).catch((err: unknown) => {
       if (xtablesBusy((err as Error).message)) throw busyError(`programming ${SNAT_CHAIN}/${FORWARD_CHAIN}`, (err as Error).message);
@@ -121,9 +158,11 @@ export class IptablesDataplane implements Dataplane {
         throw new DataplaneError(`inserting the ${j.chain} jump failed: ${(err as Error).message}`, { cause: err });
       });
     }
+    if (transparent(node)) return; // routed: nothing crosses a bridge, so no MAC rewriting
     await ebEnsureChain(EB_PRE_CHAIN, 'PREROUTING');
     await ebEnsureChain(EB_POST_CHAIN, 'POSTROUTING');
     for (const r of ebtablesNodeRules(node)) await ebEnsure(r.chain, r.spec);
+    await ensureBroute(node);
   }
 
   /** Upgrade: the same as ensureNode, which is idempotent (iptables-restore declares and refills our chains in one commit). */
@@ -132,6 +171,11 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
+    if (transparent(ep)) {
+      // No garp: nothing shares an L2 segment with the pod but its own host veth, made with it.
+      await attachRoutedHost(ep);
+      return;
+    }
     await netlink([{ op: 'linkSet', dev: ep.hostVeth, master: node.bridge, up: true }]);
     const r = ebtablesEndpointRule(node, ep);
     // The rule names the pod's MAC: one this ADD just made up cannot be in the chain (saves a spawn).
@@ -148,11 +192,16 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
+    if (transparent(ep)) return; // the /32 route and the sysctls go with the veth
     const r = ebtablesEndpointRule(node, ep);
     await ebDelete(r.chain, r.spec);
   }
 
   async checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
+    if (transparent(ep)) {
+      await checkRoutedHost(ep);
+      return;
+    }
     const host = await linkInfo(ep.hostVeth);
     if (!host) throw new DataplaneError(`host veth ${ep.hostVeth} not found`);
     if (host.master !== node.bridge) throw new DataplaneError(`host veth ${ep.hostVeth} is not a port of ${node.bridge}`);
@@ -183,11 +232,20 @@ export class IptablesDataplane implements Dataplane {
       await ebtables(['-F', chain]);
       await ebtables(['-X', chain]);
     }
+    await removeBroute();
     await restoreNic(node);
   }
 
-  /** Cheap: the NIC is a port of our bridge (rules are re-ensured whenever this is false). */
+  /**
+   * Cheap (rules are re-ensured whenever this is false). Bridge mode: the NIC is a port of our bridge.
+   * Transparent: the NIC is unbridged and the SNAT jump is in place (one iptables -C).
+   */
   async hasNodeState(node: NodeNetwork, nic?: LinkInfo): Promise<boolean> {
-    return (nic ?? (await linkInfo(node.nic)))?.master === node.bridge;
+    const link = nic ?? (await linkInfo(node.nic));
+    if (!transparent(node)) return link?.master === node.bridge;
+    if (!link || link.master) return false;
+    const tools = await this.ipt();
+    const j = jumpRules()[0]!;
+    return (await run([tools.iptables, '-w', String(XTABLES_WAIT_S), '-t', j.table, '-C', j.chain, ...j.spec])).code === 0;
   }
 }

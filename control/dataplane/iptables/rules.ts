@@ -7,6 +7,10 @@ export const SNAT_CHAIN = 'VNET-SNAT';
 export const FORWARD_CHAIN = 'VNET-FORWARD';
 export const EB_PRE_CHAIN = 'VNET-PRE';
 export const EB_POST_CHAIN = 'VNET-POST';
+/** broute table: frames the bridge must hand to the host stack instead of bridging (ipsToRouteViaHost). */
+export const EB_BROUTE_CHAIN = 'VNET-BROUTE';
+/** Host-side pod veths (control/netlink/veth.ts hostVethName): the FORWARD match of routed pods. */
+const HOST_VETHS = 'azv+';
 export const COMMENT = 'vnet-cni';
 
 /** iptables-restore --noflush input: declaring a chain flushes only that chain. */
@@ -15,8 +19,10 @@ export function renderIptablesRestore(node: NodeNetwork): string {
   for (const cidr of node.noSnatCidrs) lines.push(`-A ${SNAT_CHAIN} -d ${cidr} -m comment --comment "${COMMENT}: no SNAT inside the VNet" -j RETURN`);
   lines.push(`-A ${SNAT_CHAIN} -s ${node.subnet} -m comment --comment "${COMMENT}: pods reach the internet as the primary IP" -j MASQUERADE`);
   lines.push('COMMIT', '*filter', `:${FORWARD_CHAIN} - [0:0]`);
-  lines.push(`-A ${FORWARD_CHAIN} -i ${node.bridge} -m comment --comment "${COMMENT}: pod traffic" -j ACCEPT`);
-  lines.push(`-A ${FORWARD_CHAIN} -o ${node.bridge} -m comment --comment "${COMMENT}: pod traffic" -j ACCEPT`);
+  // Bridge mode: pod traffic enters and leaves through the bridge; transparent: through each pod's own veth.
+  const podSide = node.netMode === 'transparent' ? HOST_VETHS : node.bridge;
+  lines.push(`-A ${FORWARD_CHAIN} -i ${podSide} -m comment --comment "${COMMENT}: pod traffic" -j ACCEPT`);
+  lines.push(`-A ${FORWARD_CHAIN} -o ${podSide} -m comment --comment "${COMMENT}: pod traffic" -j ACCEPT`);
   lines.push('COMMIT', '');
   return lines.join('\n');
 }
@@ -38,6 +44,19 @@ export function ebtablesNodeRules(node: NodeNetwork): { chain: string; spec: str
     // The fabric drops frames whose source MAC is not the NIC's.
     { chain: EB_POST_CHAIN, spec: ['-o', node.nic, '-j', 'snat', '--to-src', node.nicMac, '--snat-arp', '--snat-target', 'ACCEPT'] },
   ];
+}
+
+/**
+ * Bridge mode, ipsToRouteViaHost: frames from anywhere on the bridge to these IPs go up to the host stack
+ * (broute "DROP" = route; redirect makes the frame the receiving port's own) instead of being bridged to
+ * the fabric, which has no node-local DNS at 169.254.20.10. As upstream does with its broute rules.
+ */
+export function ebtablesBrouteRules(node: NodeNetwork): { chain: string; spec: string[] }[] {
+  if (node.netMode === 'transparent') return [];
+  return (node.routeViaHost ?? []).map((ip) => ({
+    chain: EB_BROUTE_CHAIN,
+    spec: ['-p', 'IPv4', '--ip-dst', ip, '-j', 'redirect', '--redirect-target', 'DROP'],
+  }));
 }
 
 /** Per-endpoint ebtables rule: the fabric delivers to the NIC's MAC; rewrite to the pod's. */
