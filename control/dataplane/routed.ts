@@ -16,25 +16,30 @@
 import { readFile } from 'node:fs/promises';
 import { netlink, linkInfo, ipv4Routes, type LinkInfo, type NetlinkOp } from '../netlink/ip.js';
 import { DataplaneError } from '../errors.js';
-import type { EndpointPlan } from './types.js';
+import type { EndpointPlan, NodeNetwork } from './types.js';
 
 /** The pod's gateway in transparent mode: link-local, never on the wire; the host veth's MAC answers it. */
 export const ROUTED_GATEWAY = '169.254.1.1';
 
-/** Netlink ops that wire the host side of a routed endpoint (idempotent). */
-export function routedHostOps(ep: Pick<EndpointPlan, 'hostVeth' | 'ip'>): NetlinkOp[] {
+/**
+ * Netlink ops that wire the host side of a routed endpoint (idempotent). The /32 route names the primary
+ * IP as the source of the node's own packets to the pod (kubelet probes): the host veth has no address,
+ * and the kernel would otherwise pick the first address of the first interface holding one, which may be
+ * node-local DNS's 169.254.20.10.
+ */
+export function routedHostOps(ep: Pick<EndpointPlan, 'hostVeth' | 'ip'>, primaryIp: string): NetlinkOp[] {
   return [
     { op: 'sysctl', key: `net/ipv4/conf/${ep.hostVeth}/proxy_arp`, value: '1' },
     // proxy_delay 0: the kernel otherwise delays proxy ARP answers by up to 0.8 s.
     { op: 'sysctl', key: `net/ipv4/neigh/${ep.hostVeth}/proxy_delay`, value: '0' },
     { op: 'linkSet', dev: ep.hostVeth, up: true },
-    { op: 'routeAdd', address: ep.ip, dstLen: 32, dev: ep.hostVeth, replace: true }, // scope link: no gateway
+    { op: 'routeAdd', address: ep.ip, dstLen: 32, dev: ep.hostVeth, prefsrc: primaryIp, replace: true }, // scope link: no gateway
   ];
 }
 
 /** Wire the host side of a routed endpoint. The route and the sysctls go with the veth on DEL. */
-export async function attachRoutedHost(ep: Pick<EndpointPlan, 'hostVeth' | 'ip'>): Promise<void> {
-  await netlink(routedHostOps(ep));
+export async function attachRoutedHost(ep: Pick<EndpointPlan, 'hostVeth' | 'ip'>, node: Pick<NodeNetwork, 'primaryIp'>): Promise<void> {
+  await netlink(routedHostOps(ep, node.primaryIp));
 }
 
 /** CHECK of the host side: the veth, its /32 route, proxy ARP. Returns the veth's link. */

@@ -80,7 +80,7 @@ export class EbpfDataplane implements Dataplane {
   }
 
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
-    await attachRoutedHost(ep);
+    await attachRoutedHost(ep, node);
     await withPins(node, async (p) => {
       const ifindex = await p.attachPod(ep.hostVeth);
       p.setEndpoint(ep.ip, { ifindex, podMac: ep.podMac, hostMac: ep.hostMac });

@@ -16,8 +16,8 @@ import { detectIptablesBackend, type IptablesTools } from './backend.js';
 import { ensureBridge, restoreNic } from './bridge.js';
 import { attachRoutedHost, checkRoutedHost } from '../routed.js';
 import {
-  EB_BROUTE_CHAIN, EB_POST_CHAIN, EB_PRE_CHAIN, FORWARD_CHAIN, SNAT_CHAIN,
-  ebtablesBrouteRules, ebtablesEndpointRule, ebtablesNodeRules, jumpRules, renderIptablesRestore,
+  EB_POST_CHAIN, EB_PRE_CHAIN, EB_VIAHOST_CHAIN, FORWARD_CHAIN, SNAT_CHAIN,
+  ebtablesEndpointRule, ebtablesViaHostRules, ebtablesNodeRules, jumpRules, renderIptablesRestore,
 } from './rules.js';
 
 const EBTABLES = 'ebtables';
@@ -45,51 +45,49 @@ function onPath(tool: string): boolean {
   });
 }
 
-type EbTable = 'nat' | 'broute';
-
-async function ebtables(args: readonly string[], table: EbTable = 'nat'): Promise<{ code: number; stderr: string }> {
-  return run([EBTABLES, '--concurrent', '-t', table, ...args], { timeoutMs: 30_000 });
+async function ebtables(args: readonly string[]): Promise<{ code: number; stderr: string }> {
+  return run([EBTABLES, '--concurrent', '-t', 'nat', ...args], { timeoutMs: 30_000 });
 }
 
 /** Append a rule unless an identical one exists (ebtables -C); `knownAbsent` skips the check. */
-async function ebEnsure(chain: string, spec: readonly string[], knownAbsent = false, table: EbTable = 'nat'): Promise<void> {
-  if (!knownAbsent && (await ebtables(['--check', chain, ...spec], table)).code === 0) return;
-  const res = await ebtables(['-A', chain, ...spec], table);
-  if (res.code !== 0) throw new DataplaneError(`ebtables -t ${table} -A ${chain} ${spec.join(' ')}: ${res.stderr.trim()}`);
+async function ebEnsure(chain: string, spec: readonly string[], knownAbsent = false): Promise<void> {
+  if (!knownAbsent && (await ebtables(['--check', chain, ...spec])).code === 0) return;
+  const res = await ebtables(['-A', chain, ...spec]);
+  if (res.code !== 0) throw new DataplaneError(`ebtables -A ${chain} ${spec.join(' ')}: ${res.stderr.trim()}`);
 }
 
-async function ebDelete(chain: string, spec: readonly string[], table: EbTable = 'nat'): Promise<void> {
+async function ebDelete(chain: string, spec: readonly string[]): Promise<void> {
   // Repeat in case a crash left duplicates; bounded.
   for (let i = 0; i < 8; i++) {
-    if ((await ebtables(['-D', chain, ...spec], table)).code !== 0) return;
+    if ((await ebtables(['-D', chain, ...spec])).code !== 0) return;
   }
 }
 
-async function ebEnsureChain(chain: string, hook: string, table: EbTable = 'nat'): Promise<void> {
-  const list = await ebtables(['-L', chain], table);
+async function ebEnsureChain(chain: string, hook: string): Promise<void> {
+  const list = await ebtables(['-L', chain]);
   if (list.code !== 0) {
-    const res = await ebtables(['-N', chain, '-P', 'RETURN'], table);
-    if (res.code !== 0 && !/already exists|File exists/i.test(res.stderr)) throw new DataplaneError(`ebtables -t ${table} -N ${chain}: ${res.stderr.trim()}`);
+    const res = await ebtables(['-N', chain, '-P', 'RETURN']);
+    if (res.code !== 0 && !/already exists|File exists/i.test(res.stderr)) throw new DataplaneError(`ebtables -N ${chain}: ${res.stderr.trim()}`);
   }
-  await ebEnsure(hook, ['-j', chain], false, table);
+  await ebEnsure(hook, ['-j', chain]);
 }
 
-/** ipsToRouteViaHost in bridge mode: VNET-BROUTE holds exactly the node's list (refilled: the list may have changed). */
-async function ensureBroute(node: NodeNetwork): Promise<void> {
-  const rules = ebtablesBrouteRules(node);
+/** ipsToRouteViaHost in bridge mode: VNET-VIAHOST holds exactly the node's list (refilled: the list may have changed). */
+async function ensureViaHost(node: NodeNetwork): Promise<void> {
+  const rules = ebtablesViaHostRules(node);
   if (rules.length === 0) {
-    await removeBroute();
+    await removeViaHost();
     return;
   }
-  await ebEnsureChain(EB_BROUTE_CHAIN, 'BROUTING', 'broute');
-  await ebtables(['-F', EB_BROUTE_CHAIN], 'broute');
-  for (const r of rules) await ebEnsure(r.chain, r.spec, true, 'broute');
+  await ebEnsureChain(EB_VIAHOST_CHAIN, 'PREROUTING');
+  await ebtables(['-F', EB_VIAHOST_CHAIN]);
+  for (const r of rules) await ebEnsure(r.chain, r.spec, true);
 }
 
-async function removeBroute(): Promise<void> {
-  await ebDelete('BROUTING', ['-j', EB_BROUTE_CHAIN], 'broute');
-  await ebtables(['-F', EB_BROUTE_CHAIN], 'broute');
-  await ebtables(['-X', EB_BROUTE_CHAIN], 'broute');
+async function removeViaHost(): Promise<void> {
+  await ebDelete('PREROUTING', ['-j', EB_VIAHOST_CHAIN]);
+  await ebtables(['-F', EB_VIAHOST_CHAIN]);
+  await ebtables(['-X', EB_VIAHOST_CHAIN]);
 }
 
 function transparent(x: { netMode?: string }): boolean {
@@ -162,7 +160,7 @@ export class IptablesDataplane implements Dataplane {
     await ebEnsureChain(EB_PRE_CHAIN, 'PREROUTING');
     await ebEnsureChain(EB_POST_CHAIN, 'POSTROUTING');
     for (const r of ebtablesNodeRules(node)) await ebEnsure(r.chain, r.spec);
-    await ensureBroute(node);
+    await ensureViaHost(node);
   }
 
   /** Upgrade: the same as ensureNode, which is idempotent (iptables-restore declares and refills our chains in one commit). */
@@ -173,7 +171,7 @@ export class IptablesDataplane implements Dataplane {
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     if (transparent(ep)) {
       // No garp: nothing shares an L2 segment with the pod but its own host veth, made with it.
-      await attachRoutedHost(ep);
+      await attachRoutedHost(ep, node);
       return;
     }
     await netlink([{ op: 'linkSet', dev: ep.hostVeth, master: node.bridge, up: true }]);
@@ -232,7 +230,7 @@ export class IptablesDataplane implements Dataplane {
       await ebtables(['-F', chain]);
       await ebtables(['-X', chain]);
     }
-    await removeBroute();
+    await removeViaHost();
     await restoreNic(node);
   }
 

@@ -7,8 +7,8 @@ export const SNAT_CHAIN = 'VNET-SNAT';
 export const FORWARD_CHAIN = 'VNET-FORWARD';
 export const EB_PRE_CHAIN = 'VNET-PRE';
 export const EB_POST_CHAIN = 'VNET-POST';
-/** broute table: frames the bridge must hand to the host stack instead of bridging (ipsToRouteViaHost). */
-export const EB_BROUTE_CHAIN = 'VNET-BROUTE';
+/** Frames the bridge must hand to the host stack instead of bridging them to the fabric (ipsToRouteViaHost). */
+export const EB_VIAHOST_CHAIN = 'VNET-VIAHOST';
 /** Host-side pod veths (control/netlink/veth.ts hostVethName): the FORWARD match of routed pods. */
 const HOST_VETHS = 'azv+';
 export const COMMENT = 'vnet-cni';
@@ -47,15 +47,16 @@ export function ebtablesNodeRules(node: NodeNetwork): { chain: string; spec: str
 }
 
 /**
- * Bridge mode, ipsToRouteViaHost: frames from anywhere on the bridge to these IPs go up to the host stack
- * (broute "DROP" = route; redirect makes the frame the receiving port's own) instead of being bridged to
- * the fabric, which has no node-local DNS at 169.254.20.10. As upstream does with its broute rules.
+ * Bridge mode, ipsToRouteViaHost: a pod frame to one of these IPs gets the bridge's own MAC as its
+ * destination (nat redirect), so the bridge delivers it to the host stack instead of bridging it to the
+ * fabric, which has no node-local DNS at 169.254.20.10. Upstream does this with a broute rule; the broute
+ * table is missing from ebtables-nft on common kernels, the nat redirect works on both backends.
  */
-export function ebtablesBrouteRules(node: NodeNetwork): { chain: string; spec: string[] }[] {
+export function ebtablesViaHostRules(node: NodeNetwork): { chain: string; spec: string[] }[] {
   if (node.netMode === 'transparent') return [];
   return (node.routeViaHost ?? []).map((ip) => ({
-    chain: EB_BROUTE_CHAIN,
-    spec: ['-p', 'IPv4', '--ip-dst', ip, '-j', 'redirect', '--redirect-target', 'DROP'],
+    chain: EB_VIAHOST_CHAIN,
+    spec: ['-p', 'IPv4', '--ip-dst', ip, '-j', 'redirect', '--redirect-target', 'ACCEPT'],
   }));
 }
 
