@@ -363,7 +363,9 @@ export class Agent implements AgentApi {
         // removed the intent meanwhile and may have given the IP to another
         // pod: reporting success would hand out an address the store no
         // longer holds for us. Fail; the runtime retries.
-        if (!cur || cur.ip !== rec.ip || cur.phase !== 'creating') {
+        // A repeated ADD rebuilding a damaged endpoint works on the record that is already 'ready'.
+        const ours = cur?.phase === 'creating' || (prepared.reused && cur?.phase === 'ready' && cur.createdAt === rec.createdAt);
+        if (!cur || cur.ip !== rec.ip || !ours) {
           throw new TryAgainError(`the endpoint record for ${key} was removed while the ADD was in progress; retry`);
         }
         cur.phase = 'ready';

@@ -11,14 +11,11 @@ import path from 'node:path';
 import { Lab } from '../../lab/lab.js';
 import { defaultSpec } from '../../lab/spec.js';
 import { startWhoami, tcpWhoami, tcpWhoamiDetail, ping, httpGet, startDns, dnsQuery, type ToolServer } from '../../lab/tools/net.js';
-import { MODES, REPO, VmCni, azureConflist, CniRunFailed, vmSnapshot, type Mode, type PodHandle } from './helpers/cni-harness.js';
+import { MODES, NET_MODES, REPO, VmCni, azureConflist, CniRunFailed, vmSnapshot, type Mode, type NetMode, type PodHandle } from './helpers/cni-harness.js';
 
 const PORT = 8080;
 const NODE_LOCAL_DNS = '169.254.20.10';
 const DNS_ANSWER = '10.9.8.7';
-type NetMode = 'bridge' | 'transparent';
-/** VNET_TEST_NET_MODES narrows the pod modes (default both). */
-const NET_MODES = (process.env.VNET_TEST_NET_MODES ?? 'bridge,transparent').split(',').filter(Boolean) as NetMode[];
 
 /** Upstream's shipped Linux conflist (mode transparent), with only our dataplane key and the lab's on-prem range added. */
 function upstreamTransparent(dataplane: Mode): Record<string, unknown> {
