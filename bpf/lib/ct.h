@@ -6,6 +6,9 @@
 #ifndef VNET_LIB_CT_H
 #define VNET_LIB_CT_H
 
+#include "defs.h"
+#include "pkt.h"
+
 extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_tuple *tuple, __u32 tuple_sz,
 					 struct bpf_ct_opts *opts, __u32 opts_sz) __ksym;
 extern void bpf_ct_release(struct nf_conn *ct) __ksym;

@@ -3,6 +3,12 @@
 #ifndef VNET_LIB_FWD_H
 #define VNET_LIB_FWD_H
 
+#include "defs.h"
+#include "maps.h"
+#include "pkt.h"
+#include "rewrite.h"
+#include "nat.h"
+
 /* Into the pod behind ep's host veth. tc ingress only (Linux >= 5.10). */
 static __always_inline int fwd_to_endpoint(struct __sk_buff *skb, const struct vnet_pkt *p,
 					   const struct vnet_endpoint *ep, enum vnet_reason reason)

@@ -2,7 +2,9 @@
 #ifndef VNET_LIB_MAPS_H
 #define VNET_LIB_MAPS_H
 
+#include "defs.h"
 #include "vnet_maps.h"
+
 
 struct {
 	__uint(type, BPF_MAP_TYPE_HASH);

@@ -15,6 +15,11 @@
 #ifndef VNET_LIB_NAT_H
 #define VNET_LIB_NAT_H
 
+#include "defs.h"
+#include "maps.h"
+#include "pkt.h"
+#include "rewrite.h"
+
 /* Port probing per new flow, bounded: random ports first, then a linear run
  * from a random start. Linear probing alone clusters (every new flow takes the
  * first free port after a random start, lengthening runs of taken ports): at

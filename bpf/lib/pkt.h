@@ -6,6 +6,9 @@
 #ifndef VNET_LIB_PKT_H
 #define VNET_LIB_PKT_H
 
+#include "defs.h"
+#include "maps.h"
+
 struct vnet_pkt {
 	__u32 saddr; /* network order */
 	__u32 daddr;

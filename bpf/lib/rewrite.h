@@ -5,6 +5,9 @@
 #ifndef VNET_LIB_REWRITE_H
 #define VNET_LIB_REWRITE_H
 
+#include "defs.h"
+#include "pkt.h"
+
 /* Offset of the L4 checksum and the csum helper flags for its protocol. */
 static __always_inline int l4_csum_loc(const struct vnet_pkt *p, __u32 *off, __u64 *flags)
 {

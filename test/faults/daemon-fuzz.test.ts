@@ -43,7 +43,7 @@ function hostile(rng: Rng): { name: string; bytes: Buffer } {
       return { name: 'frame of random payload', bytes: frame(rng.bytes(rng.int(300))) };
     case 2: {
       const b = Buffer.from(valid);
-      for (let i = rng.range(1, 4); i > 0 && b.length; i--) b[rng.int(b.length)] ^= 1 << rng.int(8);
+      for (let i = rng.range(1, 4); i > 0 && b.length; i--) { const at = rng.int(b.length); b[at] = (b[at] ?? 0) ^ (1 << rng.int(8)); }
       return { name: 'bit-flipped request', bytes: frame(b) };
     }
     case 3: {

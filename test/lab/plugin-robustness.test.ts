@@ -65,7 +65,7 @@ for (const mode of MODES) {
           t.ok(recorded, `${point}: the intent survived the crash`);
           const rerun = await plugin('ADD', id, netns);
           t.equal(rerun.code, 0, `${point}: rerun succeeded ${rerun.stdout}`);
-          const ip = String((rerun.json?.ips as { address: string }[] | undefined)?.[0]?.address).split('/')[0];
+          const ip = String((rerun.json?.ips as { address: string }[] | undefined)?.[0]?.address).split('/')[0] ?? '';
           t.equal(ip, recorded?.ip, `${point}: rerun got the same IP`);
           t.ok(await ping(vm.netns, ip), `${point}: the pod is reachable`);
           const del = await plugin('DEL', id, netns);
