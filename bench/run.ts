@@ -1,6 +1,6 @@
 // `npm run bench`: every scenario, one table. Flags:
 //   --quick              1 repeat, shorter runs, 64 pods instead of 250
-//   --only <name>[,...]  throughput, latency, snat-cps, cni-latency (repeatable)
+//   --only <name>[,...]  throughput, latency, snat-cps, cni-latency, iptables-policy (repeatable)
 //   --repeats N --seconds N
 //   --bulk-all           also bring 250 pods up/down in vnet standalone mode (slow)
 //   --vnet-16000         the scale run instead (see bench/vnet-16000.ts and
@@ -8,6 +8,7 @@
 // Must run as root on a lab machine; every lab is torn down in finally.
 import { runCniLatency } from './cni-latency.js';
 import { buildDataplaneLab, type DataplaneLab } from './lib/dataplane-lab.js';
+import { runIptablesPolicy } from './iptables-policy.js';
 import { LoadTools } from './lib/load.js';
 import { parseOptions, type BenchOptions } from './lib/options.js';
 import { renderTable, type Row } from './lib/table.js';
@@ -17,7 +18,7 @@ import { runThroughput } from './throughput.js';
 import { runVnet16000 } from './vnet-16000.js';
 
 async function dataplaneScenarios(opts: BenchOptions): Promise<Row[]> {
-  const wanted = opts.only.filter((s) => s === 'throughput' || s === 'latency' || s === 'snat-cps');
+  const wanted = opts.only.filter((s) => s === 'throughput' || s === 'latency' || s === 'snat-cps' || s === 'iptables-policy');
   if (wanted.length === 0) return [];
   const tools = await LoadTools.build();
   let dp: DataplaneLab | undefined;
@@ -27,6 +28,7 @@ async function dataplaneScenarios(opts: BenchOptions): Promise<Row[]> {
     if (wanted.includes('throughput')) rows.push(...(await runThroughput(dp, tools, opts)));
     if (wanted.includes('latency')) rows.push(...(await runLatency(dp, tools, opts)));
     if (wanted.includes('snat-cps')) rows.push(...(await runSnatCps(dp, tools, opts)));
+    if (wanted.includes('iptables-policy')) rows.push(...(await runIptablesPolicy(dp, tools, opts)));
     return rows;
   } finally {
     await dp?.lab.down();

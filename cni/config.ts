@@ -3,8 +3,8 @@
 // unchanged; keys nobody reads stay in `raw`. Defaults live here and nowhere
 // else, so docs/cni.md can list them from one place.
 import os from 'node:os';
-import type { Attachment, DataplaneMode, IpamConfig, NetConf, PoolEnvironment } from '../control/types.js';
-import { DecodeError, InvalidConfigError } from '../control/errors.js';
+import type { Attachment, DataplaneMode, IpamConfig, NetConf, PoolEnvironment } from './types.js';
+import { DecodeError, InvalidConfigError } from './errors.js';
 import { isIPv4, ipv4InCidr, parseIpv4Cidr, type Ipv4Cidr } from './ip.js';
 import { parseDns } from './version.js';
 import { Fields, invalid, isObject, type Json } from './validate.js';

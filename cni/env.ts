@@ -3,7 +3,7 @@
 // whoever configured the runtime.
 import fs from 'node:fs';
 import path from 'node:path';
-import { InvalidEnvError } from '../control/errors.js';
+import { InvalidEnvError } from './errors.js';
 
 export const CNI_COMMANDS = ['ADD', 'DEL', 'CHECK', 'VERSION', 'GC', 'STATUS'] as const;
 export type CniCommand = (typeof CNI_COMMANDS)[number];

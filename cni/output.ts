@@ -1,6 +1,6 @@
 // stdout is the runtime's channel: exactly one JSON document, the result or
 // the error. Anything else a dependency prints is diverted to stderr.
-import { asVnetError } from '../control/errors.js';
+import { asVnetError } from './errors.js';
 
 export interface Writer {
   write(text: string): unknown;
@@ -20,7 +20,7 @@ export function writeJson(out: Writer, doc: unknown): void {
  * Point process.stdout (and so console.log/info/debug) at stderr for the rest
  * of the process, and return a writer for the real stdout. Call once, first.
  */
-export function guardStdout(): Writer & { flush(): Promise<void> } {
+export function guardStdout(): Writer & { writeBytes(bytes: Uint8Array): void; flush(): Promise<void> } {
   const stdout = process.stdout;
   const realWrite = stdout.write.bind(stdout);
   const divert = ((chunk: unknown, ...rest: unknown[]) =>
@@ -31,6 +31,8 @@ export function guardStdout(): Writer & { flush(): Promise<void> } {
   }
   return {
     write: (text: string) => realWrite(text),
+    // Bytes another process produced (the daemon's run of the call), passed on unchanged.
+    writeBytes: (bytes: Uint8Array) => realWrite(bytes),
     // Resolves once everything written so far has left the process.
     flush: () => new Promise<void>((resolve) => realWrite('', () => resolve())),
   };

@@ -1,8 +1,8 @@
 // The dispatcher: env + stdin in, one JSON document out. Everything is
 // validated before the agent is created, so a bad call never touches the node.
-import type { AgentApi, CniCall, CniResult, NetConf } from '../control/types.js';
-import { VnetError } from '../control/errors.js';
-import type { Logger } from '../control/log.js';
+import type { AgentApi, CniCall, CniResult, NetConf } from './types.js';
+import { VnetError } from './errors.js';
+import type { Logger } from 'pino';
 import { decodeStdin, MAX_STDIN_BYTES, parseAttachments, parseNetConf, type PluginName } from './config.js';
 import { parseCommand, parseEnv, type CniCommand } from './env.js';
 import { errorDocument, writeJson, type Writer } from './output.js';
@@ -18,11 +18,12 @@ export interface RunPluginOptions {
   env?: NodeJS.ProcessEnv;
   /** Default: process.stdout. */
   stdout?: Writer;
-  /** Default: a file logger at config.logFile (control/log.ts). */
-  loggerFactory?: (config: NetConf, plugin: PluginName) => Logger | Promise<Logger>;
+  /** The logger this call logs to (the composition root opens config.logFile). */
+  loggerFactory: (config: NetConf, plugin: PluginName) => Logger | Promise<Logger>;
 }
 
-async function readStdin(stdin: Buffer | string | NodeJS.ReadableStream): Promise<Buffer> {
+/** stdin as bytes, read only until it is known to be too large (decodeStdin then says so). */
+export async function readStdin(stdin: Buffer | string | NodeJS.ReadableStream): Promise<Buffer> {
   if (typeof stdin === 'string' || Buffer.isBuffer(stdin)) return Buffer.from(stdin);
   const chunks: Buffer[] = [];
   let size = 0;
@@ -34,11 +35,6 @@ async function readStdin(stdin: Buffer | string | NodeJS.ReadableStream): Promis
     chunks.push(b);
   }
   return Buffer.concat(chunks);
-}
-
-async function defaultLogger(config: NetConf, plugin: PluginName): Promise<Logger> {
-  const { createLogger } = await import('../control/log.js');
-  return createLogger({ file: config.logFile, level: config.logLevel, name: plugin });
 }
 
 /** VERSION needs no valid config: a missing or broken stdin still gets the list. */
@@ -103,7 +99,7 @@ export async function runPlugin(options: RunPluginOptions): Promise<number> {
     if (raw.prevResult !== undefined && raw.prevResult !== null) call.prevResult = parsePrevResult(raw.prevResult);
     if (command === 'GC') parseAttachments(raw); // validate before the agent exists
 
-    logger = await (options.loggerFactory ?? defaultLogger)(config, options.plugin);
+    logger = await options.loggerFactory(config, options.plugin);
     logger.info({ command, cniVersion: version, containerId: call.containerId, ifName: call.ifName, netns: call.netns, args: call.args }, 'call');
     const agent = await options.agentFactory(config, logger);
     let result: CniResult | undefined;

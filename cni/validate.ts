@@ -1,7 +1,7 @@
 // Small readers for untrusted JSON. Each failure is an InvalidConfigError
 // naming the field's full path, what it must be, and what it was.
 import path from 'node:path';
-import { InvalidConfigError } from '../control/errors.js';
+import { InvalidConfigError } from './errors.js';
 
 export type Json = Record<string, unknown>;
 

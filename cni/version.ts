@@ -1,7 +1,7 @@
 // Spec versions: negotiation, VERSION output, and conversion between the
 // internal result (always the 1.1.0 shape) and the version a runtime speaks.
-import type { CniResult, Dns, Interface, IpConfig, Route } from '../control/types.js';
-import { IncompatibleVersionError, InvalidConfigError, VnetError } from '../control/errors.js';
+import type { CniResult, Dns, Interface, IpConfig, Route } from './types.js';
+import { IncompatibleVersionError, InvalidConfigError, VnetError } from './errors.js';
 import type { CniCommand } from './env.js';
 import { ipFamily, isIpWithPrefix } from './ip.js';
 import { isIP } from 'node:net';

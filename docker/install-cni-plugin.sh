@@ -34,13 +34,16 @@ if [ "${version#v}" != "$built" ]; then
   echo "install-cni-plugin.sh: this tree builds v$built, not $version" >&2
   exit 1
 fi
-[ -f "$src/dist/cni/azure-vnet.js" ] || { echo "install-cni-plugin.sh: not built; run npm run build first" >&2; exit 1; }
+[ -f "$src/dist/control/plugin/azure-vnet.js" ] || { echo "install-cni-plugin.sh: not built; run npm run build first" >&2; exit 1; }
 node_bin="$(command -v node)"
 
 dest="$app_dir/$version"
 tmp="$dest.tmp.$$"
 rm -rf "$tmp"; mkdir -p "$tmp"
-cp -a "$src/dist" "$src/package.json" "$tmp/"
+# Only what a node runs: no dist/lab, dist/test or dist/bench.
+mkdir -p "$tmp/dist"
+for d in cni control native bundle shim; do if [ -e "$src/dist/$d" ]; then cp -a "$src/dist/$d" "$tmp/dist/"; fi; done
+cp -a "$src/package.json" "$tmp/"
 # The Node launchers: the shim's fallback runs <root>/bin/<plugin>.
 mkdir -p "$tmp/bin"
 cp -a "$src/bin/azure-vnet" "$src/bin/azure-vnet-ipam" "$tmp/bin/"
@@ -65,7 +68,7 @@ for b in azure-vnet azure-vnet-ipam vnetctl; do
     # The shim tells the plugins apart by the name it is run as, so the link keeps the plugin's name.
     ln -s "$app_dir/current/dist/shim/$b" "$bin_dir/.$b.tmp"
   else
-    case "$b" in vnetctl) entry=control/cli/vnetctl.js ;; *) entry="cni/$b.js" ;; esac
+    case "$b" in vnetctl) entry=control/cli/vnetctl.js ;; *) entry="control/plugin/$b.js" ;; esac
     printf '#!/bin/sh\nexec %s %s "$@"\n' "$node_bin" "$app_dir/current/dist/$entry" > "$bin_dir/.$b.tmp"
     chmod 0755 "$bin_dir/.$b.tmp"
   fi

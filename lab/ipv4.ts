@@ -1,21 +1,16 @@
 // IPv4 arithmetic for the lab spec: addresses as unsigned 32-bit numbers.
-// (control/ipam has its own; the lab keeps a copy so it never imports product code.)
+// The parsing is cni/ip.ts's (the project's one IPv4 module; lab/ may import
+// cni/); what is here are the lab's throwing forms and its block arithmetic.
+import { formatIPv4, isIPv4, parseIPv4 } from '../cni/ip.js';
 import { LabSpecError } from './errors.js';
 
-const DOTTED = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
-export function isIpv4(text: string): boolean {
-  const m = DOTTED.exec(text);
-  return m !== null && m.slice(1).every((octet) => Number(octet) <= 255 && (octet === '0' || !octet.startsWith('0')));
-}
+export const isIpv4 = (text: string): boolean => isIPv4(text);
+export const formatIpv4 = (value: number): string => formatIPv4(value);
 
 export function parseIpv4(text: string, what = 'address'): number {
-  if (typeof text !== 'string' || !isIpv4(text)) throw new LabSpecError(`${what}: '${String(text)}' is not an IPv4 address`);
-  return text.split('.').reduce((acc, octet) => acc * 256 + Number(octet), 0);
-}
-
-export function formatIpv4(value: number): string {
-  return [value >>> 24, (value >>> 16) & 255, (value >>> 8) & 255, value & 255].join('.');
+  const value = parseIPv4(text);
+  if (value === undefined) throw new LabSpecError(`${what}: '${String(text)}' is not an IPv4 address`);
+  return value;
 }
 
 export interface Cidr {
@@ -25,6 +20,7 @@ export interface Cidr {
   size: number;
 }
 
+/** A prefix whose host bits are clear (the lab refuses sloppy specs rather than clearing them). */
 export function parseCidr(text: string, what = 'prefix'): Cidr {
   const [addr, len, extra] = typeof text === 'string' ? text.split('/') : [];
   const prefixLen = Number(len);

@@ -1,5 +1,5 @@
 #!/usr/bin/env node
-// Bundles the CNI plugin binaries (cni/azure-vnet.ts, cni/azure-vnet-ipam.ts)
+// Bundles the CNI plugin binaries (control/plugin/azure-vnet.ts, azure-vnet-ipam.ts)
 // into dist/bundle/, which bin/azure-vnet and bin/azure-vnet-ipam run when
 // present. Why: every CNI call is a fresh node process, and resolving and
 // loading ~100 separate modules costs more than the call itself when it is
@@ -7,7 +7,7 @@
 //
 // Code splitting keeps the entry small: the in-process Agent (dataplanes,
 // IPAM sources, native addon glue) and the daemon client are separate chunks
-// loaded by the dynamic imports in cni/main.ts, so a forwarded call never
+// loaded by the dynamic imports in control/plugin/main.ts, so a forwarded call never
 // parses the Agent. The native addon and bpf/*.o are found from the repo root
 // at run time (native/index.ts repoRoot(): dist/bundle -> <repo>), so the
 // bundle must stay at dist/bundle inside the install.
@@ -24,7 +24,7 @@ import { fileURLToPath } from 'node:url';
 
 const root = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..');
 const outdir = path.join(root, 'dist', 'bundle');
-const ENTRIES = { 'azure-vnet': 'cni/azure-vnet.ts', 'azure-vnet-ipam': 'cni/azure-vnet-ipam.ts' };
+const ENTRIES = { 'azure-vnet': 'control/plugin/azure-vnet.ts', 'azure-vnet-ipam': 'control/plugin/azure-vnet-ipam.ts' };
 const PRUNE_AFTER_MS = 60 * 60 * 1000;
 
 const result = await build({
@@ -40,7 +40,7 @@ const result = await build({
   chunkNames: '[name]-[hash]', // flat: native/index.ts finds the repo root two levels up
   sourcemap: 'linked',
   legalComments: 'none',
-  // CommonJS dependencies (pino, protobufjs) call require() for node builtins.
+  // CommonJS dependencies (pino) call require() for node builtins.
   banner: { js: "import { createRequire as __vnetCreateRequire } from 'node:module'; const require = __vnetCreateRequire(import.meta.url);" },
   logLevel: 'warning',
 });

@@ -24,7 +24,7 @@ if [ "${1:-}" = "--out" ]; then work="$2"; shift 2; mkdir -p "$work"; fi
 modes=("$@"); [ ${#modes[@]} -gt 0 ] || modes=(iptables ebpf)
 if [ -z "$work" ]; then work="$(mktemp -d /tmp/vnet-check-image.XXXXXX)"; trap 'rm -rf "$work"' EXIT; fi
 fail() { echo "check-image: FAIL: $*" >&2; exit 1; }
-[ -f "$repo/dist/cni/azure-vnet.js" ] || fail "not built (npm run build)"
+[ -f "$repo/dist/control/plugin/azure-vnet.js" ] || fail "not built (npm run build)"
 
 # 1. Stage the runtime tree. WORKDIR of the last stage is where relative COPY targets land.
 image_root="$(awk '/^FROM /{w=""} /^WORKDIR /{w=$2} END{print w}' "$dockerfile")"

@@ -5,7 +5,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iptables ebtables nftables iproute2 iputils-ping
+PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iptables ebtables ipset nftables iproute2 iputils-ping
       iperf3 tcpdump socat conntrack util-linux procps golang-go golang-github-appc-cni-dev
       containernetworking-plugins podman runc busybox-static make gcc g++ python3 ca-certificates)
 

@@ -1,7 +1,10 @@
 // `vnetctl status`: CNI STATUS through the node daemon with the installed
 // conflist, for the DaemonSet's probes. Exit 0 when ready, 1 with the reason
 // on stderr otherwise. Never falls back to an in-process agent: the probe is
-// about the daemon.
+// about the daemon. The call is an INVOKE like any CNI call (the daemon
+// validates it and runs the plugin's STATUS), with the azure-vnet entry of the
+// conflist on stdin as libcni would pass it, at cniVersion 1.1.0 (the first
+// with STATUS) whatever the conflist says: the probe asks the plugin itself.
 //
 //   vnetctl status [--conflist F] [--socket P] [--live] [--timeout-ms N]
 //
@@ -11,8 +14,8 @@
 import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import { parseNetConf } from '../../cni/config.js';
-import { isObject } from '../../cni/validate.js';
-import type { NetConf } from '../types.js';
+import { isObject, type Json } from '../../cni/validate.js';
+import type { NetConf } from '../../cni/types.js';
 
 export const DEFAULT_CONFLIST = '/etc/cni/net.d/10-azure.conflist';
 const DEFAULT_SOCKET = '/run/vnet-cni/daemon.sock';
@@ -24,48 +27,64 @@ export const STATUS_OPTIONS = {
   'timeout-ms': { type: 'string', default: '10000' },
 } as const;
 
-/** The azure-vnet entry of a conflist file, as libcni would pass it (name and cniVersion injected), validated. */
-export function loadPluginConfig(file: string): NetConf {
+/** The azure-vnet entry of a conflist file, as libcni would pass it (name and cniVersion injected). */
+export function pluginEntry(file: string): Json {
   const list = JSON.parse(readFileSync(file, 'utf8')) as unknown;
   if (!isObject(list) || !Array.isArray(list.plugins)) throw new Error(`${file} is not a conflist (no "plugins" list)`);
   const entry = list.plugins.find((p): p is Record<string, unknown> => isObject(p) && p.type === 'azure-vnet');
   if (!entry) throw new Error(`${file} has no azure-vnet plugin entry`);
-  return parseNetConf({ ...entry, name: list.name, cniVersion: list.cniVersion }, 'azure-vnet');
+  return { ...entry, name: list.name, cniVersion: list.cniVersion };
 }
 
-export async function runStatusCli(argv: string[]): Promise<number> {
+/** That entry, validated. */
+export function loadPluginConfig(file: string): NetConf {
+  return parseNetConf(pluginEntry(file), 'azure-vnet');
+}
+
+interface Out {
+  write(text: string): unknown;
+}
+
+export async function runStatusCli(argv: string[], out: { stdout: Out; stderr: Out } = process): Promise<number> {
   const { values } = parseArgs({ args: argv, options: STATUS_OPTIONS, strict: true });
   const fail = (why: string): number => {
-    process.stderr.write(`not ${values.live ? 'alive' : 'ready'}: ${why}\n`);
+    out.stderr.write(`not ${values.live ? 'alive' : 'ready'}: ${why}\n`);
     return 1;
   };
   let config: NetConf;
+  let entry: Json;
   try {
-    config = loadPluginConfig(values.conflist);
+    entry = pluginEntry(values.conflist);
+    config = parseNetConf(entry, 'azure-vnet');
   } catch (err) {
     return fail(`conflist ${values.conflist}: ${(err as Error).message}`);
   }
   const socket = values.socket ?? config.daemonSocket ?? DEFAULT_SOCKET;
   const timeoutMs = Math.max(100, Number(values['timeout-ms']) || 10_000);
-  const { connectDaemon, RemoteAgent, RemoteError } = await import('../daemon/client.js');
-  let agent;
+  const { invokeDaemon } = await import('../daemon/client.js');
+  const stdin = Buffer.from(JSON.stringify({ ...entry, cniVersion: '1.1.0' }));
+  let outcome;
   try {
-    agent = new RemoteAgent(await connectDaemon(socket, Math.min(timeoutMs, 2000)), timeoutMs);
+    outcome = await invokeDaemon(socket, { stdin, env: { CNI_COMMAND: 'STATUS' }, plugin: 'azure-vnet' }, { connectTimeoutMs: Math.min(timeoutMs, 2000), answerTimeoutMs: timeoutMs });
   } catch (err) {
-    return fail(`daemon socket ${socket}: ${(err as Error).message}`);
-  }
-  try {
-    await agent.status(config);
-    process.stdout.write(`ready: daemon ${socket} answered STATUS for network ${config.name} (${config.dataplane})\n`);
-    return 0;
-  } catch (err) {
-    if (values.live && err instanceof RemoteError) {
-      process.stdout.write(`alive: daemon ${socket} answered (STATUS: code ${err.cniCode} ${err.message})\n`);
-      return 0;
-    }
     const code = (err as { cniCode?: number }).cniCode;
     return fail(`${(err as Error).message}${code !== undefined ? ` (CNI code ${code})` : ''}`);
-  } finally {
-    await agent.close();
   }
+  if (!outcome.ran) return fail(outcome.why);
+  if (outcome.exitCode === 0) {
+    out.stdout.write(`ready: daemon ${socket} answered STATUS for network ${config.name} (${config.dataplane})\n`);
+    return 0;
+  }
+  // The plugin's CNI error document.
+  let doc: { code?: unknown; msg?: unknown } = {};
+  try {
+    doc = JSON.parse(outcome.stdout.toString('utf8')) as typeof doc;
+  } catch {
+    doc = { msg: outcome.stdout.toString('utf8').trim() };
+  }
+  if (values.live) {
+    out.stdout.write(`alive: daemon ${socket} answered (STATUS: code ${String(doc.code)} ${String(doc.msg)})\n`);
+    return 0;
+  }
+  return fail(`${String(doc.msg)} (CNI code ${String(doc.code)})`);
 }

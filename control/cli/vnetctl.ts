@@ -1,9 +1,10 @@
 // vnetctl: the operator's command. Subcommands load their module lazily so
-// one command never pays for another's imports.
+// one command never pays for another's imports. `vnetctl lab` is not here: the
+// lab is not part of the product; a source checkout's bin/vnetctl runs the
+// lab's own entry (lab/main.ts) for it.
 const usage = `usage: vnetctl <command> [args]
 
 commands:
-  lab up|down|status|exec   the simulated Azure VNet (see docs/lab.md)
   debug ...                 inspect the control plane and the dataplane
   daemon                    run the node daemon
   status [--live]           CNI STATUS through the daemon with the installed conflist (exit 0: ready)
@@ -13,10 +14,9 @@ commands:
 async function main(argv: string[]): Promise<number> {
   const [command, ...rest] = argv;
   switch (command) {
-    case 'lab': {
-      const { runLabCli } = await import('../../lab/cli.js');
-      return runLabCli(rest);
-    }
+    case 'lab':
+      process.stderr.write("vnetctl: 'lab' is the simulated VNet of a source checkout (bin/vnetctl lab ...; docs/lab.md); this install has no lab\n");
+      return 2;
     case 'debug': {
       const { runDebugCli } = await import('../debug/cli.js');
       return runDebugCli(rest);

@@ -1,16 +1,16 @@
 // Verb INVOKE: the daemon runs a whole CNI call the way the standalone plugin
 // binary does (cni/skel.ts runPlugin: env and config validation, version
 // negotiation, result formatting, error documents) on its warm agent, from the
-// raw stdin and CNI_* environment the native shim (native/shim/cni-shim.c)
+// raw stdin and CNI_* environment a client (the native shim, native/shim/cni-shim.c, or the Node launcher, control/plugin/main.ts)
 // forwarded, and hands back the stdout bytes and exit code. One implementation:
 // the same input gives the same bytes as `bin/azure-vnet` in its own process.
-import type { AgentApi, NetConf } from '../types.js';
-import { DecodeError } from '../errors.js';
+import type { AgentApi, NetConf } from '../../cni/types.js';
+import { DecodeError } from '../../cni/errors.js';
 import { pino } from 'pino';
 import { createLogger, type Logger } from '../log.js';
 import { runPlugin } from '../../cni/skel.js';
 import type { PluginName } from '../../cni/config.js';
-import type { WireRequest } from './codec-types.js';
+import type { WireRequest } from './codec.js';
 
 const PLUGINS: readonly PluginName[] = ['azure-vnet', 'azure-vnet-ipam'];
 /** Distinct (log file, level, plugin) loggers kept open; a conflist names one, a node has a few. */
@@ -82,7 +82,7 @@ export async function invoke(agent: AgentApi, loggers: CallLoggers, req: WireReq
   const chunks: string[] = [];
   const exitCode = await runPlugin({
     plugin,
-    stdin: Buffer.from(req.stdin ?? new Uint8Array()),
+    stdin: Buffer.from(req.stdin),
     env: { ...req.env },
     stdout: { write: (text: string) => chunks.push(text) },
     agentFactory: async () => borrowed(agent),

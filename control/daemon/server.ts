@@ -1,13 +1,16 @@
-// The node daemon's socket server: decodes protobuf requests, runs them on
-// the node's one Agent, encodes the answer. A request that is not valid
-// protobuf gets an error frame and its connection is closed; the daemon
-// itself never goes down for a bad client.
+// The node daemon's socket server: decodes protobuf requests, runs each
+// forwarded CNI call (INVOKE) through the CNI front end on the node's one
+// Agent, encodes the answer. Nothing the client parsed is trusted: INVOKE
+// carries the raw call and invoke.ts validates it as a standalone plugin
+// would. DUMP (not a CNI call) answers the state for `vnetctl debug`. A request
+// that is not valid protobuf gets an error frame and its connection is closed;
+// the daemon itself never goes down for a bad client.
 import net from 'node:net';
 import { chmod, mkdir, unlink } from 'node:fs/promises';
 import path from 'node:path';
 import type { Logger } from 'pino';
-import type { AgentApi, CniCall, CniResult, NetConf } from '../types.js';
-import { asVnetError, CniCode, DecodeError } from '../errors.js';
+import type { AgentApi } from '../../cni/types.js';
+import { asVnetError, CniCode, DecodeError } from '../../cni/errors.js';
 import { FrameReader, Verb, decodeRequest, encodeResponse, frame, type WireRequest, type WireResponse } from './codec.js';
 import { CallLoggers, invoke } from './invoke.js';
 import { spawnTally, type SpawnTally } from '../exec.js';
@@ -21,34 +24,7 @@ export interface DaemonServerOptions {
   onRequest?: (verb: string, ok: boolean, seconds: number, code?: number) => void;
 }
 
-function callOf(req: WireRequest, config: NetConf): CniCall {
-  const call: CniCall = { containerId: req.containerId, netns: req.netns, ifName: req.ifName, args: req.args ?? {}, config };
-  if (req.prevResultJson) call.prevResult = JSON.parse(req.prevResultJson) as CniResult;
-  return call;
-}
-
-async function dispatch(agent: DaemonServerOptions['agent'], req: WireRequest): Promise<unknown> {
-  if (req.verb === Verb.DUMP) return agent.dump ? agent.dump() : {};
-  let config: NetConf;
-  try {
-    config = JSON.parse(req.configJson) as NetConf;
-  } catch (err) {
-    throw new DecodeError(`request config_json is not JSON: ${(err as Error).message}`);
-  }
-  if (typeof config !== 'object' || config === null || typeof config.name !== 'string') throw new DecodeError('request config_json is not a network configuration');
-  switch (req.verb) {
-    case Verb.ADD: return agent.add(callOf(req, config));
-    case Verb.DEL: return agent.del(callOf(req, config));
-    case Verb.CHECK: return agent.check(callOf(req, config));
-    case Verb.GC: return agent.gc(config, req.validAttachments ?? []);
-    case Verb.STATUS: return agent.status(config);
-    case Verb.IPAM_ADD: return agent.ipamAdd(callOf(req, config));
-    case Verb.IPAM_DEL: return agent.ipamDel(callOf(req, config));
-    default: throw new DecodeError(`unknown verb ${String(req.verb)}`);
-  }
-}
-
-/** Metrics and logs name an INVOKE by its CNI command, like the older per-verb requests (ADD, IPAM_ADD, ...). */
+/** Metrics and logs name an INVOKE by its CNI command (ADD, IPAM_ADD, ...). */
 function invokeVerbName(req: WireRequest): string {
   const command = req.env?.CNI_COMMAND ?? '';
   if (!['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'].includes(command)) return 'INVOKE';
@@ -56,13 +32,17 @@ function invokeVerbName(req: WireRequest): string {
 }
 
 /** The CNI code in a failed INVOKE's error document, for metrics. */
-function invokeErrorCode(stdout: Uint8Array | undefined): number | undefined {
+function invokeErrorCode(stdout: Uint8Array): number | undefined {
   try {
-    const doc = JSON.parse(Buffer.from(stdout ?? []).toString('utf8')) as { code?: unknown };
+    const doc = JSON.parse(Buffer.from(stdout).toString('utf8')) as { code?: unknown };
     return typeof doc.code === 'number' ? doc.code : undefined;
   } catch {
     return undefined;
   }
+}
+
+function failure(error: WireResponse['error']): WireResponse {
+  return { ok: false, resultJson: '', error, stdout: Buffer.alloc(0), exitCode: 0 };
 }
 
 export class DaemonServer {
@@ -110,7 +90,7 @@ export class DaemonServer {
   }
 
   private reject(sock: net.Socket, err: unknown): void {
-    const res: WireResponse = { ok: false, resultJson: '', error: { cniCode: CniCode.DecodeFailure, code: 'EDECODE', message: (err as Error).message, details: '' } };
+    const res = failure({ cniCode: CniCode.DecodeFailure, code: 'EDECODE', message: (err as Error).message, details: '' });
     sock.end(frame(encodeResponse(res)));
   }
 
@@ -140,28 +120,36 @@ export class DaemonServer {
       res = await spawnTally.run(spawns, () => this.respond(req));
     } catch (err) {
       const e = asVnetError(err);
-      res = { ok: false, resultJson: '', error: { cniCode: e.cniCode, code: e.code, message: e.message, details: e.details ?? '' } };
+      res = failure({ cniCode: e.cniCode, code: e.code, message: e.message, details: e.details ?? '' });
     }
     const seconds = Number(process.hrtime.bigint() - started) / 1e9;
     const cniCode = res.error?.cniCode ?? (res.exitCode ? invokeErrorCode(res.stdout) : undefined);
     this.opts.onRequest?.(verbName, res.ok && !res.exitCode, seconds, cniCode);
-    // Time inside the daemon per verb: compare with the client's wall time to see transport and start-up costs.
-    const via = req.verb === Verb.INVOKE ? 'shim' : undefined;
-    const containerId = req.containerId || (req.verb === Verb.INVOKE ? req.env?.CNI_CONTAINERID : undefined) || undefined;
+    // Which client forwarded it: the native shim (client_version "...-shim") or the Node launcher.
+    const via = req.verb === Verb.INVOKE ? (req.clientVersion.endsWith('-shim') ? 'shim' : 'node') : undefined;
+    const containerId = req.env.CNI_CONTAINERID || undefined;
     // spawns: the programs this request ran (ip, iptables, ebtables...) and the ms spent waiting for them.
     const spawned = Object.fromEntries(Object.entries(spawns).map(([k, v]) => [k, { n: v.n, ms: Math.round(v.ms) }]));
+    // Time inside the daemon per verb: compare with the client's wall time to see transport and start-up costs.
     this.opts.logger.info({ verb: verbName, via, containerId, ok: res.ok, exitCode: res.exitCode, ms: Math.round(seconds * 1e4) / 10, spawns: spawned }, 'request served');
     if (!sock.destroyed) sock.write(frame(encodeResponse(res)));
   }
 
   private async respond(req: WireRequest): Promise<WireResponse> {
-    if (req.verb === Verb.INVOKE) {
-      // The whole CNI call, run by the plugin's own code; its outcome (even a CNI error) is ok=true.
-      const out = await invoke(this.opts.agent, this.callLoggers, req);
-      return { ok: true, resultJson: '', stdout: out.stdout, exitCode: out.exitCode };
+    switch (req.verb) {
+      case Verb.INVOKE: {
+        // The whole CNI call, run by the plugin's own code; its outcome (even a CNI error) is ok=true.
+        const out = await invoke(this.opts.agent, this.callLoggers, req);
+        return { ok: true, resultJson: '', stdout: out.stdout, exitCode: out.exitCode };
+      }
+      case Verb.DUMP: {
+        const state = this.opts.agent.dump ? await this.opts.agent.dump() : {};
+        return { ok: true, resultJson: JSON.stringify(state), stdout: Buffer.alloc(0), exitCode: 0 };
+      }
+      default:
+        // Verbs 1-7 were the per-verb requests, removed: an older client then runs its call standalone.
+        throw new DecodeError(`unknown verb ${String(req.verb)}: this daemon serves INVOKE (a CNI call) and DUMP`);
     }
-    const out = await dispatch(this.opts.agent, req);
-    return { ok: true, resultJson: out === undefined ? '' : JSON.stringify(out) };
   }
 
   async close(): Promise<void> {

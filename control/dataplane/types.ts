@@ -67,12 +67,6 @@ export interface EndpointPolicyUpdate {
   policy: EndpointPolicy;
 }
 
-/** What the kernel really has for an endpoint, for CHECK and reconciliation. */
-export interface KernelEndpoint {
-  hostVeth: string;
-  ip?: string;
-}
-
 export interface Dataplane {
   readonly mode: DataplaneMode;
   /** Verify prerequisites; throws DataplaneUnavailableError naming what is missing. */

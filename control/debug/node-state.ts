@@ -18,10 +18,7 @@ const DUMP_TIMEOUT_MS = 10_000;
 export async function dumpFromDaemon(socket: string): Promise<NodeState> {
   const sock = await connectDaemon(socket, 1000);
   try {
-    const req: WireRequest = {
-      clientVersion: 'vnetctl-debug', verb: Verb.DUMP, containerId: '', netns: '', ifName: '', args: {},
-      configJson: '', prevResultJson: '', validAttachments: [],
-    };
+    const req: WireRequest = { clientVersion: 'vnetctl-debug', verb: Verb.DUMP, stdin: Buffer.alloc(0), env: {}, plugin: '' };
     const res = await roundTrip(sock, req, DUMP_TIMEOUT_MS);
     if (!res.ok) throw new VnetError(`daemon DUMP failed: ${res.error?.message ?? 'no error given'}`);
     return JSON.parse(res.resultJson) as NodeState;

@@ -70,15 +70,6 @@ export async function deleteHostVeth(hostVeth: string): Promise<void> {
   await netlink([{ op: 'linkDel', dev: hostVeth, missingOk: true }]);
 }
 
-/** Delete the pod's interface from inside its netns, if the netns still exists. */
-export async function deletePodInterface(netns: string, ifName: string): Promise<void> {
-  try {
-    await netlink([{ op: 'linkDel', dev: ifName, missingOk: true }], netns);
-  } catch {
-    // netns gone: nothing left to remove
-  }
-}
-
 /** CHECK: the pod interface exists, is up, has the IP and the default route. */
 export async function checkPodSide(ep: EndpointPlan): Promise<void> {
   const link = await linkInfo(ep.ifName, ep.netns).catch(() => undefined);

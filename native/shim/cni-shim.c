@@ -7,7 +7,8 @@
  * prints what the daemon's run of the very same plugin code (cni/skel.ts
  * runPlugin) would have printed. The daemon does all validation; the shim
  * interprets nothing but the socket path. Wire format: docs/architecture.md and
- * control/daemon/vnetcni.proto (Verb INVOKE).
+ * control/daemon/vnetcni.proto (Verb INVOKE), the one forwarding protocol (the
+ * Node launcher, control/plugin/main.ts, sends the same request).
  *
  * Otherwise it execs the Node plugin (<install root>/bin/<plugin>) with the
  * same argv and env and the original stdin replayed from a memfd, so a call
@@ -18,7 +19,8 @@
  *     only runs complete frames, so it did not run this one),
  *   - the daemon answers ok=false (it did not run the call: an undecodable
  *     request, or an older daemon that does not know INVOKE),
- *   - VNET_CNI_TEST_AGENT is set (a test hook only the Node plugin honours).
+ *   - argv[1] is "debug" (`azure-vnet debug ...`, the operator's tool: run
+ *     before stdin is touched, so it works from a terminal).
  * Once the request is written, the daemon may be running it: if the daemon
  * then dies or stays silent for 120 s the shim does NOT run the call again
  * standalone; like the Node forwarding client (control/daemon/client.ts) it
@@ -46,13 +48,28 @@
 
 /* cni/config.ts MAX_STDIN_BYTES: larger stdin is refused with code 6. */
 #define MAX_STDIN (1024 * 1024)
-/* control/daemon/codec-types.ts MAX_FRAME: the daemon refuses larger frames. */
+/* control/daemon/codec.ts MAX_FRAME: the daemon refuses larger frames. */
 #define MAX_FRAME (4 * 1024 * 1024)
 /* control/daemon/client.ts: connect timeout and answer timeout. */
 #define CONNECT_TIMEOUT_MS 250
 #define ANSWER_TIMEOUT_MS 120000
 #define CLIENT_VERSION "0.1.0-shim"
+
+/* vnetcni.proto numbers, named <MESSAGE>_<FIELD> so test/unit/daemon-codec.test.ts
+ * can check each against the .proto. Only what the shim writes or reads. */
 #define VERB_INVOKE 9
+#define REQUEST_CLIENT_VERSION 1
+#define REQUEST_VERB 2
+#define REQUEST_STDIN 10
+#define REQUEST_ENV 11
+#define REQUEST_PLUGIN 12
+#define MAP_KEY 1
+#define MAP_VALUE 2
+#define RESPONSE_OK 1
+#define RESPONSE_ERROR 3
+#define RESPONSE_STDOUT 4
+#define RESPONSE_EXIT_CODE 5
+#define ERROR_MESSAGE 3
 
 #ifndef VNET_NODE_PATH
 #define VNET_NODE_PATH ""
@@ -379,12 +396,15 @@ static int find_daemon_socket(const unsigned char *buf, size_t len, char *sock, 
 
 /* ---------- the Node fallback ---------- */
 
+/* Runs the Node plugin with this argv and env. in == NULL: stdin was never read, pass it on as it is. */
 static void __attribute__((noreturn)) exec_node(const unsigned char *in, size_t len, int argc, char **argv) {
-  /* Replay stdin: a memfd holding exactly the bytes read, made fd 0. */
-  int fd = memfd_create("cni-stdin", 0);
-  if (fd < 0 || write_all(fd, in, len) < 0 || lseek(fd, 0, SEEK_SET) < 0 || dup2(fd, 0) < 0)
-    cni_error(999, "cannot replay stdin to the Node plugin (memfd)");
-  if (fd != 0) close(fd);
+  if (in) {
+    /* Replay stdin: a memfd holding exactly the bytes read, made fd 0. */
+    int fd = memfd_create("cni-stdin", 0);
+    if (fd < 0 || write_all(fd, in, len) < 0 || lseek(fd, 0, SEEK_SET) < 0 || dup2(fd, 0) < 0)
+      cni_error(999, "cannot replay stdin to the Node plugin (memfd)");
+    if (fd != 0) close(fd);
+  }
 
   /* The install root: this binary is <root>/dist/shim/cni-shim. */
   char self[PATH_MAX], launcher[PATH_MAX + 64];
@@ -406,12 +426,9 @@ static void __attribute__((noreturn)) exec_node(const unsigned char *in, size_t 
 }
 
 /* ---------- protobuf, by hand ----------
- * vnetcni.v1.Request (INVOKE):
- *   1 client_version string, 2 verb varint (9 = INVOKE), 10 stdin bytes,
- *   11 env map<string,string> (each entry: a length-delimited message with
- *      1 key, 2 value), 12 plugin string.
- * vnetcni.v1.Response: 1 ok varint, 3 error message (1 cni_code, 3 message),
- *   4 stdout bytes, 5 exit_code varint; others are skipped.
+ * The shim writes one vnetcni.v1.Request (INVOKE: client_version, verb, stdin,
+ * env as map entries of key + value, plugin) and reads one Response (ok,
+ * error's message for the log line, stdout, exit_code); other fields are skipped.
  * A tag is (field << 3) | wire type; wire type 0 = varint, 2 = length-delimited.
  */
 struct buf {
@@ -443,22 +460,24 @@ static void put_varint(struct buf *b, uint64_t v) {
   put(b, tmp, n);
 }
 
+static void put_tag(struct buf *b, unsigned field, unsigned wire_type) { put_varint(b, (field << 3) | wire_type); }
+
 static void put_bytes(struct buf *b, unsigned field, const void *data, size_t n) {
-  put_varint(b, (field << 3) | 2);
+  put_tag(b, field, 2);
   put_varint(b, n);
   put(b, data, n);
 }
 
-/* CNI_* (the call) and VNET_CNI_* (test variables the plugin honours) cross the socket. */
+/* Only the call's CNI_* variables cross the socket. */
 static void put_env(struct buf *req, char **envp) {
   for (char **e = envp; *e; e++) {
-    if (strncmp(*e, "CNI_", 4) != 0 && strncmp(*e, "VNET_CNI_", 9) != 0) continue;
+    if (strncmp(*e, "CNI_", 4) != 0) continue;
     const char *eq = strchr(*e, '=');
     if (!eq) continue;
     struct buf entry = {0};
-    put_bytes(&entry, 1, *e, (size_t)(eq - *e));
-    put_bytes(&entry, 2, eq + 1, strlen(eq + 1));
-    put_bytes(req, 11, entry.p, entry.n);
+    put_bytes(&entry, MAP_KEY, *e, (size_t)(eq - *e));
+    put_bytes(&entry, MAP_VALUE, eq + 1, strlen(eq + 1));
+    put_bytes(req, REQUEST_ENV, entry.p, entry.n);
     free(entry.p);
   }
 }
@@ -478,7 +497,6 @@ struct response {
   const unsigned char *out;
   size_t out_len;
   uint64_t exit_code;
-  uint64_t err_code;
   char err_msg[1024];
 };
 
@@ -507,15 +525,14 @@ static int next_field(const unsigned char **p, const unsigned char *end, unsigne
   return -1;
 }
 
-/* Error { uint32 cni_code = 1; string code = 2; string message = 3; ... } */
+/* Error: only the message is read (the shim prints it when the daemon refuses a call). */
 static int decode_error(const unsigned char *p, const unsigned char *end, struct response *r) {
   while (p < end) {
     unsigned field, wt;
     uint64_t v = 0;
     const unsigned char *data = NULL;
     if (next_field(&p, end, &field, &wt, &v, &data) < 0) return -1;
-    if (wt == 0 && field == 1) r->err_code = v;
-    if (wt == 2 && field == 3) snprintf(r->err_msg, sizeof r->err_msg, "%.*s", (int)v, (const char *)data);
+    if (wt == 2 && field == ERROR_MESSAGE) snprintf(r->err_msg, sizeof r->err_msg, "%.*s", (int)v, (const char *)data);
   }
   return 0;
 }
@@ -527,10 +544,10 @@ static int decode_response(const unsigned char *p, const unsigned char *end, str
     uint64_t v = 0;
     const unsigned char *data = NULL;
     if (next_field(&p, end, &field, &wt, &v, &data) < 0) return -1;
-    if (wt == 0 && field == 1) r->ok = v != 0;
-    if (wt == 0 && field == 5) r->exit_code = v;
-    if (wt == 2 && field == 3 && decode_error(data, data + v, r) < 0) return -1;
-    if (wt == 2 && field == 4) {
+    if (wt == 0 && field == RESPONSE_OK) r->ok = v != 0;
+    if (wt == 0 && field == RESPONSE_EXIT_CODE) r->exit_code = v;
+    if (wt == 2 && field == RESPONSE_ERROR && decode_error(data, data + v, r) < 0) return -1;
+    if (wt == 2 && field == RESPONSE_STDOUT) {
       r->out = data;
       r->out_len = (size_t)v;
     }
@@ -585,6 +602,9 @@ int main(int argc, char **argv, char **envp) {
   const char *base = strrchr(argv[0] ? argv[0] : "", '/');
   base = base ? base + 1 : (argv[0] ? argv[0] : "");
   if (strcmp(base, "azure-vnet-ipam") == 0) plugin = "azure-vnet-ipam";
+  /* A runtime never passes arguments; `azure-vnet debug ...` is a person at a
+   * terminal, and stdin may never end: hand over before reading it. */
+  if (argc > 1 && strcmp(argv[1], "debug") == 0) exec_node(NULL, 0, argc, argv);
 
   size_t len;
   unsigned char *in = read_stdin(&len);
@@ -598,19 +618,18 @@ int main(int argc, char **argv, char **envp) {
   }
 
   char sock_path[sizeof(((struct sockaddr_un *)0)->sun_path)];
-  const char *test_agent = getenv("VNET_CNI_TEST_AGENT");
-  if ((test_agent && *test_agent) || !find_daemon_socket(in, len, sock_path, sizeof sock_path)) exec_node(in, len, argc, argv);
+  if (!find_daemon_socket(in, len, sock_path, sizeof sock_path)) exec_node(in, len, argc, argv);
   int fd = connect_daemon(sock_path);
   if (fd < 0) exec_node(in, len, argc, argv);
   signal(SIGPIPE, SIG_IGN); /* a closed socket or stdout is an error return, not a kill */
 
   struct buf body = {0};
-  put_bytes(&body, 1, CLIENT_VERSION, strlen(CLIENT_VERSION));
-  put_varint(&body, (2 << 3) | 0);
+  put_bytes(&body, REQUEST_CLIENT_VERSION, CLIENT_VERSION, strlen(CLIENT_VERSION));
+  put_tag(&body, REQUEST_VERB, 0);
   put_varint(&body, VERB_INVOKE);
-  put_bytes(&body, 10, in, len);
+  put_bytes(&body, REQUEST_STDIN, in, len);
   put_env(&body, envp);
-  put_bytes(&body, 12, plugin, strlen(plugin));
+  put_bytes(&body, REQUEST_PLUGIN, plugin, strlen(plugin));
   if (body.n > MAX_FRAME) { /* a huge environment: the daemon would refuse it */
     close(fd);
     exec_node(in, len, argc, argv);

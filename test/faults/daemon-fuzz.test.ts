@@ -3,7 +3,7 @@
 // each on its own connection to a DaemonServer (in-process, fake agent, socket
 // in a temp dir). Invariants: every connection gets a decodable response or is
 // closed, within a bound; the server never throws; and afterwards it still
-// answers a valid ADD with the agent's result.
+// answers a valid ADD (an INVOKE) with the agent's result.
 import net from 'node:net';
 import path from 'node:path';
 import t from 'tap';
@@ -11,8 +11,8 @@ import { connectDaemon, roundTrip } from '../../control/daemon/client.js';
 import { decodeResponse, encodeRequest, frame, FrameReader, MAX_FRAME, Verb, type WireRequest, type WireResponse } from '../../control/daemon/codec.js';
 import { DaemonServer } from '../../control/daemon/server.js';
 import { createLogger } from '../../control/log.js';
-import { FIXED_RESULT, fakeAgent } from '../unit/cni-fake-agent.js';
-import { tempDir } from '../unit/cni-helpers.js';
+import { fakeAgent } from '../unit/cni-fake-agent.js';
+import { baseConfig, tempDir } from '../unit/cni-helpers.js';
 import { FaultTally } from './helpers/report.js';
 import { Rng, scaled, seedFromEnv } from './helpers/scale.js';
 
@@ -20,22 +20,21 @@ const CONNECTIONS = scaled(1_500, 10_000);
 const CONN_TIMEOUT_MS = 5_000;
 const tally = new FaultTally('daemon-fuzz');
 
-function validRequest(verb = Verb.ADD): WireRequest {
+let logDir = '/nonexistent';
+
+function validRequest(verb = Verb.INVOKE, command = 'ADD'): WireRequest {
   return {
     clientVersion: 'fuzz',
     verb,
-    containerId: 'c1',
-    netns: '/var/run/netns/x',
-    ifName: 'eth0',
-    args: { K8S_POD_NAME: 'p' },
-    configJson: JSON.stringify({ cniVersion: '1.1.0', name: 'azure', type: 'azure-vnet' }),
-    prevResultJson: '',
-    validAttachments: [],
+    stdin: Buffer.from(JSON.stringify(baseConfig(logDir, '1.1.0'))),
+    env: { CNI_COMMAND: command, CNI_CONTAINERID: 'c1', CNI_NETNS: '/proc/self/ns/net', CNI_IFNAME: 'eth0', CNI_ARGS: 'K8S_POD_NAME=p' },
+    plugin: 'azure-vnet',
   };
 }
 
 function hostile(rng: Rng): { name: string; bytes: Buffer } {
-  const valid = encodeRequest(validRequest(rng.pick([Verb.ADD, Verb.DEL, Verb.CHECK, Verb.GC, Verb.STATUS, Verb.IPAM_ADD, Verb.DUMP])));
+  const verb = rng.pick([Verb.INVOKE, Verb.DUMP]);
+  const valid = encodeRequest(validRequest(verb, rng.pick(['ADD', 'DEL', 'CHECK', 'GC', 'STATUS', 'VERSION'])));
   switch (rng.int(10)) {
     case 0:
       return { name: 'random bytes', bytes: rng.bytes(rng.int(200)) };
@@ -57,17 +56,18 @@ function hostile(rng: Rng): { name: string; bytes: Buffer } {
     }
     case 5: {
       const req = validRequest();
-      req.configJson = rng.pick(['', '{', 'null', '[]', '42', '{"name":5}', '"x"', '{"__proto__":{"name":"x"}}']);
-      return { name: 'hostile config_json', bytes: frame(encodeRequest(req)) };
+      req.stdin = Buffer.from(rng.pick(['', '{', 'null', '[]', '42', '{"name":5}', '"x"', '{"__proto__":{"name":"x"}}', '{"cniVersion":"1.1.0","name":"azure","type":"azure-vnet","logFile":"relative"}']));
+      return { name: 'hostile stdin', bytes: frame(encodeRequest(req)) };
     }
     case 6: {
       const req = validRequest();
-      req.prevResultJson = rng.pick(['{', 'null', '[1,2]', '{"ips":5}']);
-      return { name: 'hostile prev_result_json', bytes: frame(encodeRequest(req)) };
+      req.env = rng.pick<Record<string, string>>([{}, { CNI_COMMAND: 'ATTACH' }, { CNI_COMMAND: 'ADD', CNI_CONTAINERID: '../x' }, { CNI_COMMAND: 'DEL', CNI_IFNAME: 'a'.repeat(100) }]);
+      req.plugin = rng.pick(['azure-vnet', 'azure-vnet-ipam', '', 'evil']);
+      return { name: 'hostile env or plugin', bytes: frame(encodeRequest(req)) };
     }
     case 7: {
       const req = validRequest();
-      (req as { verb: number }).verb = rng.pick([10, 100, 2 ** 31 - 1, -1]);
+      (req as { verb: number }).verb = rng.pick([1, 5, 7, 10, 100, 2 ** 31 - 1]);
       return { name: 'unknown verb', bytes: frame(encodeRequest(req)) };
     }
     case 8:
@@ -108,6 +108,7 @@ t.test('daemon socket fuzzing', async (t) => {
   const seed = seedFromEnv();
   t.comment(`seed ${seed} (replay with VNET_FAULTS_SEED=${seed}), ${CONNECTIONS} connections`);
   const dir = tempDir(t, 'faults-daemon');
+  logDir = dir;
   const socketPath = path.join(dir, 'run', 'vnet-cni.sock');
   let agentCalls = 0;
   const server = new DaemonServer({ socketPath, agent: fakeAgent(() => void agentCalls++), logger: createLogger({ name: 'fuzz', level: 'silent' }) });
@@ -136,7 +137,8 @@ t.test('daemon socket fuzzing', async (t) => {
   const res = await roundTrip(sock, validRequest(), 5_000);
   sock.destroy();
   t.equal(res.ok, true, 'a valid ADD is still served afterwards');
-  t.same(JSON.parse(res.resultJson), FIXED_RESULT, 'with the agent result');
+  t.equal(res.exitCode, 0, 'and succeeds');
+  t.match(JSON.parse(Buffer.from(res.stdout).toString('utf8')), { cniVersion: '1.1.0', ips: [{ address: '10.240.0.5/16' }] }, 'with the agent result');
   t.ok(agentCalls > 0, 'the agent was reached by the valid requests among the fuzz');
   tally.flush({ seed, connections: CONNECTIONS });
 });

@@ -108,6 +108,7 @@ t.test('a newline in a pod name cannot forge a log line', async (t) => {
     stdin: JSON.stringify({ cniVersion: '1.1.0', name: 'azure', type: 'azure-vnet', logFile }),
     stdout: { write: () => {} },
     agentFactory: async () => fakeAgent(() => {}),
+    loggerFactory: (config, name) => createLogger({ file: config.logFile, level: config.logLevel, name }),
   });
   t.equal(code, 0, 'the call itself is valid');
   const lines = fs.readFileSync(logFile, 'utf8').split('\n').filter(Boolean);

@@ -1,4 +1,5 @@
-// The real bin/azure-vnet (fake agent behind VNET_CNI_TEST_AGENT) driven by
+// The plugin front end as a process (test/support/fake-plugin.ts: the real
+// CNI front end with a fake agent, installed in CNI_PATH as azure-vnet) driven by
 // the Go libcni client the way kubelet's runtime would: results parse in
 // libcni for 0.3.1 and 1.0.0, capability args and CNI_ARGS arrive, the cached
 // result comes back as prevResult on CHECK and DEL, and the client's own
@@ -6,9 +7,9 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import t, { type Test } from 'tap';
-import type { Attachment, CniCall } from '../../control/types.js';
+import type { Attachment, CniCall } from '../../cni/types.js';
 import type { FakeCall } from '../unit/cni-fake-agent.js';
-import { FAKE_AGENT_MODULE, REPO_ROOT, tempDir } from '../unit/cni-helpers.js';
+import { FAKE_PLUGIN, tempDir } from '../unit/cni-helpers.js';
 import { buildClient, makeNetns, removeStaleNamespaces, runClient, type Netns } from './cniclient-helpers.js';
 
 // Dozens of plugin processes: more than tap's default 30 s on a busy 2-core machine.
@@ -31,12 +32,12 @@ interface Setup {
 async function setup(t: Test, tag: string): Promise<Setup> {
   const dir = tempDir(t, `az-${tag}`);
   const host = await makeNetns(t, `az${tag}`);
-  // A CNI_PATH dir holding a symlink, as /opt/cni/bin would.
+  // A CNI_PATH dir holding azure-vnet, as /opt/cni/bin would: here a launcher of the fake plugin entry.
   const cniPath = path.join(dir, 'bin');
   fs.mkdirSync(cniPath);
-  fs.symlinkSync(path.join(REPO_ROOT, 'bin', 'azure-vnet'), path.join(cniPath, 'azure-vnet'));
+  fs.writeFileSync(path.join(cniPath, 'azure-vnet'), `#!/bin/sh\nexec '${process.execPath}' '${FAKE_PLUGIN}' azure-vnet "$@"\n`, { mode: 0o755 });
   const log = path.join(dir, 'calls.jsonl');
-  const env = { PATH: process.env.PATH, VNET_CNI_TEST_AGENT: FAKE_AGENT_MODULE, VNET_CNI_FAKE_LOG: log };
+  const env = { PATH: process.env.PATH, VNET_CNI_FAKE_LOG: log };
   const conflist = (cniVersion: string): string => {
     const file = path.join(dir, `azure-${cniVersion}.conflist`);
     const plugin = { type: 'azure-vnet', mode: 'bridge', bridge: 'azure0', capabilities: { portMappings: true }, ipam: { type: 'azure-vnet-ipam' }, logFile: path.join(dir, 'azure-vnet.log'), stateDir: path.join(dir, 'state') };

@@ -1,13 +1,8 @@
-// A fake AgentApi for the cni/ tests. In-process tests use `fakeAgent()`;
-// the real bin/azure-vnet loads this module through VNET_CNI_TEST_AGENT and
-// its `createAgent`, which is steered by env vars only tests set:
-//   VNET_CNI_FAKE_LOG    file to append one JSON line per agent call
-//   VNET_CNI_FAKE_ERROR  '<ErrorClassName>:<message>' makes every verb throw it
-//   VNET_CNI_FAKE_NOISE  '1' makes every verb print junk on stdout (console.log
-//                        and process.stdout.write): the plugin must divert it
-import fs from 'node:fs';
-import * as errors from '../../control/errors.js';
-import type { AgentApi, Attachment, CniCall, CniResult, NetConf } from '../../control/types.js';
+// A fake AgentApi for the cni/ tests: in-process tests call `fakeAgent()`;
+// tests that need a plugin process run test/support/fake-plugin.ts, the
+// test-only entry that puts this agent behind the real CNI front end.
+import * as errors from '../../cni/errors.js';
+import type { AgentApi, Attachment, CniCall, CniResult, NetConf } from '../../cni/types.js';
 
 /** The fixed result every ADD returns: internal (1.1.0) shape, second IP without an interface index. */
 export const FIXED_RESULT: CniResult = {
@@ -65,7 +60,8 @@ export function fakeAgent(record: (c: FakeCall) => void, options: FakeOptions = 
   };
 }
 
-function errorFromEnv(spec: string | undefined): Error | undefined {
+/** '<ErrorClassName>:<message>' -> that error (a plain Error for an unknown class name). */
+export function errorFromSpec(spec: string | undefined): Error | undefined {
   if (!spec) return undefined;
   const colon = spec.indexOf(':');
   const name = colon === -1 ? spec : spec.slice(0, colon);
@@ -73,17 +69,4 @@ function errorFromEnv(spec: string | undefined): Error | undefined {
   const Ctor = (errors as Record<string, unknown>)[name];
   if (typeof Ctor !== 'function') return new Error(message);
   return new (Ctor as new (m: string) => Error)(message);
-}
-
-/** The VNET_CNI_TEST_AGENT entry point (same signature as control/agent's createAgent). */
-export async function createAgent(config: NetConf): Promise<AgentApi> {
-  const logFile = process.env.VNET_CNI_FAKE_LOG;
-  const record = (c: FakeCall): void => {
-    if (logFile) fs.appendFileSync(logFile, `${JSON.stringify(c)}\n`);
-  };
-  record({ method: 'factory', config });
-  const options: FakeOptions = { noise: process.env.VNET_CNI_FAKE_NOISE === '1' };
-  const error = errorFromEnv(process.env.VNET_CNI_FAKE_ERROR);
-  if (error) options.error = error;
-  return fakeAgent(record, options);
 }

@@ -1,15 +1,21 @@
-// Shared helpers for the cni/ tests: run the real plugin binary with a fake
-// agent, and check that stdout holds exactly one JSON document.
+// Shared helpers for the cni/ tests: run the CNI front end with a fake agent,
+// in this process (runInProcess: the unit tests) or as a plugin process
+// (runBinary: test/support/fake-plugin.ts, the test-only entry), and check
+// that stdout holds exactly one JSON document.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import type { Test } from 'tap';
+import type { Logger } from 'pino';
+import { runPlugin } from '../../cni/skel.js';
 import { run } from '../../control/exec.js';
-import type { FakeCall } from './cni-fake-agent.js';
+import { createLogger } from '../../control/log.js';
+import { errorFromSpec, fakeAgent, type FakeCall, type FakeOptions } from './cni-fake-agent.js';
 
 export const REPO_ROOT = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '../../..');
-export const FAKE_AGENT_MODULE = path.join(REPO_ROOT, 'dist', 'test', 'unit', 'cni-fake-agent.js');
+/** The test-only plugin entry with the fake agent (test/support/fake-plugin.ts). */
+export const FAKE_PLUGIN = path.join(REPO_ROOT, 'dist', 'test', 'support', 'fake-plugin.js');
 
 let sweptStale = false;
 
@@ -66,7 +72,7 @@ export interface BinaryRun {
 
 export interface BinaryOptions {
   plugin?: 'azure-vnet' | 'azure-vnet-ipam';
-  /** Run this path instead of bin/<plugin> (e.g. a symlink to it). */
+  /** Run this executable (given the env and stdin) instead of the fake plugin entry. */
   executable?: string;
   env: Record<string, string>;
   stdin: string;
@@ -77,19 +83,19 @@ export interface BinaryOptions {
 
 let runCount = 0;
 
-/** Spawn the real plugin binary with the fake agent behind it. */
+/** Spawn the fake plugin entry (or `executable`) with the fake agent's env knobs. */
 export async function runBinary(o: BinaryOptions): Promise<BinaryRun> {
   const plugin = o.plugin ?? 'azure-vnet';
   const log = path.join(o.dir, `fake-calls-${++runCount}.jsonl`);
   const env: NodeJS.ProcessEnv = {
     PATH: process.env.PATH,
-    VNET_CNI_TEST_AGENT: FAKE_AGENT_MODULE,
     VNET_CNI_FAKE_LOG: log,
     ...(o.fakeError ? { VNET_CNI_FAKE_ERROR: o.fakeError } : {}),
     ...(o.noise ? { VNET_CNI_FAKE_NOISE: '1' } : {}),
     ...o.env,
   };
-  const result = await run([o.executable ?? path.join(REPO_ROOT, 'bin', plugin)], { env, input: o.stdin, timeoutMs: 30_000 });
+  const argv = o.executable ? [o.executable] : [process.execPath, FAKE_PLUGIN, plugin];
+  const result = await run(argv, { env, input: o.stdin, timeoutMs: 30_000 });
   const calls = fs.existsSync(log)
     ? fs
         .readFileSync(log, 'utf8')
@@ -98,6 +104,40 @@ export async function runBinary(o: BinaryOptions): Promise<BinaryRun> {
         .map((l) => JSON.parse(l) as FakeCall)
     : [];
   return { ...result, calls };
+}
+
+const loggers = new Map<string, Logger>();
+
+/**
+ * The same call in this process: the CNI front end (runPlugin) with the fake
+ * agent, stdout captured, logging to the config's logFile. What a plugin
+ * process would print, without starting one.
+ */
+export async function runInProcess(o: Omit<BinaryOptions, 'executable' | 'noise'>): Promise<BinaryRun> {
+  const plugin = o.plugin ?? 'azure-vnet';
+  const calls: FakeCall[] = [];
+  const out: string[] = [];
+  const options: FakeOptions = {};
+  const error = errorFromSpec(o.fakeError);
+  if (error) options.error = error;
+  const code = await runPlugin({
+    plugin,
+    env: { ...o.env },
+    stdin: o.stdin,
+    stdout: { write: (text: string) => out.push(text) },
+    agentFactory: async (config) => {
+      calls.push({ method: 'factory', config });
+      return fakeAgent((c) => calls.push(c), options);
+    },
+    loggerFactory: (config, name) => {
+      const key = `${name}\0${config.logLevel}\0${config.logFile}`;
+      let logger = loggers.get(key);
+      if (!logger) loggers.set(key, (logger = createLogger({ file: config.logFile, level: config.logLevel, name })));
+      return logger;
+    },
+  });
+  // Through JSON, as the spawned form reads its calls back from a file.
+  return { code, stdout: out.join(''), stderr: '', calls: JSON.parse(JSON.stringify(calls)) as FakeCall[] };
 }
 
 /** The verbs the agent saw, without the factory/close bookkeeping. */

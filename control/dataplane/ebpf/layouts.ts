@@ -3,6 +3,7 @@
 // sizes and offsets against the addon (same header) and the kernel's maps.
 // Addresses and ports are network byte order in the maps, the rest host order.
 import { InvalidConfigError } from '../../errors.js';
+import { bytesToIpv4, ipv4ToBytes } from '../../../cni/ip.js';
 
 export const MAPS = {
   endpoints: 'vnet_endpoints',
@@ -52,19 +53,14 @@ export function protoName(proto: number): ProtoName | `proto-${number}` {
 
 // ---- addresses ---------------------------------------------------------
 
-const IPV4 = /^(\d{1,3})\.(\d{1,3})\.(\d{1,3})\.(\d{1,3})$/;
-
-/** 4 bytes in wire order. */
+/** 4 bytes in wire order (cni/ip.ts does the parsing). */
 export function ipToBytes(ip: string): Buffer {
-  const m = IPV4.exec(ip);
-  const octets = m ? m.slice(1).map(Number) : [];
-  if (octets.length !== 4 || octets.some((o) => o > 255)) throw new InvalidConfigError(`invalid IPv4 address: ${ip}`);
-  return Buffer.from(octets);
+  const b = ipv4ToBytes(ip);
+  if (b === undefined) throw new InvalidConfigError(`invalid IPv4 address: ${ip}`);
+  return b;
 }
 
-export function bytesToIp(buf: Buffer, offset = 0): string {
-  return `${buf[offset]}.${buf[offset + 1]}.${buf[offset + 2]}.${buf[offset + 3]}`;
-}
+export const bytesToIp = (buf: Buffer, offset = 0): string => bytesToIpv4(buf, offset);
 
 export function macToBytes(mac: string): Buffer {
   const parts = mac.split(/[:-]/);
@@ -247,12 +243,6 @@ export function encodeNatEntry(e: NatEntryValue): Buffer {
 
 export function decodeNatEntry(b: Buffer): Required<NatEntryValue> {
   return { addr: bytesToIp(b, 0), port: b.readUInt16BE(4), flags: b.readUInt16LE(6), lastSeenNs: b.readBigUInt64LE(8) };
-}
-
-export function encodeFlowEntry(lastSeenNs: bigint): Buffer {
-  const b = Buffer.alloc(SIZES.flowEntry);
-  b.writeBigUInt64LE(lastSeenNs, 0);
-  return b;
 }
 
 export const decodeFlowEntry = (b: Buffer): bigint => b.readBigUInt64LE(0);

@@ -4,46 +4,23 @@
 // routed endpoint (../routed.ts, the shape the ebpf dataplane uses) and the
 // kernel routes. Either way iptables MASQUERADE gives pods the internet as
 // the primary IP.
-import { accessSync, constants } from 'node:fs';
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
-import path from 'node:path';
 import { run, runOk } from '../../exec.js';
 import { netlink, linkInfo, setSysctl, type LinkInfo } from '../../netlink/ip.js';
-import { DataplaneError, DataplaneUnavailableError, TryAgainError } from '../../errors.js';
+import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork, EndpointPolicyUpdate } from '../types.js';
-import { detectIptablesBackend, type IptablesTools } from './backend.js';
+import { XTABLES_WAIT_S, busyError, detectIptablesBackend, onPath, xtablesBusy, type IptablesTools } from './backend.js';
 import { ensureBridge, restoreNic } from './bridge.js';
+import { IptablesPolicy } from './policy.js';
 import { attachRoutedHost, checkRoutedHost } from '../routed.js';
 import {
-  EB_POST_CHAIN, EB_PRE_CHAIN, EB_VIAHOST_CHAIN, FORWARD_CHAIN, SNAT_CHAIN,
-  ebtablesEndpointRule, ebtablesViaHostRules, ebtablesNodeRules, jumpRules, renderIptablesRestore,
+  EB_POST_CHAIN, EB_PRE_CHAIN, EB_VIAHOST_CHAIN, FORWARD_CHAIN, POLICY_FWD_CHAIN, SNAT_CHAIN,
+  ebtablesEndpointRule, ebtablesNodeRules, ebtablesViaHostRules, jumpRules, renderIptablesRestore,
 } from './rules.js';
 
 const EBTABLES = 'ebtables';
-/** Seconds iptables waits for the xtables lock (legacy backend; nft takes none) before we answer "try again". */
-export const XTABLES_WAIT_S = 5;
-
-/** iptables' complaint when another process held the xtables lock for longer than -w allowed. */
-function xtablesBusy(text: string): boolean {
-  return /xtables lock/i.test(text);
-}
-
-function busyError(what: string, detail: string): TryAgainError {
-  return new TryAgainError(`${what}: another process held the xtables lock (/run/xtables.lock) for more than ${XTABLES_WAIT_S} s; retry`, { details: detail.trim().slice(0, 500) });
-}
-
-/** Is an executable with this name on PATH? Checked here because `command -v` would need a shell. */
-function onPath(tool: string): boolean {
-  return (process.env.PATH ?? '/usr/sbin:/usr/bin:/sbin:/bin').split(':').some((dir) => {
-    try {
-      accessSync(path.join(dir, tool), constants.X_OK);
-      return true;
-    } catch {
-      return false;
-    }
-  });
-}
+export { XTABLES_WAIT_S };
 
 async function ebtables(args: readonly string[]): Promise<{ code: number; stderr: string }> {
   return run([EBTABLES, '--concurrent', '-t', 'nat', ...args], { timeoutMs: 30_000 });
@@ -117,6 +94,7 @@ async function waitForwarding(hostVeth: string): Promise<void> {
 export class IptablesDataplane implements Dataplane {
   readonly mode = 'iptables' as const;
   private tools: IptablesTools | undefined;
+  private readonly policy = new IptablesPolicy(() => this.ipt());
 
   private async ipt(): Promise<IptablesTools> {
     this.tools ??= await detectIptablesBackend();
@@ -143,6 +121,10 @@ export class IptablesDataplane implements Dataplane {
       await ensureBridge(node);
     }
     const tools = await this.ipt();
+    // VNET-FORWARD jumps to the policy dispatch chain: create it (empty) unless it exists.
+    // Declaring it in the restore below would flush the policies of every pod.
+    const created = await run([tools.iptables, '-w', String(XTABLES_WAIT_S), '-t', 'filter', '-N', POLICY_FWD_CHAIN]);
+    if (created.code !== 0 && xtablesBusy(created.stderr)) throw busyError(`creating ${POLICY_FWD_CHAIN}`, created.stderr);
     await runOk([tools.restore, '--noflush', '-w', String(XTABLES_WAIT_S)], { input: renderIptablesRestore(node) }).catch((err: unknown) => {
       if (xtablesBusy((err as Error).message)) throw busyError(`programming ${SNAT_CHAIN}/${FORWARD_CHAIN}`, (err as Error).message);
       throw new DataplaneError(`programming ${SNAT_CHAIN}/${FORWARD_CHAIN} failed: ${(err as Error).message}`, { cause: err });
@@ -169,15 +151,27 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
-    if (transparent(ep)) {
-      // No garp: nothing shares an L2 segment with the pod but its own host veth, made with it.
-      await attachRoutedHost(ep, node);
-      return;
+    // Policy first: its chains match the veth by name and the pod by address, so they hold
+    // before the port joins the bridge (or, routed, the veth comes up): the pod cannot send or receive until then.
+    if (ep.policy) await this.policy.apply([{ hostVeth: ep.hostVeth, policy: ep.policy }]);
+    try {
+      if (transparent(ep)) {
+        // No garp: nothing shares an L2 segment with the pod but its own host veth, made with it.
+        await attachRoutedHost(ep, node);
+        return;
+      }
+      await netlink([{ op: 'linkSet', dev: ep.hostVeth, master: node.bridge, up: true }]);
+      const r = ebtablesEndpointRule(node, ep);
+      // The rule names the pod's MAC: one this ADD just made up cannot be in the chain (saves a spawn).
+      await ebEnsure(r.chain, r.spec, ep.freshMacs === true);
+    } catch (err) {
+      // The caller only undoes a completed attach: take back the policy this one programmed (port down first).
+      if (ep.policy) {
+        await netlink([{ op: 'linkSet', dev: ep.hostVeth, up: false }]).catch(() => undefined);
+        await this.policy.apply([{ hostVeth: ep.hostVeth, policy: null }]).catch(() => undefined);
+      }
+      throw err;
     }
-    await netlink([{ op: 'linkSet', dev: ep.hostVeth, master: node.bridge, up: true }]);
-    const r = ebtablesEndpointRule(node, ep);
-    // The rule names the pod's MAC: one this ADD just made up cannot be in the chain (saves a spawn).
-    await ebEnsure(r.chain, r.spec, ep.freshMacs === true);
     await waitForwarding(ep.hostVeth);
     // The pod is on the bridge now: announce it. Its address may have been another pod's moments ago
     // (released IPs are reused), and the pods next to it would keep the old MAC until their ARP entry
@@ -186,13 +180,17 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async applyPolicies(_node: NodeNetwork, updates: EndpointPolicyUpdate[]): Promise<void> {
-    if (updates.length) throw new DataplaneError('NetworkPolicy enforcement is not implemented in this dataplane yet');
+    await this.policy.apply(updates.map((u) => ({ hostVeth: u.hostVeth, policy: u.policy })));
   }
 
   async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
-    if (transparent(ep)) return; // the /32 route and the sysctls go with the veth
-    const r = ebtablesEndpointRule(node, ep);
-    await ebDelete(r.chain, r.spec);
+    if (!transparent(ep)) {
+      const r = ebtablesEndpointRule(node, ep);
+      await ebDelete(r.chain, r.spec);
+    } // routed: the /32 route and the sysctls go with the veth
+    // The pod goes: take its port down before its policy, so it never runs unpoliced.
+    await netlink([{ op: 'linkSet', dev: ep.hostVeth, up: false }]).catch(() => undefined);
+    await this.policy.apply([{ hostVeth: ep.hostVeth, policy: null }]);
   }
 
   async checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
@@ -205,6 +203,7 @@ export class IptablesDataplane implements Dataplane {
     if (host.master !== node.bridge) throw new DataplaneError(`host veth ${ep.hostVeth} is not a port of ${node.bridge}`);
     const r = ebtablesEndpointRule(node, ep);
     if ((await ebtables(['--check', r.chain, ...r.spec])).code !== 0) throw new DataplaneError(`ebtables rule for ${ep.ip} missing from ${r.chain}`);
+    if (ep.policy) await this.policy.check(ep.hostVeth, ep.policy);
   }
 
   async teardownNode(node: NodeNetwork): Promise<void> {
@@ -225,6 +224,7 @@ export class IptablesDataplane implements Dataplane {
       await ipt(['-t', table, '-F', chain]);
       await ipt(['-t', table, '-X', chain]);
     }
+    await this.policy.teardown();
     for (const [chain, hook] of [[EB_PRE_CHAIN, 'PREROUTING'], [EB_POST_CHAIN, 'POSTROUTING']] as const) {
       await ebDelete(hook, ['-j', chain]);
       await ebtables(['-F', chain]);

@@ -12,13 +12,22 @@ export const EB_VIAHOST_CHAIN = 'VNET-VIAHOST';
 /** Host-side pod veths (control/netlink/veth.ts hostVethName): the FORWARD match of routed pods. */
 const HOST_VETHS = 'azv+';
 export const COMMENT = 'vnet-cni';
+/** NetworkPolicy dispatch (policy-rules.ts fills it); VNET-FORWARD jumps here before accepting pod traffic. */
+export const POLICY_FWD_CHAIN = 'VNET-POL-FWD';
+/** VNET-FORWARD's first rule, as iptables-save prints it. */
+export const POLICY_JUMP_SPEC = `-m comment --comment "${COMMENT}: policy" -j ${POLICY_FWD_CHAIN}`;
 
-/** iptables-restore --noflush input: declaring a chain flushes only that chain. */
+/**
+ * iptables-restore --noflush input: declaring a chain flushes only that chain.
+ * VNET-POL-FWD is referenced, never declared here (that would flush the
+ * policies): ensureNode creates it first if it is missing.
+ */
 export function renderIptablesRestore(node: NodeNetwork): string {
   const lines = ['*nat', `:${SNAT_CHAIN} - [0:0]`];
   for (const cidr of node.noSnatCidrs) lines.push(`-A ${SNAT_CHAIN} -d ${cidr} -m comment --comment "${COMMENT}: no SNAT inside the VNet" -j RETURN`);
   lines.push(`-A ${SNAT_CHAIN} -s ${node.subnet} -m comment --comment "${COMMENT}: pods reach the internet as the primary IP" -j MASQUERADE`);
   lines.push('COMMIT', '*filter', `:${FORWARD_CHAIN} - [0:0]`);
+  lines.push(`-A ${FORWARD_CHAIN} ${POLICY_JUMP_SPEC}`);
   // Bridge mode: pod traffic enters and leaves through the bridge; transparent: through each pod's own veth.
   const podSide = node.netMode === 'transparent' ? HOST_VETHS : node.bridge;
   lines.push(`-A ${FORWARD_CHAIN} -i ${podSide} -m comment --comment "${COMMENT}: pod traffic" -j ACCEPT`);

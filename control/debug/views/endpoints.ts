@@ -8,6 +8,7 @@ import { dumpPinnedMap } from '../bpftool.js';
 import { mapPin, type DebugContext } from '../context.js';
 import { renderTable } from '../table.js';
 import { ebtablesDnatTargets } from './iptables.js';
+import { ipv4ToNumber } from '../../../cni/ip.js';
 
 export interface MapEndpoint {
   ip: string;
@@ -61,8 +62,7 @@ export interface EndpointFacts {
 const sameMac = (a: string, b: string): boolean => a.toLowerCase() === b.toLowerCase();
 
 function ipOrder(a: string, b: string): number {
-  const n = (ip: string): number => ip.split('.').reduce((acc, o) => acc * 256 + Number(o), 0);
-  return n(a) - n(b);
+  return ipv4ToNumber(a) - ipv4ToNumber(b);
 }
 
 export function diffEndpoints(f: EndpointFacts): EndpointRow[] {

@@ -1,17 +1,18 @@
-// The plugin binary as a runtime runs it (bin/azure-vnet, the bundle when
-// built), forwarding to a daemon socket: the daemon side here is the real
-// DaemonServer with a recording agent, so nothing touches the node. Checks the
-// exact CNI output, that the daemon saw the call's arguments, and that a
-// daemon error keeps its CNI code across the socket.
+// The Node launcher as a runtime runs it (bin/azure-vnet, the bundle when
+// built), forwarding to a daemon socket as INVOKE (the raw call, as the native
+// shim sends it): the daemon side here is the real DaemonServer with a
+// recording agent, so nothing touches the node. Checks the exact CNI output,
+// that the daemon saw the call's arguments, that a daemon error keeps its CNI
+// code, and that the daemon validates what the launcher did not.
 import t from 'tap';
 import path from 'node:path';
 import { run } from '../../control/exec.js';
 import { createLogger } from '../../control/log.js';
 import { PoolExhaustedError } from '../../control/errors.js';
-import type { AgentApi, CniCall } from '../../control/types.js';
+import type { AgentApi, CniCall } from '../../cni/types.js';
 import { DaemonServer } from '../../control/daemon/server.js';
-import { FIXED_RESULT } from './cni-fake-agent.js';
-import { REPO_ROOT, baseConfig, oneJsonDoc, runBinary, tempDir } from './cni-helpers.js';
+import { FIXED_RESULT } from '../unit/cni-fake-agent.js';
+import { REPO_ROOT, baseConfig, oneJsonDoc, runInProcess, tempDir } from '../unit/cni-helpers.js';
 
 t.test('azure-vnet forwards ADD and DEL to the daemon socket', async (t) => {
   const dir = tempDir(t, 'fwd');
@@ -33,15 +34,16 @@ t.test('azure-vnet forwards ADD and DEL to the daemon socket', async (t) => {
     check: nope, gc: nope, status: nope, ipamAdd: nope, ipamDel: nope,
     close: async () => {},
   };
-  const server = new DaemonServer({ socketPath, agent, logger: createLogger({ name: 'test-daemon', level: 'silent' }) });
+  const served: string[] = [];
+  const server = new DaemonServer({ socketPath, agent, logger: createLogger({ name: 'test-daemon', level: 'silent' }), onRequest: (verb) => served.push(verb) });
   await server.listen();
   t.teardown(() => server.close());
 
   const conf = JSON.stringify(baseConfig(dir, '1.0.0', { daemonSocket: socketPath }));
-  const plugin = (command: string) => run([path.join(REPO_ROOT, 'bin', 'azure-vnet')], {
-    input: conf, timeoutMs: 30_000,
+  const plugin = (command: string, input = conf) => run([path.join(REPO_ROOT, 'bin', 'azure-vnet')], {
+    input, timeoutMs: 30_000,
     env: { PATH: process.env.PATH, CNI_COMMAND: command, CNI_CONTAINERID: 'ctr-1', CNI_NETNS: '/proc/self/ns/net', CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni', CNI_ARGS: 'K8S_POD_NAME=web;K8S_POD_NAMESPACE=prod' },
-    // (no VNET_CNI_TEST_AGENT: this runs the bundle, as a runtime would)
+    // this runs the bundle, as a runtime would
   });
 
   const add = await plugin('ADD');
@@ -50,12 +52,13 @@ t.test('azure-vnet forwards ADD and DEL to the daemon socket', async (t) => {
   t.equal(doc.cniVersion, '1.0.0', 'result in the requested version');
   // The same call answered in-process by the fake agent (same FIXED_RESULT) must print the same bytes.
   const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'ctr-1', CNI_NETNS: '/proc/self/ns/net', CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni', CNI_ARGS: 'K8S_POD_NAME=web;K8S_POD_NAMESPACE=prod' };
-  const inProcess = await runBinary({ env, stdin: conf, dir });
+  const inProcess = await runInProcess({ env, stdin: conf, dir });
   t.equal(add.stdout, inProcess.stdout, 'byte-identical to the in-process result');
   t.same((doc.ips as { address: string }[]).map((i) => i.address), ['10.240.0.5/16', '10.240.0.6/16'], 'the daemon\'s IPs');
   t.equal(seen.length, 1, 'the daemon served the ADD');
   t.match(seen[0]!.call, { containerId: 'ctr-1', ifName: 'eth0', netns: '/proc/self/ns/net', args: { K8S_POD_NAME: 'web', K8S_POD_NAMESPACE: 'prod' } });
-  t.equal(seen[0]!.call.config.daemonSocket, socketPath, 'the validated config crossed the socket');
+  t.equal(seen[0]!.call.config.daemonSocket, socketPath, 'the daemon validated the raw config');
+  t.same(served, ['ADD'], 'one INVOKE, named by its CNI command');
 
   const del = await plugin('DEL');
   t.equal(del.code, 0, `DEL exits 0 (${del.stderr})`);
@@ -68,4 +71,19 @@ t.test('azure-vnet forwards ADD and DEL to the daemon socket', async (t) => {
   const err = oneJsonDoc(t, failed.stdout);
   t.equal(err.code, 100, 'the daemon\'s CNI code (IPAM exhausted) survives the socket');
   t.match(String(err.msg), /no free IP in the test pool/);
+
+  // The launcher does not validate: the daemon does, with the plugin's own messages.
+  const before = seen.length;
+  const bad = await plugin('ADD', JSON.stringify(baseConfig(dir, '1.0.0', { daemonSocket: socketPath, mode: 'sideways' })));
+  t.equal(bad.code, 1);
+  t.match(oneJsonDoc(t, bad.stdout), { cniVersion: '1.0.0', code: 7, msg: /\bmode\b/ }, 'the daemon rejected the config');
+  t.equal(seen.length, before, 'the agent was not asked');
+  t.equal(served.length, 4, 'it was the daemon that answered');
+
+  // No daemon on the named socket: the launcher runs the call itself (a bad config, so no agent is made here).
+  const alone = await plugin('ADD', JSON.stringify(baseConfig(dir, '1.0.0', { daemonSocket: path.join(dir, 'nobody.sock'), mode: 'sideways' })));
+  t.equal(alone.code, 1);
+  t.match(oneJsonDoc(t, alone.stdout), { cniVersion: '1.0.0', code: 7, msg: /\bmode\b/ }, 'standalone: the same error');
+  t.equal(alone.stderr, '', 'an absent daemon is not worth a word on stderr');
+  t.equal(served.length, 4, 'the daemon was not involved');
 });

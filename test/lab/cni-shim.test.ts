@@ -2,21 +2,24 @@
 // runtime runs it: with a daemon socket in the config it hands the raw call to
 // the daemon (the real DaemonServer here, with a recording fake agent), which
 // runs the plugin's own code; the bytes on stdout and the exit code must be
-// those of bin/azure-vnet running the same call in its own process. Without a
-// usable socket it must exec the Node plugin with stdin replayed. Also: the
-// top-level "daemonSocket" scanner, oversized stdin, a daemon that dies after
-// taking the request, and a daemon that refuses the request.
+// those of the CNI front end running the same call with the same fake agent
+// standalone. Without a usable socket it must exec the Node plugin with stdin
+// replayed. Also: the top-level "daemonSocket" scanner, oversized stdin, a
+// daemon that dies after taking the request, a daemon that refuses the
+// request, and `azure-vnet debug` with a stdin that never ends.
+import { spawn } from 'node:child_process';
 import fs from 'node:fs';
 import net from 'node:net';
 import path from 'node:path';
+import { pathToFileURL } from 'node:url';
 import t, { type Test } from 'tap';
 import { run, type ExecResult } from '../../control/exec.js';
 import { createLogger } from '../../control/log.js';
 import { PoolExhaustedError } from '../../control/errors.js';
 import { DaemonServer } from '../../control/daemon/server.js';
 import { decodeRequest, encodeResponse, frame, FrameReader, Verb } from '../../control/daemon/codec.js';
-import { fakeAgent, type FakeCall } from './cni-fake-agent.js';
-import { REPO_ROOT, baseConfig, runBinary, tempDir } from './cni-helpers.js';
+import { fakeAgent, type FakeCall } from '../unit/cni-fake-agent.js';
+import { FAKE_PLUGIN, REPO_ROOT, baseConfig, runBinary, runInProcess, tempDir } from '../unit/cni-helpers.js';
 
 const SHIM_DIR = path.join(REPO_ROOT, 'dist', 'shim');
 const built = fs.existsSync(path.join(SHIM_DIR, 'cni-shim'));
@@ -47,15 +50,15 @@ t.test('the shim is built', { skip: built ? false : 'dist/shim/cni-shim not buil
   const daemon = await startDaemon(t, dir, 'daemon');
   const failing = await startDaemon(t, dir, 'failing', new PoolExhaustedError('no free IP in the test pool'));
 
-  /** The same call through the shim (daemon) and through bin/<plugin> in-process (fake agent): identical. */
+  /** The same call through the shim (daemon) and through the front end standalone (fake agent): identical. */
   async function same(t: Test, what: string, o: { plugin?: 'azure-vnet' | 'azure-vnet-ipam'; env: Record<string, string>; conf: Record<string, unknown> | string; socket?: Daemon; forwarded?: boolean; fakeError?: string }): Promise<ExecResult> {
     const plugin = o.plugin ?? 'azure-vnet';
     const socket = o.socket ?? daemon;
     const stdin = typeof o.conf === 'string' ? o.conf : JSON.stringify({ ...o.conf, daemonSocket: socket.socketPath });
     const before = socket.requests.length;
     const viaShim = await shim(plugin, o.env, stdin);
-    const inProcess = await runBinary({ plugin, env: o.env, stdin, dir, ...(o.fakeError ? { fakeError: o.fakeError } : {}) });
-    t.equal(viaShim.stdout, inProcess.stdout, `${what}: stdout byte-identical to bin/${plugin} (${viaShim.stdout.trim().slice(0, 120)})`);
+    const inProcess = await runInProcess({ plugin, env: o.env, stdin, dir, ...(o.fakeError ? { fakeError: o.fakeError } : {}) });
+    t.equal(viaShim.stdout, inProcess.stdout, `${what}: stdout byte-identical to ${plugin} standalone (${viaShim.stdout.trim().slice(0, 120)})`);
     t.equal(viaShim.code, inProcess.code, `${what}: same exit code ${inProcess.code}`);
     if (o.forwarded !== false) t.equal(socket.requests.length, before + 1, `${what}: the daemon ran it`);
     return viaShim;
@@ -116,9 +119,9 @@ t.test('the shim is built', { skip: built ? false : 'dist/shim/cni-shim not buil
     for (const c of cases) {
       const before = daemon.requests.length;
       const viaShim = await shim('azure-vnet', { CNI_COMMAND: 'VERSION' }, c.stdin);
-      const node = await run([path.join(REPO_ROOT, 'bin', 'azure-vnet')], { env: { PATH: process.env.PATH ?? '', CNI_COMMAND: 'VERSION' }, input: c.stdin, timeoutMs: 30_000 });
+      const node = await runInProcess({ env: { CNI_COMMAND: 'VERSION' }, stdin: c.stdin, dir });
       t.equal(daemon.requests.length - before, c.forwarded ? 1 : 0, `${c.name}: ${c.forwarded ? 'forwarded' : 'not forwarded'}`);
-      t.equal(viaShim.stdout, node.stdout, `${c.name}: same VERSION answer as bin/azure-vnet`);
+      t.equal(viaShim.stdout, node.stdout, `${c.name}: same VERSION answer as the plugin standalone`);
       t.equal(viaShim.code, node.code, `${c.name}: same exit code`);
     }
   });
@@ -135,18 +138,27 @@ t.test('the shim is built', { skip: built ? false : 'dist/shim/cni-shim not buil
       const stdin = JSON.stringify({ ...conf, mode: 'sideways', ...(socket ? { daemonSocket: socket } : {}) });
       const env = { ...CALL_ENV, CNI_COMMAND: 'ADD' };
       const viaShim = await shim('azure-vnet', env, stdin);
-      const node = await run([path.join(REPO_ROOT, 'bin', 'azure-vnet')], { env: { PATH: process.env.PATH ?? '', ...env }, input: stdin, timeoutMs: 30_000 });
-      t.equal(viaShim.stdout, node.stdout, `${what}: identical to bin/azure-vnet (${viaShim.stdout.trim().slice(0, 100)})`);
+      const node = await runInProcess({ env: { ...env }, stdin: stdin, dir });
+      t.equal(viaShim.stdout, node.stdout, `${what}: identical to the plugin standalone (${viaShim.stdout.trim().slice(0, 100)})`);
       t.equal(viaShim.code, 1, `${what}: exit 1 for the bad config`);
     }
-    // VNET_CNI_TEST_AGENT (a hook only the Node plugin knows) runs Node even with a live daemon; a full ADD through the replayed stdin.
+    // A full ADD through the replayed stdin: a test-only install tree whose
+    // bin/azure-vnet is the fake plugin entry (the shim finds its launcher from
+    // its own real path), so the fallback's agent is the fake one.
+    const root = path.join(dir, 'fake-install');
+    fs.mkdirSync(path.join(root, 'dist', 'shim'), { recursive: true });
+    fs.mkdirSync(path.join(root, 'bin'));
+    fs.copyFileSync(path.join(SHIM_DIR, 'cni-shim'), path.join(root, 'dist', 'shim', 'cni-shim'));
+    fs.chmodSync(path.join(root, 'dist', 'shim', 'cni-shim'), 0o755);
+    fs.symlinkSync('cni-shim', path.join(root, 'dist', 'shim', 'azure-vnet'));
+    fs.writeFileSync(path.join(root, 'bin', 'azure-vnet'), `import(${JSON.stringify(pathToFileURL(FAKE_PLUGIN).href)});\n`);
     const before = daemon.requests.length;
-    const stdin = JSON.stringify({ ...conf, daemonSocket: daemon.socketPath });
-    const viaShim = await runBinary({ executable: path.join(SHIM_DIR, 'azure-vnet'), env: { ...CALL_ENV, CNI_COMMAND: 'ADD' }, stdin, dir });
-    const node = await runBinary({ env: { ...CALL_ENV, CNI_COMMAND: 'ADD' }, stdin, dir });
-    t.equal(viaShim.stdout, node.stdout, 'ADD result identical through the exec fallback');
+    const stdin = JSON.stringify({ ...conf, daemonSocket: stale });
+    const viaShim = await runBinary({ executable: path.join(root, 'dist', 'shim', 'azure-vnet'), env: { ...CALL_ENV, CNI_COMMAND: 'ADD' }, stdin, dir });
+    const standalone = await runInProcess({ env: { ...CALL_ENV, CNI_COMMAND: 'ADD' }, stdin, dir });
+    t.equal(viaShim.stdout, standalone.stdout, `ADD result identical through the exec fallback (${viaShim.stderr.slice(0, 200)})`);
     t.equal(viaShim.code, 0);
-    t.same(viaShim.calls.map((c) => c.method), ['factory', 'add', 'close'], 'the in-process (fake) agent did the ADD');
+    t.same(viaShim.calls.map((c) => c.method), ['factory', 'add', 'close'], 'the fallback process\'s (fake) agent did the ADD');
     t.equal(daemon.requests.length, before, 'the daemon was not asked');
   });
 
@@ -155,8 +167,8 @@ t.test('the shim is built', { skip: built ? false : 'dist/shim/cni-shim not buil
     for (const command of ['ADD', 'VERSION']) {
       const env = { ...CALL_ENV, CNI_COMMAND: command };
       const viaShim = await shim('azure-vnet', env, big);
-      const node = await run([path.join(REPO_ROOT, 'bin', 'azure-vnet')], { env: { PATH: process.env.PATH ?? '', ...env }, input: big, timeoutMs: 30_000 });
-      t.equal(viaShim.stdout, node.stdout, `${command}: identical to bin/azure-vnet (${viaShim.stdout.trim().slice(0, 100)})`);
+      const node = await runInProcess({ env: { ...env }, stdin: big, dir });
+      t.equal(viaShim.stdout, node.stdout, `${command}: identical to the plugin standalone (${viaShim.stdout.trim().slice(0, 100)})`);
       t.equal(viaShim.code, node.code, `${command}: exit ${node.code}`);
     }
     const add = await shim('azure-vnet', { ...CALL_ENV, CNI_COMMAND: 'ADD' }, big);
@@ -192,12 +204,35 @@ t.test('the shim is built', { skip: built ? false : 'dist/shim/cni-shim not buil
   });
 
   t.test('a daemon that refuses the request (e.g. one without INVOKE): the call runs standalone', async (t) => {
-    const old = await fakeDaemon(t, 'old', (sock) => sock.end(frame(encodeResponse({ ok: false, resultJson: '', error: { cniCode: 6, code: 'EDECODE', message: 'request config_json is not JSON', details: '' } }))));
+    const old = await fakeDaemon(t, 'old', (sock) => sock.end(frame(encodeResponse({ ok: false, resultJson: '', error: { cniCode: 6, code: 'EDECODE', message: 'unknown verb 9', details: '' } }))));
     const stdin = JSON.stringify(baseConfig(dir, '1.0.0', { daemonSocket: old.socketPath }));
     const res = await shim('azure-vnet', { CNI_COMMAND: 'VERSION' }, stdin);
-    const node = await run([path.join(REPO_ROOT, 'bin', 'azure-vnet')], { env: { PATH: process.env.PATH ?? '', CNI_COMMAND: 'VERSION' }, input: stdin, timeoutMs: 30_000 });
-    t.same(old.seen, [Verb.INVOKE], 'asked the daemon first');
-    t.equal(res.stdout, node.stdout, 'then answered like bin/azure-vnet');
+    const node = await runInProcess({ env: { CNI_COMMAND: 'VERSION' }, stdin: stdin, dir });
+    // The shim asks first; the Node launcher it falls back to asks once more (it forwards the same way), then runs it.
+    t.same(old.seen, [Verb.INVOKE, Verb.INVOKE], 'asked the daemon first');
+    t.equal(res.stdout, node.stdout, 'then answered like the plugin standalone');
     t.equal(res.code, 0);
+  });
+
+  t.test('`azure-vnet debug` works from a terminal: it never reads stdin', async (t) => {
+    // A pipe nobody writes to or closes, as a terminal nobody types into: a
+    // shim that read stdin first would wait forever. The bound is only a
+    // safety net for a broken shim.
+    const stateDir = path.join(dir, 'debug-state');
+    fs.mkdirSync(stateDir);
+    for (const args of [['debug', '--help'], ['debug', 'pool', '--json', '--state-dir', stateDir, '--socket', path.join(dir, 'no-daemon.sock')]]) {
+      const child = spawn(path.join(SHIM_DIR, 'azure-vnet'), args, { stdio: ['pipe', 'pipe', 'pipe'], env: { PATH: process.env.PATH ?? '/usr/bin:/bin' } });
+      let stdout = '';
+      let stderr = '';
+      child.stdout.on('data', (b: Buffer) => (stdout += b.toString()));
+      child.stderr.on('data', (b: Buffer) => (stderr += b.toString()));
+      const safety = setTimeout(() => child.kill('SIGKILL'), 60_000);
+      const code = await new Promise<number | null>((resolve) => child.on('close', (c) => resolve(c)));
+      clearTimeout(safety);
+      child.stdin.destroy();
+      t.equal(code, 0, `azure-vnet ${args.join(' ')}: exits 0 with stdin still open (${stderr.slice(0, 200)})`);
+      if (args[1] === '--help') t.match(stdout, /usage: vnetctl debug/, 'prints the debug usage');
+      else t.doesNotThrow(() => JSON.parse(stdout), 'prints the pool view as JSON');
+    }
   });
 });

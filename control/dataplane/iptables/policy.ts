@@ -1,0 +1,167 @@
+// Programs NetworkPolicy in the iptables dataplane (policy-rules.ts renders
+// it). One change = read what the kernel holds (iptables-save -t filter,
+// ipset list -n), create the new peer sets (ipset restore: filled under a
+// temporary name and renamed, so a set is whole or absent), swap the chains
+// (one iptables-restore --noflush: one atomic commit in both backends), then
+// destroy the sets nothing references any more. Rules never disappear before
+// their replacements exist: no window.
+//
+// Changes are read-modify-write of the shared dispatch chain, so they are
+// serialised: in this process by a promise chain, across processes (a
+// standalone plugin ADD beside the daemon) by a flock.
+import { readFile } from 'node:fs/promises';
+import { run } from '../../exec.js';
+import { setSysctl } from '../../netlink/ip.js';
+import { DataplaneError, DataplaneUnavailableError, TryAgainError } from '../../errors.js';
+import { acquireLock } from '../../store/lock.js';
+import type { EndpointPolicy } from '../../policy/types.js';
+import { XTABLES_WAIT_S, busyError, onPath, xtablesBusy, type IptablesTools } from './backend.js';
+import {
+  changeTouches, parsePolicySave, planPolicyChange, renderEndpoint, renderPolicyTeardown, renderSetDestroy,
+  SET_PREFIX, type KernelPolicy, type PolicyChange,
+} from './policy-rules.js';
+
+export const DEFAULT_POLICY_LOCK = '/run/vnet-cni/iptables-policy.lock';
+const LOCK_TIMEOUT_MS = 30_000;
+const BRIDGE_NF = '/proc/sys/net/bridge/bridge-nf-call-iptables';
+
+/**
+ * Same-VM pod traffic is bridged, and a bridged frame only passes iptables
+ * when br_netfilter is loaded and bridge-nf-call-iptables is 1 in the node's
+ * network namespace (the sysctl is per netns on current kernels). Without it
+ * FORWARD never sees pod-to-pod packets on one VM, so policy is refused.
+ */
+export async function ensureBridgeNetfilter(): Promise<void> {
+  let value: string;
+  try {
+    value = (await readFile(BRIDGE_NF, 'utf8')).trim();
+  } catch {
+    throw new DataplaneUnavailableError(
+      'NetworkPolicy in the iptables dataplane needs the br_netfilter kernel module (/proc/sys/net/bridge is missing): ' +
+        'run `modprobe br_netfilter` on the node (and list it in /etc/modules-load.d) so that bridged pod traffic passes iptables',
+    );
+  }
+  if (value !== '1') await setSysctl('net.bridge.bridge-nf-call-iptables', '1');
+}
+
+function isolates(p: EndpointPolicy | null): boolean {
+  return p !== null && (p.ingress.isolated || p.egress.isolated);
+}
+
+export class IptablesPolicy {
+  private queue: Promise<unknown> = Promise.resolve();
+
+  constructor(
+    private readonly tools: () => Promise<IptablesTools>,
+    private readonly lockFile = DEFAULT_POLICY_LOCK,
+  ) {}
+
+  /** Run fn alone: after this process's earlier changes, under the cross-process lock. */
+  private exclusive<T>(fn: () => Promise<T>): Promise<T> {
+    const next = this.queue.then(async () => {
+      const lock = await acquireLock(this.lockFile, LOCK_TIMEOUT_MS);
+      try {
+        return await fn();
+      } finally {
+        await lock.release();
+      }
+    });
+    this.queue = next.catch(() => undefined);
+    return next;
+  }
+
+  private async readKernel(tools: IptablesTools): Promise<KernelPolicy> {
+    const res = await run([tools.save, '-t', 'filter'], { timeoutMs: 30_000 });
+    if (res.code !== 0) throw new DataplaneError(`${tools.save} -t filter failed: ${res.stderr.trim() || `exit ${res.code}`}`);
+    return parsePolicySave(res.stdout);
+  }
+
+  private async ipset(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
+    if (!onPath('ipset')) throw new DataplaneUnavailableError('NetworkPolicy in the iptables dataplane needs the ipset tool on the node; install ipset');
+    return run(['ipset', ...args], { timeoutMs: 60_000, ...(input === undefined ? {} : { input }) });
+  }
+
+  private async listSets(): Promise<Set<string>> {
+    const res = await this.ipset(['list', '-n']);
+    if (res.code !== 0) throw new DataplaneError(`ipset list -n failed: ${res.stderr.trim() || `exit ${res.code}`}`);
+    return new Set(res.stdout.split('\n').map((l) => l.trim()).filter(Boolean));
+  }
+
+  private async restore(tools: IptablesTools, input: string, what: string): Promise<void> {
+    const res = await run([tools.restore, '--noflush', '-w', String(XTABLES_WAIT_S)], { input, timeoutMs: 60_000 });
+    if (res.code === 0) return;
+    if (xtablesBusy(res.stderr)) throw busyError(what, res.stderr);
+    throw new DataplaneError(`${what} failed: ${tools.restore} exited ${res.code}: ${res.stderr.trim().slice(0, 1000)}`);
+  }
+
+  /** Best effort: a set still referenced (another writer) or already gone stays for the next change. */
+  private async destroySets(names: string[]): Promise<void> {
+    if (!names.length) return;
+    const res = await this.ipset(['restore'], renderSetDestroy(names));
+    if (res.code !== 0) for (const n of names) await this.ipset(['destroy', n]);
+  }
+
+  /**
+   * Replace the policy of these endpoints (null = remove it) in one
+   * transaction per tool. Resolves once the kernel enforces the result.
+   */
+  async apply(changes: PolicyChange[]): Promise<void> {
+    if (!changes.length) return;
+    // Render first: a policy the dataplane cannot express fails before anything is touched.
+    for (const c of changes) if (c.policy) renderEndpoint(c.hostVeth, c.policy);
+    if (changes.some((c) => isolates(c.policy))) await ensureBridgeNetfilter();
+    const tools = await this.tools();
+    await this.exclusive(async () => {
+      const kernel = await this.readKernel(tools);
+      // Removing what is not there (a DEL of a pod without policy, a pod no policy selects): one read.
+      if (!changeTouches(kernel, changes)) return;
+      if (changes.some((c) => isolates(c.policy)) && !kernel.forwardChain) {
+        throw new DataplaneError('the node chain VNET-FORWARD is missing: the node is not set up for the iptables dataplane');
+      }
+      const sets = await this.listSets();
+      const plan = planPolicyChange(kernel, changes, sets);
+      if (plan.ipsetRestore) {
+        const res = await this.ipset(['-exist', 'restore'], plan.ipsetRestore);
+        if (res.code !== 0) throw new DataplaneError(`creating policy ipsets failed: ${res.stderr.trim().slice(0, 1000)}`);
+      }
+      if (plan.iptablesRestore) await this.restore(tools, plan.iptablesRestore, 'programming NetworkPolicy chains');
+      await this.destroySets(plan.staleSets);
+    });
+  }
+
+  /** Throws DataplaneError naming the first difference between the kernel and this endpoint's policy. */
+  async check(hostVeth: string, policy: EndpointPolicy): Promise<void> {
+    const tools = await this.tools();
+    const kernel = await this.readKernel(tools);
+    const want = renderEndpoint(hostVeth, policy);
+    const have = kernel.endpoints.get(hostVeth);
+    for (const c of want.chains) {
+      const lines = have?.chains.get(c.name);
+      if (!lines) throw new DataplaneError(`policy chain ${c.name} (${c.direction} of ${policy.pod ?? policy.address}) is missing`);
+      if (lines.join('\n') !== c.lines.join('\n')) throw new DataplaneError(`policy chain ${c.name} holds ${lines.length} rule(s), not the ${c.lines.length} its policy compiles to`);
+    }
+    for (const d of want.dispatch) {
+      if (!have?.dispatch.includes(d)) throw new DataplaneError(`policy dispatch rule missing from VNET-POL-FWD: ${d}`);
+    }
+    for (const name of have?.chains.keys() ?? []) {
+      if (!want.chains.some((c) => c.name === name)) throw new DataplaneError(`policy chain ${name} is programmed but the policy does not isolate that direction`);
+    }
+    if (want.chains.length && !kernel.jumpFirst) throw new DataplaneError('VNET-FORWARD does not start with the jump to VNET-POL-FWD: policy is bypassed');
+  }
+
+  /** Remove every policy chain and set (node teardown). Safe to rerun. */
+  async teardown(): Promise<void> {
+    const tools = await this.tools();
+    await this.exclusive(async () => {
+      const kernel = await this.readKernel(tools);
+      const input = renderPolicyTeardown(kernel);
+      if (input) await this.restore(tools, input, 'removing NetworkPolicy chains');
+      if (!onPath('ipset')) return;
+      const sets = [...(await this.listSets())].filter((s) => s.startsWith(SET_PREFIX.ipv4));
+      await this.destroySets(sets);
+    }).catch((err: unknown) => {
+      if (err instanceof TryAgainError) throw err;
+      throw err instanceof DataplaneError ? err : new DataplaneError(`removing NetworkPolicy state failed: ${(err as Error).message}`, { cause: err });
+    });
+  }
+}
