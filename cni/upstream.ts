@@ -4,7 +4,7 @@
 // naming the key, the value and what is supported), or ignored (informational
 // here; the reason is in docs/cni.md). A drop-in plugin must never silently
 // do something other than what its conflist asked for.
-import { InvalidConfigError } from '../control/errors.js';
+import { InvalidConfigError } from './errors.js';
 import { isObject, shown, type Json } from './validate.js';
 
 export type KeyStatus = 'honoured' | 'refused' | 'ignored';
