@@ -5,14 +5,24 @@
 //   - NodeNetworkConfigs (vnetcni.dev/v1alpha1, namespaced): list, watch, get,
 //     patch/put of the status subresource;
 //   - pods: list/watch (all namespaces or one) with fieldSelector spec.nodeName;
-//   - nodes: get, get/patch of nodes/status (strategic merge of conditions by type).
+//   - nodes: get, get/patch of nodes/status (strategic merge of conditions by type);
+//   - namespaces (each gets the `kubernetes.io/metadata.name` label, as the API
+//     server does since 1.21) and networkpolicies (networking.k8s.io/v1,
+//     namespaced): list and watch.
+// Lists and watches take a labelSelector (=, ==, !=, in, notin, exists, !key)
+// and a fieldSelector; a watch with a selector sees an object that starts
+// matching as ADDED and one that stops matching as DELETED, as the real
+// server's watch cache does.
 // Lists carry metadata.resourceVersion; `?watch=1&resourceVersion=N&allowWatchBookmarks=true`
 // streams newline-delimited events (ADDED/MODIFIED/DELETED/BOOKMARK/ERROR) from
 // the history after N; an RV older than the compacted history gets 410 Gone
 // (an ERROR event carrying a Status with code 410, or HTTP 410 when
 // `goneAsHttp` is set, and always HTTP 410 for a list at an exact too-old RV).
-// Test controls: put/delete objects, compact history, drop all watches, fail
-// the next N requests with 500, and a request log.
+// Test controls: put/delete objects, compact history, drop all watches (a
+// clean close or a TCP reset), fail the next N requests with 500, the faults
+// a real API server produces on watches (an ERROR event with a non-410 Status,
+// a request accepted and never answered, a stream that goes silent after its
+// headers and ignores timeoutSeconds), and a request log with timestamps.
 //
 // Run as a process (inside a lab VM netns):
 //   node dist/lab/kube-standin.js [--port 0] [--bookmark-ms 1000]
@@ -27,7 +37,7 @@ import { parseArgs } from 'node:util';
 import type { AddressInfo, Socket } from 'node:net';
 
 type Json = Record<string, unknown>;
-export type Collection = 'nodenetworkconfigs' | 'pods' | 'nodes';
+export type Collection = 'nodenetworkconfigs' | 'pods' | 'nodes' | 'namespaces' | 'networkpolicies';
 
 export interface KubeObj {
   apiVersion?: string;
@@ -45,6 +55,27 @@ export interface LoggedRequest {
   status: number;
   contentType?: string;
   watch: boolean;
+  /** Date.now() when the request arrived */
+  at: number;
+  /** the injected watch fault this request got, if any */
+  fault?: WatchFault['kind'];
+}
+
+/**
+ * A fault injected into the next watch requests (of one collection, or any):
+ * 'error': 200, then one ERROR event carrying a Status of `code`, then the end
+ * of the stream (what an API server does on an etcd error);
+ * 'hang': the connection is accepted and the request never answered (a
+ * backend gone silent behind a load balancer);
+ * 'stall': headers, then nothing ever: no events, no bookmarks, no close at
+ * timeoutSeconds.
+ */
+export interface WatchFault {
+  kind: 'error' | 'hang' | 'stall';
+  code?: number;
+  /** how many watch requests get it (Infinity: until cleared) */
+  count: number;
+  collection?: Collection;
 }
 
 interface HistoryEvent {
@@ -52,6 +83,8 @@ interface HistoryEvent {
   collection: Collection;
   type: 'ADDED' | 'MODIFIED' | 'DELETED';
   object: KubeObj;
+  /** the object before a MODIFIED, to tell a watch with a selector that it started or stopped matching */
+  prev?: KubeObj;
 }
 
 interface Watcher {
@@ -67,6 +100,17 @@ const KINDS: Record<Collection, { kind: string; apiVersion: string; namespaced: 
   nodenetworkconfigs: { kind: 'NodeNetworkConfig', apiVersion: 'vnetcni.dev/v1alpha1', namespaced: true },
   pods: { kind: 'Pod', apiVersion: 'v1', namespaced: true },
   nodes: { kind: 'Node', apiVersion: 'v1', namespaced: false },
+  namespaces: { kind: 'Namespace', apiVersion: 'v1', namespaced: false },
+  networkpolicies: { kind: 'NetworkPolicy', apiVersion: 'networking.k8s.io/v1', namespaced: true },
+};
+
+/** The API group prefix each collection is served under. */
+const GROUP_OF: Record<Collection, string> = {
+  nodenetworkconfigs: 'apis/vnetcni.dev/v1alpha1',
+  pods: 'api/v1',
+  nodes: 'api/v1',
+  namespaces: 'api/v1',
+  networkpolicies: 'apis/networking.k8s.io/v1',
 };
 
 const clone = <T>(x: T): T => structuredClone(x);
@@ -83,6 +127,52 @@ function fieldSelector(text: string | undefined): (o: KubeObj) => boolean {
     return { path: path.split('.'), value };
   });
   return (o) => terms.every(({ path, value }) => String(path.reduce<unknown>((v, k) => (v as Json | undefined)?.[k], o) ?? '') === value);
+}
+
+/** Split on commas outside parentheses (`a in (x,y),b` is two terms). */
+function splitTerms(text: string): string[] {
+  const out: string[] = [];
+  let depth = 0;
+  let cur = '';
+  for (const ch of text) {
+    if (ch === '(') depth++;
+    if (ch === ')') depth--;
+    if (ch === ',' && depth === 0) {
+      out.push(cur);
+      cur = '';
+    } else cur += ch;
+  }
+  out.push(cur);
+  return out.map((x) => x.trim()).filter((x) => x !== '');
+}
+
+/**
+ * A label selector in the API's string form: `k=v`, `k==v`, `k!=v`,
+ * `k in (a,b)`, `k notin (a,b)`, `k`, `!k`, comma-separated (all must hold).
+ * Throws a message on bad syntax (the server answers 400).
+ */
+export function labelSelector(text: string | undefined): (o: KubeObj) => boolean {
+  if (!text) return () => true;
+  const tests = splitTerms(text).map((term): ((labels: Record<string, string>) => boolean) => {
+    let m = /^([\w./-]+)\s+(in|notin)\s+\(([^)]*)\)$/.exec(term);
+    if (m) {
+      const [, key, op, list] = m as unknown as [string, string, string, string];
+      const values = new Set(list.split(',').map((v) => v.trim()).filter((v) => v !== ''));
+      return op === 'in' ? (l) => key in l && values.has(l[key]!) : (l) => !(key in l) || !values.has(l[key]!);
+    }
+    m = /^([\w./-]+)\s*(==|=|!=)\s*([\w./-]*)$/.exec(term);
+    if (m) {
+      const [, key, op, value] = m as unknown as [string, string, string, string];
+      return op === '!=' ? (l) => l[key] !== value : (l) => key in l && l[key] === value;
+    }
+    m = /^(!?)([\w./-]+)$/.exec(term);
+    if (m) {
+      const [, not, key] = m as unknown as [string, string, string];
+      return not ? (l) => !(key in l) : (l) => key in l;
+    }
+    throw new Error(`unable to parse requirement: ${JSON.stringify(term)}`);
+  });
+  return (o) => tests.every((test) => test(o.metadata.labels ?? {}));
 }
 
 /** RFC 7386 merge patch; `byKey` merges the named arrays element-wise by a key (strategic merge of conditions). */
@@ -159,6 +249,12 @@ export class KubeStandin {
   private failures = 0;
   private readonly watchers = new Set<Watcher>();
   private readonly sockets = new Set<Socket>();
+  private faults: WatchFault[] = [];
+  /** requests held by 'hang' and 'stall' faults, closed by close() */
+  private readonly held = new Set<http.ServerResponse>();
+  /** held requests whose connection the client closed */
+  heldClosed = 0;
+  private listHangs = 0;
   readonly requests: LoggedRequest[] = [];
   /** answer a too-old watch with HTTP 410 instead of a 200 stream carrying an ERROR event */
   goneAsHttp = false;
@@ -184,6 +280,7 @@ export class KubeStandin {
 
   async close(): Promise<void> {
     this.dropWatches();
+    for (const res of this.held) res.socket?.destroy();
     for (const s of this.sockets) s.destroy();
     await new Promise<void>((resolve) => this.server.close(() => resolve()));
   }
@@ -204,6 +301,7 @@ export class KubeStandin {
     next.apiVersion = meta.apiVersion;
     next.kind = meta.kind;
     next.metadata.uid = old?.metadata.uid ?? object.metadata.uid ?? randomUUID();
+    if (collection === 'namespaces') next.metadata.labels = { ...next.metadata.labels, 'kubernetes.io/metadata.name': next.metadata.name };
     next.metadata.creationTimestamp = old?.metadata.creationTimestamp ?? new Date().toISOString();
     const specChanged = !old || JSON.stringify(old.spec) !== JSON.stringify(next.spec);
     next.metadata.generation = (old?.metadata.generation ?? 0) + (specChanged ? 1 : 0);
@@ -224,8 +322,9 @@ export class KubeStandin {
     this.objects.delete(key);
     const gone = clone(old);
     gone.metadata.resourceVersion = String(++this.rv);
-    this.history.push({ rv: this.rv, collection, type: 'DELETED', object: gone });
-    this.notify({ rv: this.rv, collection, type: 'DELETED', object: gone });
+    const event: HistoryEvent = { rv: this.rv, collection, type: 'DELETED', object: gone };
+    this.history.push(event);
+    this.notify(event);
     return true;
   }
 
@@ -251,6 +350,40 @@ export class KubeStandin {
       w.res.socket?.destroy();
     }
     return n;
+  }
+
+  /** Close every watch connection with a TCP reset (RST), as a crashed backend or a middlebox does. */
+  resetWatches(): number {
+    const n = this.watchers.size;
+    for (const w of [...this.watchers]) {
+      clearInterval(w.timer);
+      this.watchers.delete(w);
+      const socket = w.res.socket;
+      if (socket && typeof socket.resetAndDestroy === 'function') socket.resetAndDestroy();
+      else socket?.destroy();
+    }
+    return n;
+  }
+
+  /** Give the next watch requests a fault (see WatchFault); faults queue in order. */
+  injectWatchFault(fault: WatchFault): void {
+    this.faults.push({ ...fault });
+  }
+
+  /** Forget the queued faults (requests already held stay held until the client gives up). */
+  clearFaults(): void {
+    this.faults = [];
+    this.listHangs = 0;
+  }
+
+  /** The next n list requests are accepted and never answered (a silent backend, for lists). */
+  hangLists(n: number): void {
+    this.listHangs = n;
+  }
+
+  /** Requests held by a 'hang' or 'stall' fault whose client has not closed them yet. */
+  get heldRequests(): number {
+    return this.held.size;
   }
 
   /** The next n API requests (not controls) fail with HTTP 500. */
@@ -280,17 +413,36 @@ export class KubeStandin {
   }
 
   private commit(collection: Collection, key: string, object: KubeObj, type: 'ADDED' | 'MODIFIED'): void {
+    const prev = this.objects.get(key);
     object.metadata.resourceVersion = String(++this.rv);
     this.objects.set(key, object);
-    const event: HistoryEvent = { rv: this.rv, collection, type, object: clone(object) };
+    const event: HistoryEvent = { rv: this.rv, collection, type, object: clone(object), ...(prev && type === 'MODIFIED' ? { prev: clone(prev) } : {}) };
     this.history.push(event);
     this.notify(event);
   }
 
+  /**
+   * What a watch of `collection` (in `namespace`, with `selector`) sees of an
+   * event: nothing, or the event, with MODIFIED turned into ADDED when the
+   * object starts matching and into DELETED (the new object) when it stops.
+   */
+  private seenAs(e: HistoryEvent, collection: Collection, namespace: string | undefined, selector: (o: KubeObj) => boolean): string | undefined {
+    if (e.collection !== collection || (namespace && e.object.metadata.namespace !== namespace)) return undefined;
+    const now = selector(e.object);
+    let type: string = e.type;
+    if (e.type === 'MODIFIED' && e.prev) {
+      const before = selector(e.prev);
+      if (!before && !now) return undefined;
+      if (!before) type = 'ADDED';
+      else if (!now) type = 'DELETED';
+    } else if (!now) return undefined;
+    return `${JSON.stringify({ type, object: e.object })}\n`;
+  }
+
   private notify(event: HistoryEvent): void {
     for (const w of this.watchers) {
-      if (w.collection !== event.collection || (w.namespace && event.object.metadata.namespace !== w.namespace) || !w.selector(event.object)) continue;
-      w.res.write(`${JSON.stringify({ type: event.type, object: event.object })}\n`);
+      const line = this.seenAs(event, w.collection, w.namespace, w.selector);
+      if (line) w.res.write(line);
     }
   }
 
@@ -318,30 +470,84 @@ export class KubeStandin {
     res.end(JSON.stringify(body));
   }
 
-  private log(req: http.IncomingMessage, code: number, watch: boolean): void {
+  private log(req: http.IncomingMessage, code: number, watch: boolean, fault?: WatchFault['kind']): void {
     const url = new URL(req.url ?? '/', 'http://x');
     this.requests.push({
-      method: req.method ?? '', path: url.pathname, query: Object.fromEntries(url.searchParams), status: code, watch,
+      method: req.method ?? '', path: url.pathname, query: Object.fromEntries(url.searchParams), status: code, watch, at: Date.now(),
       ...(req.headers['content-type'] ? { contentType: req.headers['content-type'] } : {}),
+      ...(fault ? { fault } : {}),
     });
   }
 
-  /** /apis/vnetcni.dev/v1alpha1/namespaces/NS/nodenetworkconfigs[/NAME[/status]], /api/v1/[namespaces/NS/]pods, /api/v1/nodes/NAME[/status] */
+  /** The first queued fault for a watch of `collection`, consumed. */
+  private takeFault(collection: Collection): WatchFault | undefined {
+    const at = this.faults.findIndex((f) => !f.collection || f.collection === collection);
+    if (at < 0) return undefined;
+    const fault = this.faults[at]!;
+    if (--fault.count <= 0) this.faults.splice(at, 1);
+    return fault;
+  }
+
+  /** Keep a request open and unanswered (or answered with headers only) until the client closes it. */
+  private hold(res: http.ServerResponse): void {
+    this.held.add(res);
+    res.on('close', () => {
+      if (this.held.delete(res)) this.heldClosed++;
+    });
+  }
+
+  /** Serve a watch fault; true when the request was handled by it. */
+  private serveFault(req: http.IncomingMessage, res: http.ServerResponse, collection: Collection): boolean {
+    const fault = this.takeFault(collection);
+    if (!fault) return false;
+    if (fault.kind === 'hang') {
+      this.log(req, 0, true, 'hang');
+      this.hold(res);
+      return true;
+    }
+    this.log(req, 200, true, fault.kind);
+    res.writeHead(200, { 'Content-Type': 'application/json', 'Transfer-Encoding': 'chunked' });
+    res.flushHeaders();
+    if (fault.kind === 'stall') {
+      this.hold(res);
+      return true;
+    }
+    const code = fault.code ?? 500;
+    res.end(`${JSON.stringify({ type: 'ERROR', object: status(code, code === 500 ? 'InternalError' : 'Failure', `stand-in: injected watch error ${code}`) })}\n`);
+    return true;
+  }
+
+  /**
+   * /apis/vnetcni.dev/v1alpha1/namespaces/NS/nodenetworkconfigs[/NAME[/status]], /api/v1/[namespaces/NS/]pods,
+   * /api/v1/nodes/NAME[/status], /api/v1/namespaces[/NAME], /apis/networking.k8s.io/v1/[namespaces/NS/]networkpolicies[/NAME]
+   */
   private route(pathname: string): { collection: Collection; namespace?: string; name?: string; sub?: string } | undefined {
     const p = pathname.split('/').filter(Boolean);
+    let group: string;
     let m: string[] = [];
-    if (p[0] === 'apis' && p[1] === 'vnetcni.dev' && p[2] === 'v1alpha1') m = p.slice(3);
-    else if (p[0] === 'api' && p[1] === 'v1') m = p.slice(2);
-    else return undefined;
+    if (p[0] === 'apis' && p.length >= 3) {
+      group = p.slice(0, 3).join('/');
+      m = p.slice(3);
+    } else if (p[0] === 'api' && p[1] === 'v1') {
+      group = 'api/v1';
+      m = p.slice(2);
+    } else return undefined;
     let namespace: string | undefined;
     if (m[0] === 'namespaces' && m.length >= 3) {
       namespace = m[1];
       m = m.slice(2);
     }
     const collection = m[0] as Collection;
-    if (!(collection in KINDS)) return undefined;
-    if (p[0] === 'apis' ? collection !== 'nodenetworkconfigs' : collection === 'nodenetworkconfigs') return undefined;
+    if (!(collection in KINDS) || GROUP_OF[collection] !== group) return undefined;
+    if (namespace && !KINDS[collection].namespaced) return undefined;
     return { collection, ...(namespace ? { namespace } : {}), ...(m[1] ? { name: m[1] } : {}), ...(m[2] ? { sub: m[2] } : {}) };
+  }
+
+  /** The list/watch filter of a request: fieldSelector and labelSelector together. */
+  private selectorOf(q: URLSearchParams): (o: KubeObj) => boolean {
+    const fields = fieldSelector(q.get('fieldSelector') ?? undefined);
+    const labels = labelSelector(q.get('labelSelector') ?? undefined);
+    return (o) => fields(o) && labels(o);
   }
 
   private async body(req: http.IncomingMessage): Promise<unknown> {
@@ -361,7 +567,20 @@ export class KubeStandin {
     }
     const q = url.searchParams;
     const watch = q.get('watch') === '1' || q.get('watch') === 'true';
-    if (req.method === 'GET' && !r.name) return watch ? this.watch(req, res, r, q) : this.list(req, res, r, q);
+    if (req.method === 'GET' && !r.name) {
+      let selector: (o: KubeObj) => boolean;
+      try {
+        selector = this.selectorOf(q);
+      } catch (err) {
+        return this.send(req, res, 400, status(400, 'BadRequest', `invalid selector: ${(err as Error).message}`), watch);
+      }
+      if (!watch && this.listHangs > 0) {
+        this.listHangs--;
+        this.log(req, 0, false, 'hang');
+        return this.hold(res);
+      }
+      return watch ? this.watch(req, res, r, q, selector) : this.list(req, res, r, q, selector);
+    }
     if (!r.name) return this.send(req, res, 405, status(405, 'MethodNotAllowed', `${req.method} on a collection`));
     const key = this.key(r.collection, r.namespace, r.name);
     const current = this.objects.get(key);
@@ -405,7 +624,7 @@ export class KubeStandin {
       .map(([, o]) => clone(o));
   }
 
-  private list(req: http.IncomingMessage, res: http.ServerResponse, r: { collection: Collection; namespace?: string }, q: URLSearchParams): void {
+  private list(req: http.IncomingMessage, res: http.ServerResponse, r: { collection: Collection; namespace?: string }, q: URLSearchParams, selector: (o: KubeObj) => boolean): void {
     const asked = q.get('resourceVersion');
     if (asked && q.get('resourceVersionMatch') === 'Exact' && Number(asked) < this.compactedBelow) {
       return this.send(req, res, 410, status(410, 'Expired', `too old resource version: ${asked} (${this.compactedBelow})`));
@@ -413,12 +632,12 @@ export class KubeStandin {
     const meta = KINDS[r.collection];
     this.send(req, res, 200, {
       apiVersion: meta.apiVersion, kind: `${meta.kind}List`, metadata: { resourceVersion: String(this.rv) },
-      items: this.matching(r, fieldSelector(q.get('fieldSelector') ?? undefined)),
+      items: this.matching(r, selector),
     });
   }
 
-  private watch(req: http.IncomingMessage, res: http.ServerResponse, r: { collection: Collection; namespace?: string }, q: URLSearchParams): void {
-    const selector = fieldSelector(q.get('fieldSelector') ?? undefined);
+  private watch(req: http.IncomingMessage, res: http.ServerResponse, r: { collection: Collection; namespace?: string }, q: URLSearchParams, selector: (o: KubeObj) => boolean): void {
+    if (this.serveFault(req, res, r.collection)) return;
     const from = q.get('resourceVersion');
     const tooOld = from !== null && from !== '' && from !== '0' && Number(from) < this.compactedBelow;
     if (tooOld && this.goneAsHttp) return this.send(req, res, 410, status(410, 'Expired', `too old resource version: ${from} (${this.compactedBelow})`), true);
@@ -434,8 +653,8 @@ export class KubeStandin {
       for (const o of this.matching(r, selector)) res.write(`${JSON.stringify({ type: 'ADDED', object: o })}\n`);
     } else {
       for (const e of this.history) {
-        if (e.rv <= Number(from) || e.collection !== r.collection || (r.namespace && e.object.metadata.namespace !== r.namespace) || !selector(e.object)) continue;
-        res.write(`${JSON.stringify({ type: e.type, object: e.object })}\n`);
+        const line = e.rv > Number(from) ? this.seenAs(e, r.collection, r.namespace, selector) : undefined;
+        if (line) res.write(line);
       }
     }
     this.watchers.add(w);
@@ -459,6 +678,10 @@ export type StandinCommand =
   | { op: 'failNext'; n: number }
   | { op: 'goneAsHttp'; on: boolean }
   | { op: 'bookmarkNow' }
+  | { op: 'resetWatches' }
+  | { op: 'injectWatchFault'; fault: WatchFault }
+  | { op: 'clearFaults' }
+  | { op: 'hangLists'; n: number }
   | { op: 'requests'; since?: number }
   | { op: 'info' };
 
@@ -472,8 +695,12 @@ export function runCommand(s: KubeStandin, c: StandinCommand): unknown {
     case 'failNext': return s.failNext(c.n);
     case 'goneAsHttp': return void (s.goneAsHttp = c.on);
     case 'bookmarkNow': return s.bookmarkNow();
+    case 'resetWatches': return s.resetWatches();
+    case 'injectWatchFault': return s.injectWatchFault({ ...c.fault, count: c.fault.count ?? Infinity });
+    case 'clearFaults': return s.clearFaults();
+    case 'hangLists': return s.hangLists(c.n);
     case 'requests': return s.requests.slice(c.since ?? 0);
-    case 'info': return { resourceVersion: s.resourceVersion, openWatches: s.openWatches, requests: s.requests.length };
+    case 'info': return { resourceVersion: s.resourceVersion, openWatches: s.openWatches, requests: s.requests.length, heldRequests: s.heldRequests, heldClosed: s.heldClosed };
     default: throw new Error(`unknown op ${JSON.stringify((c as { op: unknown }).op)}`);
   }
 }

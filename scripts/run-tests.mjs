@@ -18,11 +18,17 @@ if (!existsSync(testRoot)) {
   process.exit(2);
 }
 
+function sourceOf(compiled) {
+  return path.join(root, path.relative(path.join(root, 'dist'), compiled)).replace(/\.js$/, '.ts');
+}
+
 function collect(dir, out) {
   for (const name of readdirSync(dir).sort()) {
     const p = path.join(dir, name);
     if (statSync(p).isDirectory()) collect(p, out);
-    else if (name.endsWith('.test.js')) out.push(path.relative(root, p));
+    // Only tests whose source still exists: dist/ is never emptied by a build,
+    // so a moved or deleted test would otherwise keep running from a stale file.
+    else if (name.endsWith('.test.js') && existsSync(sourceOf(p))) out.push(path.relative(root, p));
   }
   return out;
 }

@@ -80,7 +80,7 @@ export async function runDaemon(argv: string[]): Promise<number> {
   const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger, k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {});
   // metrics: parse the address before anything else can fail half-started
   const metricsAddr = values['metrics-addr'] ? parseMetricsAddr(values['metrics-addr']) : { socketPath: values['metrics-socket']! };
-  const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats }, logger);
+  const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats, ...(k8s ? { watches: () => k8s.watchHealth() } : {}) }, logger);
   try {
     metrics.recordReconcile(await agent.reconcile());
   } catch (err) {

@@ -13,6 +13,7 @@ import type { Logger } from 'pino';
 import { CniCode, InvalidConfigError } from '../errors.js';
 import type { NodeState } from '../store/node-store.js';
 import { poolSummary } from '../ipam/allocator.js';
+import type { WatchHealth } from '../k8s/reflector.js';
 
 export const DEFAULT_METRICS_SOCKET = '/run/vnet-cni/metrics.sock';
 
@@ -31,6 +32,8 @@ export interface MetricsSources {
   state(): Promise<NodeState>;
   /** ebpf counters and NAT entries; undefined when the node is not in ebpf mode. */
   dataplane?(state: NodeState): Promise<DataplaneStats | undefined>;
+  /** The Kubernetes watches' health (daemon with --node-name). */
+  watches?(): WatchHealth[];
 }
 
 export interface ReconcileReport {
@@ -74,6 +77,9 @@ export class DaemonMetrics {
   private readonly reconcileRuns = new Counter({ name: 'vnet_cni_reconcile_runs_total', help: 'Reconcile runs by result', labelNames: ['result'], registers: [this.registry] });
   private readonly reconcileFixes = new Counter({ name: 'vnet_cni_reconcile_fixes_total', help: 'Things reconcile fixed, by kind', labelNames: ['kind'], registers: [this.registry] });
   private readonly memory = new Gauge({ name: 'vnet_cni_daemon_memory_bytes', help: 'The daemon process memory at scrape time: rss, heap_used, heap_total (V8), external and array_buffers (native memory V8 objects hold)', labelNames: ['kind'], registers: [this.registry] });
+  private readonly watchAge = new Gauge({ name: 'vnet_cni_kubernetes_watch_age_seconds', help: 'Age of each Kubernetes watch\'s current connection (absent between connections); a watch far older than 10 minutes is stuck', labelNames: ['watch'], registers: [this.registry] });
+  private readonly watchLastEvent = new Gauge({ name: 'vnet_cni_kubernetes_watch_last_event_timestamp_seconds', help: 'When each Kubernetes watch last got an event, bookmarks included, or listed (unix time)', labelNames: ['watch'], registers: [this.registry] });
+  private readonly watchStreak = new Gauge({ name: 'vnet_cni_kubernetes_watch_failure_streak', help: 'Consecutive failures of each Kubernetes watch (the backoff step; 0 when healthy)', labelNames: ['watch'], registers: [this.registry] });
   private readonly scrapeErrors = new Counter({ name: 'vnet_cni_metrics_source_errors_total', help: 'Scrapes where the node state or the dataplane could not be read', labelNames: ['source'], registers: [this.registry] });
 
   constructor(
@@ -106,6 +112,7 @@ export class DaemonMetrics {
 
   /** Refresh the scrape-time values, then render the exposition text. */
   async render(): Promise<string> {
+    if (this.sources.watches) this.setWatches(this.sources.watches());
     let state: NodeState | undefined;
     try {
       state = await this.sources.state();
@@ -127,6 +134,15 @@ export class DaemonMetrics {
     const mem = process.memoryUsage();
     for (const [kind, v] of Object.entries({ rss: mem.rss, heap_used: mem.heapUsed, heap_total: mem.heapTotal, external: mem.external, array_buffers: mem.arrayBuffers })) this.memory.set({ kind }, v);
     return this.registry.metrics();
+  }
+
+  private setWatches(watches: WatchHealth[]): void {
+    this.watchAge.reset();
+    for (const w of watches) {
+      if (w.ageSeconds !== undefined) this.watchAge.set({ watch: w.resource }, w.ageSeconds);
+      if (w.lastEventAt !== undefined) this.watchLastEvent.set({ watch: w.resource }, Date.parse(w.lastEventAt) / 1000);
+      this.watchStreak.set({ watch: w.resource }, w.failures);
+    }
   }
 
   private setPool(state: NodeState): void {

@@ -1,8 +1,10 @@
 // The daemon's Kubernetes side, wired together: the NodeNetworkConfig watch
 // feeding the pool cache (and the allocator through Agent.refresh), the pod
 // watch feeding pod UID/labels into endpoint records, the coalesced status
-// write-back and the node's NetworkUnavailable condition. Nothing here is on
-// a CNI call's path: calls read caches and mark the status dirty.
+// write-back and the node's NetworkUnavailable condition; with
+// `networkPolicy` on, the NetworkPolicy source too (namespaces and policies
+// watched, the pod watch widened to the whole cluster and shared). Nothing
+// here is on a CNI call's path: calls read caches and mark the status dirty.
 import type { Logger } from 'pino';
 import type { Agent } from '../agent/agent.js';
 import type { IpamConfig } from '../types.js';
@@ -14,7 +16,8 @@ import { KubeApi, loadKubeConfig, type KubeObject } from './kube-api.js';
 import { ConditionReporter, type Readiness } from './node-condition.js';
 import { poolFromNnc, type NncObject } from './nnc-pool.js';
 import { PodCache } from './pod-cache.js';
-import { Reflector } from './reflector.js';
+import { createKubernetesPolicySource, type KubernetesPolicySource } from './policy-source.js';
+import { Reflector, type WatchHealth } from './reflector.js';
 import { StatusWriter, nncStatusOf } from './status-writer.js';
 import type { BackoffOptions } from './backoff.js';
 
@@ -29,6 +32,12 @@ export interface KubernetesOptions {
   master?: string;
   apiTimeoutMs?: number;
   backoff?: BackoffOptions;
+  /**
+   * Watch NetworkPolicies, namespaces and every pod of the cluster, and offer
+   * them as `policySource` (off by default: a cluster-wide pod watch costs
+   * memory and RBAC on namespaces/networkpolicies).
+   */
+  networkPolicy?: boolean;
   logger: Logger;
 }
 
@@ -37,7 +46,9 @@ const CHANGING_VERBS = new Set(['ADD', 'DEL', 'GC', 'IPAM_ADD', 'IPAM_DEL']);
 
 export class KubernetesIntegration {
   readonly pool: CachedPoolSource;
-  readonly pods = new PodCache();
+  readonly pods: PodCache;
+  /** The NetworkPolicy source (with `networkPolicy` on), sharing the pod watch. */
+  readonly policySource: KubernetesPolicySource | undefined;
   readonly api: KubeApi;
   readonly namespace: string;
   private agent: Agent | undefined;
@@ -56,13 +67,17 @@ export class KubernetesIntegration {
     const nnc = this.api.nncListWatch(this.namespace, opts.nodeName);
     this.pool = new CachedPoolSource(nnc.describe);
     this.nncReflector = new Reflector({ source: nnc, logger: this.log, ...(opts.backoff ? { backoff: opts.backoff } : {}), onChange: (items) => this.nncChanged([...items.values()][0]) });
+    // NetworkPolicy peers are pods anywhere in the cluster: one cluster-wide pod watch then serves both.
+    this.pods = new PodCache(opts.networkPolicy ? opts.nodeName : undefined);
     this.podReflector = new Reflector({
-      source: this.api.podListWatch(opts.nodeName), logger: this.log, ...(opts.backoff ? { backoff: opts.backoff } : {}),
-      onChange: (items) => {
-        this.pods.update(items);
-        this.annotate();
+      source: this.api.podListWatch(opts.networkPolicy ? undefined : opts.nodeName), logger: this.log, ...(opts.backoff ? { backoff: opts.backoff } : {}),
+      onChange: (items, change) => {
+        if (this.pods.update(items, change)) this.annotate();
       },
     });
+    this.policySource = opts.networkPolicy
+      ? createKubernetesPolicySource(this.api, { logger: this.log, ...(opts.backoff ? { backoff: opts.backoff } : {}), pods: this.podReflector })
+      : undefined;
     this.status = new StatusWriter({
       debounceMs: opts.statusDebounceMs ?? 1000,
       logger: this.log,
@@ -85,6 +100,7 @@ export class KubernetesIntegration {
     this.agent = agent;
     this.nncReflector.start();
     this.podReflector.start();
+    void this.policySource?.start();
     this.condition.start();
   }
 
@@ -103,7 +119,15 @@ export class KubernetesIntegration {
       pods: { ...this.podReflector.stats, known: this.pods.size },
       statusWriter: { ...this.status.stats },
       nodeCondition: { ...this.condition.stats },
+      ...this.policySource?.stats(),
+      watches: this.watchHealth(),
     };
+  }
+
+  /** Each watch's age, last event and failure streak (metrics, `vnetctl debug kubernetes`). */
+  watchHealth(): WatchHealth[] {
+    const now = Date.now();
+    return [this.nncReflector.health(now), this.podReflector.health(now), ...(this.policySource?.health(now) ?? [])];
   }
 
   private nncChanged(obj: NncObject | undefined): void {
@@ -161,6 +185,7 @@ export class KubernetesIntegration {
 
   async stop(): Promise<void> {
     this.status.stop();
+    await this.policySource?.stop();
     await Promise.all([this.nncReflector.stop(), this.podReflector.stop(), this.condition.stop()]);
   }
 }

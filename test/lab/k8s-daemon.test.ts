@@ -172,6 +172,9 @@ t.test(`daemon with the Kubernetes API (stand-in) in ${mode} mode`, async (t) =>
     const k = await debug<{ enabled: boolean; stats: { nodeNetworkConfig: { errors: number; failures: number; synced: boolean }; statusWriter: { writes: number } } }>('kubernetes');
     t.ok(k.enabled && k.stats.nodeNetworkConfig.errors >= 3, `debug kubernetes shows the errors (${k.stats.nodeNetworkConfig.errors})`);
     t.equal(k.stats.nodeNetworkConfig.failures, 0, 'and no failure streak after the recovery');
+    const text = await lab.execVm('vm1', [process.execPath, VNETCTL, 'debug', 'kubernetes', '--socket', SOCKET]);
+    t.match(text.stdout, /^watch nodenetworkconfig: open [\d.]+s, last event [\d.]+s ago, failure streak 0$/m, 'a line per watch: age, last event, streak');
+    t.match(text.stdout, /^watch pods: .*, last event .*, failure streak \d+$/m, 'and one for the pod watch');
   });
 
   t.test('the node condition follows the dataplane (NIC missing -> True, back -> False)', async (t) => {
@@ -180,7 +183,11 @@ t.test(`daemon with the Kubernetes API (stand-in) in ${mode} mode`, async (t) =>
     await lab.execVm('vm1', ['ip', 'link', 'set', nic, 'down']);
     await lab.execVm('vm1', ['ip', 'link', 'set', nic, 'name', 'eth0gone']);
     try {
-      const c = await pollUntil(async () => (await condition())?.status === 'True' ? condition() : undefined, 20_000, 300, 'True');
+      // Down first, then renamed: a check between the two says "is down"; wait for the state after both.
+      const c = await pollUntil(async () => {
+        const now = await condition();
+        return now?.status === 'True' && /not found/.test(now.message ?? '') ? now : undefined;
+      }, 20_000, 300, 'True');
       t.match(c, { reason: 'VnetCniNotReady', message: /eth0 not found/ });
     } finally {
       await lab.execVm('vm1', ['ip', 'link', 'set', 'eth0gone', 'name', nic]);

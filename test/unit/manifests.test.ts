@@ -176,6 +176,8 @@ t.test('RBAC covers the contract', async (t) => {
     ['vnetcni.dev', 'nodenetworkconfigs/status', ['get', 'update', 'patch']],
     ['', 'pods', ['get', 'list', 'watch']],
     ['', 'nodes', ['get', 'list', 'watch']],
+    ['', 'namespaces', ['list', 'watch']],
+    ['networking.k8s.io', 'networkpolicies', ['list', 'watch']],
     ['', 'nodes/status', ['get', 'patch', 'update']],
     ['', 'events', ['create', 'patch']],
   ];
