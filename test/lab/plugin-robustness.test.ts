@@ -2,7 +2,7 @@
 // GC converges with no leaked IP, link or rule; 250 concurrent pods on one VM
 // give no duplicate IP. Runs once per dataplane, and in each lab for mode
 // bridge then mode transparent (the node drains in between); the concurrent
-// round is full size in bridge mode and a burst of 16 pods in
+// round is full size in bridge mode and a burst of 8 pods in
 // transparent mode, whose per-pod path has no shared bridge or rule to race on.
 import t from 'tap';
 import { Lab } from '../../lab/lab.js';
@@ -15,7 +15,7 @@ const DEL_POINTS = ['del:after-mark', 'del:after-detach', 'del:after-veth'];
 const POD_COUNT = Number(process.env.VNET_TEST_PODS ?? 250);
 const IN_FLIGHT = Number(process.env.VNET_TEST_IN_FLIGHT ?? 32);
 /** Mode transparent's concurrent round: its per-pod path shares no bridge or rule, so a short burst covers it (CI time). */
-const TRANSPARENT_PODS = 16;
+const TRANSPARENT_PODS = 8;
 
 async function inParallel<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
   const out: R[] = new Array(items.length);
