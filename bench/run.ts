@@ -1,12 +1,13 @@
 // `npm run bench`: every scenario, one table. Flags:
 //   --quick              1 repeat, shorter runs, 64 pods instead of 250
-//   --only <name>[,...]  throughput, latency, snat-cps, cni-latency, iptables-policy (repeatable)
+//   --only <name>[,...]  throughput, latency, snat-cps, cni-latency, iptables-policy, cri-sandbox (repeatable)
 //   --repeats N --seconds N
 //   --bulk-all           also bring 250 pods up/down in vnet standalone mode (slow)
 //   --vnet-16000         the scale run instead (see bench/vnet-16000.ts and
 //                        docs/benchmarks.md): --vms --pods-per-vm --max-minutes --pairs --dataplane
 // Must run as root on a lab machine; every lab is torn down in finally.
 import { runCniLatency } from './cni-latency.js';
+import { runCriSandbox } from './cri-sandbox.js';
 import { buildDataplaneLab, type DataplaneLab } from './lib/dataplane-lab.js';
 import { runIptablesPolicy } from './iptables-policy.js';
 import { LoadTools } from './lib/load.js';
@@ -46,6 +47,7 @@ async function main(): Promise<void> {
   }
   const rows = await dataplaneScenarios(opts);
   if (opts.only.includes('cni-latency')) rows.push(...(await runCniLatency(opts)));
+  if (opts.only.includes('cri-sandbox')) rows.push(...(await runCriSandbox(opts)));
   const minutes = ((Date.now() - started) / 60_000).toFixed(1);
   console.log(`vnet-cni benchmarks (${opts.quick ? 'quick' : 'full'}; medians of ${opts.repeats} repeat(s); iperf3 ${opts.seconds} s; ${minutes} min; 2 shared cores: numbers are noisy)`);
   console.log(renderTable(rows));

@@ -7,7 +7,8 @@ cd "$(dirname "$0")/.."
 
 PKGS=(clang llvm libbpf-dev libelf-dev zlib1g-dev bpftool iptables ebtables ipset nftables iproute2 iputils-ping
       iperf3 tcpdump socat conntrack util-linux procps golang-go golang-github-appc-cni-dev
-      containernetworking-plugins podman runc busybox-static make gcc g++ python3 ca-certificates)
+      containernetworking-plugins podman runc busybox-static make gcc g++ python3 ca-certificates
+      docker.io containerd)
 
 missing=()
 for p in "${PKGS[@]}"; do
@@ -18,6 +19,17 @@ if [ ${#missing[@]} -gt 0 ]; then
   export DEBIAN_FRONTEND=noninteractive
   apt-get update -q
   apt-get install -y -q --no-install-recommends "${missing[@]}"
+fi
+# docker.io and containerd must not run engines in the machine's netns: the lab
+# runs its own inside VMs. A policy-rc.d that exits 101 keeps the packages from
+# starting them; with systemd, stop and disable whatever they enabled.
+if [ -d /run/systemd/system ]; then
+  for unit in docker.socket docker containerd; do
+    if systemctl is-active -q "$unit" || systemctl is-enabled -q "$unit" 2>/dev/null; then
+      echo "==> stopping and disabling $unit (the lab runs its own)"
+      systemctl disable --now "$unit"
+    fi
+  done
 fi
 
 if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then

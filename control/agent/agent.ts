@@ -26,6 +26,7 @@ import { Rollback } from './rollback.js';
 import { assertSafeNetns } from './safety.js';
 import { currentOwner, ownerRunning } from './owner.js';
 import { createDataplane } from '../dataplane/index.js';
+import { judge, netnsIdentity, seeNetns } from './reclaim.js';
 
 const WIRESERVER_IP = '168.63.129.16/32';
 
@@ -278,7 +279,17 @@ export class Agent implements AgentApi {
 
   // ---- verbs ------------------------------------------------------------
 
+  /** ADD; when the pool is empty, first release endpoints whose pod died without a DEL (reclaim.ts) and try once more. */
   async add(call: CniCall): Promise<CniResult> {
+    try {
+      return await this.addOnce(call);
+    } catch (err) {
+      if (!(err instanceof PoolExhaustedError) || (await this.reclaim()).length === 0) throw err;
+      return this.addOnce(call);
+    }
+  }
+
+  private async addOnce(call: CniCall): Promise<CniResult> {
     assertSafeNetns();
     const { config } = call;
     const key = endpointKey(call.containerId, call.ifName);
@@ -296,6 +307,7 @@ export class Agent implements AgentApi {
     const readyNode = before.node?.mode === config.dataplane && (await (await this.dataplane(config.dataplane)).hasNodeState(before.node.network, nic)) ? before.node.network : undefined;
 
     const owner = currentOwner();
+    const netnsId = netnsIdentity(call.netns);
     const prepared = await this.store.transaction(async (state) => {
       const existing = state.endpoints[key];
       if (existing?.phase === 'ready' && existing.netns === call.netns) return { rec: existing, reused: true, retry: true, dp: await this.dataplane(existing.mode), node: state.node!.network };
@@ -320,6 +332,7 @@ export class Agent implements AgentApi {
         hostMac: existing?.hostMac ?? randomMac(), podMac: existing?.podMac ?? randomMac(),
         mtu: node.mtu, mode: dp.mode, phase: 'creating', network: config.name,
         createdAt: new Date().toISOString(),
+        ...(netnsId ? { netnsId } : {}),
         ...(owner ? { owner } : {}),
         ...(call.args.K8S_POD_NAME ? { podName: call.args.K8S_POD_NAME } : {}),
         ...(call.args.K8S_POD_NAMESPACE ? { podNamespace: call.args.K8S_POD_NAMESPACE } : {}),
@@ -596,6 +609,31 @@ export class Agent implements AgentApi {
     }
     if (report.removed.length || report.rebuilt.length || report.strayVeths.length || report.inProgress.length) this.log.info(report, 'reconciled');
     return report;
+  }
+
+  /**
+   * Release the endpoints whose pod died without a DEL: its netns is no longer
+   * the one of the ADD and its host veth is gone (the rule and why: reclaim.ts).
+   * Run when an ADD finds the pool empty and by the daemon's timer. Returns the keys released.
+   */
+  async reclaim(): Promise<string[]> {
+    assertSafeNetns();
+    const state = await this.store.peek();
+    const config = state.node?.config;
+    if (!config) return [];
+    const released: string[] = [];
+    for (const [key, rec] of Object.entries(state.endpoints)) {
+      const seen = seeNetns(rec.netns);
+      // Kept whatever the veth says (the usual case: the path still names the ADD's netns): no netlink call.
+      if (!judge(rec, seen, false).reclaim) continue;
+      // A netlink failure counts as "present": when in doubt, keep the pod.
+      const verdict = judge(rec, seen, await linkInfo(rec.hostVeth).then((l) => l !== undefined, () => true));
+      if (!verdict.reclaim) continue;
+      this.log.warn({ key, ip: rec.ip, pod: rec.podName, podNamespace: rec.podNamespace, reason: verdict.reason }, 'reclaiming the endpoint of a pod that died without a DEL');
+      const cfg = { ...config, name: rec.network, dataplane: rec.mode };
+      if (await this.delIf({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config: cfg }, rec)) released.push(key);
+    }
+    return released;
   }
 
   /**

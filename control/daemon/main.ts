@@ -8,6 +8,7 @@ import { createLogger } from '../log.js';
 import { createLocalAgent } from '../agent/index.js';
 import { DaemonServer } from './server.js';
 import { assertSafeNetns } from '../agent/safety.js';
+import { InvalidConfigError } from '../errors.js';
 import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } from './metrics.js'; // metrics (control/daemon/metrics.ts)
 
 export const DEFAULT_SOCKET = '/run/vnet-cni/daemon.sock';
@@ -19,6 +20,8 @@ export const DAEMON_OPTIONS = {
   'log-file': { type: 'string', default: '/var/log/vnet-cni-daemon.log' },
   'log-level': { type: 'string', default: 'info' },
   'poll-seconds': { type: 'string', default: '30' },
+  // how often to release the endpoints of pods that died without a DEL (control/agent/reclaim.ts)
+  'reclaim-seconds': { type: 'string', default: '60' },
   'metrics-socket': { type: 'string', default: DEFAULT_METRICS_SOCKET },
   'metrics-addr': { type: 'string' },
   // Kubernetes (control/k8s): on when --node-name is given
@@ -61,6 +64,8 @@ export function forceGc(): NodeJS.MemoryUsage {
 
 export async function runDaemon(argv: string[]): Promise<number> {
   const values = parseDaemonArgs(argv);
+  const reclaimSeconds = Number(values['reclaim-seconds']);
+  if (!Number.isFinite(reclaimSeconds) || reclaimSeconds <= 0) throw new InvalidConfigError(`--reclaim-seconds must be a positive number of seconds; got '${values['reclaim-seconds']}'`);
   assertSafeNetns();
   capYoungGeneration();
   const logger = createLogger({ file: values['log-file']!, level: values['log-level']!, name: 'vnet-cni-daemon' });
@@ -116,6 +121,14 @@ export async function runDaemon(argv: string[]): Promise<number> {
     agent.refresh().catch((err: unknown) => logger.warn({ err }, 'pool refresh failed'));
   }, pollMs);
   poller.unref();
+  const reclaimMs = Math.max(1, reclaimSeconds) * 1000;
+  let reclaiming = false; // one pass at a time, however slow
+  const reclaimer = setInterval(() => {
+    if (reclaiming) return;
+    reclaiming = true;
+    agent.reclaim().catch((err: unknown) => logger.warn({ err }, 'reclaiming dead endpoints failed')).finally(() => { reclaiming = false; });
+  }, reclaimMs);
+  reclaimer.unref();
   // SIGUSR2: a full GC, then the memory figures in the log and the metrics. A
   // leak check compares live heap, not whatever garbage the last GC left.
   const onUsr2 = (): void => logger.info({ memory: forceGc() }, 'memory after a forced GC (SIGUSR2)');
@@ -126,6 +139,7 @@ export async function runDaemon(argv: string[]): Promise<number> {
     process.once('SIGINT', stop);
   });
   clearInterval(poller);
+  clearInterval(reclaimer);
   process.off('SIGUSR2', onUsr2);
   await server.close();
   await k8s?.status.flush().catch(() => {});

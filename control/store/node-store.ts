@@ -24,6 +24,8 @@ export interface EndpointRecord extends EndpointPlan {
   podUid?: string;
   podLabels?: Record<string, string>;
   createdAt: string;
+  /** `dev:ino` of the netns at ADD: what the pod's namespace was, whatever its path names later (control/agent/reclaim.ts). */
+  netnsId?: string;
   /** The process creating or deleting it (not kept once ready). */
   owner?: EndpointOwner;
 }

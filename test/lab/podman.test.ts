@@ -94,7 +94,7 @@ for (const mode of MODES) {
 
     t.test('docker-run.sh with DOCKER=podman', async (t) => {
       const script = path.join(REPO, 'docker', 'docker-run.sh');
-      const runEnv = { DOCKER: 'podman', CNI_PATH, CNI_CONF: path.join(lab.vmPaths('vm1').cniConf, '10-azure.conflist'), DOCKER_RUN_ARGS: `--runtime runc ${ULIMITS.join(' ')}` };
+      const runEnv = { DOCKER: 'podman', CNI_PATH, DOCKER_RUN_STATE: path.join(dir, 'docker-run'), CNI_CONF: path.join(lab.vmPaths('vm1').cniConf, '10-azure.conflist'), DOCKER_RUN_ARGS: `--runtime runc ${ULIMITS.join(' ')}` };
       const res = await inVm('vm1', [script, 'web3', 'default', IMAGE, ...serve('web3')], runEnv);
       t.equal(res.code, 0, `docker-run.sh succeeded ${res.stderr.slice(-500)}`);
       const ip3 = res.stdout.trim();
