@@ -630,7 +630,7 @@ export class Agent implements AgentApi {
       const verdict = judge(rec, seen, await linkInfo(rec.hostVeth).then((l) => l !== undefined, () => true));
       if (!verdict.reclaim) continue;
       this.log.warn({ key, ip: rec.ip, pod: rec.podName, podNamespace: rec.podNamespace, reason: verdict.reason }, 'reclaiming the endpoint of a pod that died without a DEL');
-      const cfg = { ...config, name: rec.network, dataplane: rec.mode };
+      const cfg = { ...config, name: rec.network, dataplane: rec.mode, mode: rec.netMode ?? 'bridge' };
       if (await this.delIf({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config: cfg }, rec)) released.push(key);
     }
     return released;
