@@ -77,7 +77,7 @@ int to_nic(struct __sk_buff *skb)
 	struct vnet_pkt p;
 	__u16 nat_port;
 	__u64 now;
-	int rc, restarted;
+	int rc, restarted, err;
 
 	if (!cfg)
 		return pass(VNET_REASON_PASS_NOT_READY);
@@ -117,7 +117,10 @@ int to_nic(struct __sk_buff *skb)
 	}
 	if (!snat_may_create(&p))
 		return pass(VNET_REASON_PASS_UNTRACKED);
-	if (snat_v4_new(cfg, &key, now, &nat_port) < 0)
+	err = snat_v4_new(cfg, &key, now, &nat_port);
+	if (err == VNET_NAT_MAP_FULL)
+		return drop(VNET_REASON_DROP_NAT_MAP_FULL);
+	if (err < 0)
 		return drop(VNET_REASON_DROP_NAT_NO_PORT);
 	if (rewrite_v4_nat(skb, &p, 1, cfg->primary_ip, nat_port) < 0)
 		return drop(VNET_REASON_DROP_REWRITE);

@@ -118,6 +118,7 @@ struct vnet_flow_entry {
 	X(DROP_SPOOFED, "drop-spoofed-source")            \
 	X(DROP_FRAG_NEEDS_NAT, "drop-fragment-needs-nat") \
 	X(DROP_NAT_NO_PORT, "drop-nat-port-exhausted")    \
+	X(DROP_NAT_MAP_FULL, "drop-nat-map-full")         \
 	X(DROP_NO_ENDPOINT, "drop-no-endpoint")           \
 	X(DROP_REWRITE, "drop-rewrite-failed")
 

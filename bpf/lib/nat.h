@@ -203,8 +203,16 @@ static __always_inline int snat_v4_reclaim(const struct vnet_config *cfg, const 
 	return 1;
 }
 
+/* An update that failed for another reason than "slot taken": the LRU map
+ * found no node to reuse (-ENOMEM; in practice only if every node sits in
+ * other CPUs' pending lists). Errno values are the kernel's ABI. */
+#define VNET_EEXIST 17
+
 /* Create a mapping for fkey; *nat_port gets the port (network order).
- * Returns <0 if no port was free after the bounded probing. */
+ * Returns VNET_NAT_NO_PORT if no port was free after the bounded probing,
+ * VNET_NAT_MAP_FULL if the maps could not take an entry. */
+#define VNET_NAT_NO_PORT (-1)
+#define VNET_NAT_MAP_FULL (-2)
 static __always_inline int snat_v4_new(const struct vnet_config *cfg, const struct vnet_nat_tuple *fkey,
 				       __u64 now, __u16 *nat_port)
 {
@@ -215,9 +223,10 @@ static __always_inline int snat_v4_new(const struct vnet_config *cfg, const stru
 	__u32 min = cfg->nat_port_min, max = cfg->nat_port_max;
 	__u32 range, start, i;
 	int claimed = 0;
+	long err;
 
 	if (min == 0 || max < min)
-		return -1;
+		return VNET_NAT_NO_PORT;
 	range = max - min + 1;
 	start = bpf_get_prandom_u32() % range;
 	nat_rev_key(&rkey, cfg->primary_ip, 0, fkey);
@@ -226,21 +235,28 @@ static __always_inline int snat_v4_new(const struct vnet_config *cfg, const stru
 
 		rkey.sport = bpf_htons((__u16)(min + off % range));
 		/* NOEXIST: another CPU may claim the same slot between the two. */
-		if (snat_v4_reclaim(cfg, &rkey, now) &&
-		    bpf_map_update_elem(&vnet_snat_rev, &rkey, &rval, BPF_NOEXIST) == 0) {
+		if (!snat_v4_reclaim(cfg, &rkey, now))
+			continue;
+		err = bpf_map_update_elem(&vnet_snat_rev, &rkey, &rval, BPF_NOEXIST);
+		if (err == 0) {
 			claimed = 1;
 			break;
 		}
+		if (err != -VNET_EEXIST)
+			return VNET_NAT_MAP_FULL;
 	}
 	if (!claimed)
-		return -1;
+		return VNET_NAT_NO_PORT;
 	fval.port = rkey.sport;
-	if (bpf_map_update_elem(&vnet_snat_fwd, fkey, &fval, BPF_NOEXIST) != 0) {
-		/* Another CPU created this flow's mapping first: use theirs. */
+	err = bpf_map_update_elem(&vnet_snat_fwd, fkey, &fval, BPF_NOEXIST);
+	if (err != 0) {
 		bpf_map_delete_elem(&vnet_snat_rev, &rkey);
+		if (err != -VNET_EEXIST)
+			return VNET_NAT_MAP_FULL;
+		/* Another CPU created this flow's mapping first: use theirs. */
 		existing = bpf_map_lookup_elem(&vnet_snat_fwd, fkey);
 		if (!existing)
-			return -1;
+			return VNET_NAT_NO_PORT;
 		*nat_port = existing->port;
 		return 0;
 	}

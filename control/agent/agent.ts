@@ -7,49 +7,26 @@
 // "ready". A kill -9 anywhere leaves a record that a rerun, DEL or GC
 // converges from; the kernel side is always found by deterministic names.
 import type { Logger } from 'pino';
-import { existsSync, writeFileSync } from 'node:fs';
 import type { AgentApi, Attachment, CniCall, CniResult, NetConf, DataplaneMode } from '../types.js';
-import { NodeStore, endpointKey, type EndpointRecord, type NodeState } from '../store/node-store.js';
-import { createPoolSource, selectNic } from '../ipam/index.js';
+import { endpointKey, type EndpointRecord, type NodeState } from '../store/node-store.js';
+import { selectNic } from '../ipam/select-nic.js';
 import { allocate, applyPool, release, lookup, poolSummary, allocations } from '../ipam/allocator.js';
 import type { NicPool, PoolSource } from '../ipam/types.js';
 import type { IpamConfig } from '../types.js';
 import type { Dataplane, EndpointPlan, NetworkMode, NodeNetwork } from '../dataplane/types.js';
 import { ROUTED_GATEWAY } from '../dataplane/routed.js';
-import { linkInfo, ipv4Addrs, type LinkInfo } from '../netlink/ip.js';
-import { createVethPair, configurePodSide, deleteHostVeth, checkPodSide, hostVethName, randomMac, listHostVeths } from '../netlink/veth.js';
+import type { LinkInfo } from '../netlink/ip.js';
+import { hostVethName, randomMac } from '../netlink/veth.js';
 import {
   DataplaneUnavailableError, InvalidConfigError, InvalidEnvError, NotReadyError, PoolExhaustedError, PoolSourceError,
   TryAgainError, UnknownContainerError, VnetError,
 } from '../errors.js';
 import { Rollback } from './rollback.js';
-import { assertSafeNetns } from './safety.js';
-import { currentOwner, ownerRunning } from './owner.js';
-import { createDataplane } from '../dataplane/index.js';
-import { judge, netnsIdentity, seeNetns } from './reclaim.js';
+import type { AgentPorts, FaultHooks, FaultPoint, HostNetwork, Processes, StateStore } from './ports.js';
+import { judge } from './reclaim.js';
 
 const WIRESERVER_IP = '168.63.129.16/32';
 
-/**
- * Fault injection for the crash tests: with VNET_CNI_LAB=1 (only lab VMs set
- * it) and VNET_CNI_TEST_CRASH_AT=<point>, the process kills itself with
- * SIGKILL at that point, exactly as the OOM killer or a node reboot would.
- */
-function crashPoint(point: string): void {
-  if (process.env.VNET_CNI_LAB === '1' && process.env.VNET_CNI_TEST_CRASH_AT === point) process.kill(process.pid, 'SIGKILL');
-}
-/**
- * Pause injection for the environment-fault tests: with VNET_CNI_LAB=1 and
- * VNET_CNI_TEST_PAUSE_AT=<point>, the call writes VNET_CNI_TEST_PAUSE_FILE +
- * '.reached' and waits (at most 60 s) until VNET_CNI_TEST_PAUSE_FILE exists,
- * so a test can change the world (delete the netns) at a known step.
- */
-async function pausePoint(point: string): Promise<void> {
-  const file = process.env.VNET_CNI_TEST_PAUSE_FILE;
-  if (process.env.VNET_CNI_LAB !== '1' || process.env.VNET_CNI_TEST_PAUSE_AT !== point || !file) return;
-  writeFileSync(`${file}.reached`, point);
-  for (let waited = 0; waited < 60_000 && !existsSync(file); waited += 50) await new Promise((r) => setTimeout(r, 50));
-}
 /** Re-read the pool source at most this often on the ADD path (ms). */
 const POOL_MAX_AGE_MS = 30_000;
 /** How long a full node ensure by this process vouches for the node's state without a kernel check. */
@@ -58,18 +35,18 @@ const JUST_ENSURED_MS = 2_000;
 /** A pool fetched before taking the node lock, so a slow source never holds it. */
 type Prefetched = { pool: NicPool } | { err: unknown };
 
-function poolStale(state: NodeState): boolean {
-  return state.poolFetchedAt === undefined || Date.now() - state.poolFetchedAt >= POOL_MAX_AGE_MS;
+function poolStale(state: NodeState, now: number): boolean {
+  return state.poolFetchedAt === undefined || now - state.poolFetchedAt >= POOL_MAX_AGE_MS;
 }
 
 export interface AgentOptions {
   logger: Logger;
-  /** Override the dataplane factory (tests). */
-  dataplaneFor?: (mode: DataplaneMode) => Promise<Dataplane>;
   /** The daemon's own pool source for a config (the kubernetes watch cache); undefined: the config's usual source. */
   poolSourceFor?: (ipam: IpamConfig) => PoolSource | undefined;
   /** The daemon's pod cache: UID and labels of a pod on this node, from memory (never an API call). */
   podInfo?: (namespace: string, name: string) => PodInfo | undefined;
+  /** Test only (crash and pause points); absent in the product. */
+  faults?: FaultHooks;
 }
 
 export interface PodInfo {
@@ -107,9 +84,9 @@ function describeKind(kind: string): string {
 }
 
 /** The first IPv4 address on the NIC, or on the bridge that took the NIC's addresses. */
-async function nicIpv4(nic: string, bridge: string): Promise<string | undefined> {
+async function nicIpv4(host: HostNetwork, nic: string, bridge: string): Promise<string | undefined> {
   for (const dev of [nic, bridge]) {
-    const addrs = await ipv4Addrs(dev).catch(() => []);
+    const addrs = await host.ipv4Addrs(dev).catch(() => []);
     if (addrs[0]) return addrs[0].local;
   }
   return undefined;
@@ -132,28 +109,40 @@ export class Agent implements AgentApi {
   /** The node state this process last set up in full, and when (see ensureNode). */
   private lastEnsured: { mode: DataplaneMode; node: NodeNetwork; at: number } | undefined;
   private readonly log: Logger;
+  readonly store: StateStore;
+  private readonly host: HostNetwork;
+  private readonly processes: Processes;
 
+  /** The ports come from createLocalAgent (index.ts) in the product, from fakes in unit tests. */
   constructor(
-    readonly store: NodeStore,
+    private readonly ports: AgentPorts,
     private readonly opts: AgentOptions,
   ) {
     this.log = opts.logger;
+    this.store = ports.store;
+    this.host = ports.host;
+    this.processes = ports.processes;
   }
 
   private dataplane(mode: DataplaneMode): Promise<Dataplane> {
     let dp = this.dataplanes.get(mode);
     if (!dp) {
-      dp = (this.opts.dataplaneFor ?? createDataplane)(mode);
+      dp = this.ports.dataplaneFor(mode);
       this.dataplanes.set(mode, dp);
     }
     return dp;
+  }
+
+  /** A test's crash or pause point; nothing in the product. */
+  private async fault(point: FaultPoint): Promise<void> {
+    if (this.opts.faults) await this.opts.faults.at(point);
   }
 
   // ---- pool -------------------------------------------------------------
 
   /** Fetch the NIC's pool from the source, matched by the NIC's MAC. */
   private async fetchPool(config: NetConf, nicMac: string): Promise<NicPool> {
-    const source = this.opts.poolSourceFor?.(config.ipam) ?? createPoolSource(config.ipam);
+    const source = this.opts.poolSourceFor?.(config.ipam) ?? this.ports.poolSource(config.ipam);
     const pools = await source.fetch();
     try {
       return selectNic(pools, nicMac);
@@ -166,12 +155,12 @@ export class Agent implements AgentApi {
 
   /** Refresh the pool inside a transaction, keeping the cached pool if the source is down. */
   private async refreshPool(state: NodeState, config: NetConf, nicMac: string, force: boolean, prefetched?: Prefetched): Promise<void> {
-    if (!force && !poolStale(state)) return;
+    if (!force && !poolStale(state, this.ports.now())) return;
     try {
       if (prefetched && 'err' in prefetched) throw prefetched.err;
       const pool = prefetched ? prefetched.pool : await this.fetchPool(config, nicMac);
       const change = applyPool(state.ipam, pool);
-      state.poolFetchedAt = Date.now();
+      state.poolFetchedAt = this.ports.now();
       if (change.added.length || change.removed.length || change.orphaned.length) {
         this.log.info({ added: change.added, removed: change.removed, orphaned: change.orphaned }, 'pool changed');
       }
@@ -192,7 +181,7 @@ export class Agent implements AgentApi {
     const s = poolSummary(state.ipam);
     if (!s.subnet || !s.gateway) throw new PoolSourceError('the pool has no subnet yet; the pool source has not answered');
     // Static pools do not know the VM's address: take it from the NIC (or the bridge holding the NIC's addresses).
-    const primaryIp = s.primaryIp || state.node?.network.primaryIp || (await nicIpv4(config.master, config.bridge));
+    const primaryIp = s.primaryIp || state.node?.network.primaryIp || (await nicIpv4(this.host, config.master, config.bridge));
     if (!primaryIp) throw new DataplaneUnavailableError(`cannot tell the VM's primary IP: the pool source names none and ${config.master} has no IPv4 address`);
     const prefixLength = Number(s.subnet.split('/')[1]);
     return {
@@ -223,7 +212,7 @@ export class Agent implements AgentApi {
     // share one group-commit batch, and all of them peeked "no node" before the first
     // one set it up; a full ensure each (programs reloaded, rules restored) would
     // serialise ~100 ms per pod under the lock.
-    const justEnsured = this.lastEnsured !== undefined && this.lastEnsured.mode === config.dataplane && Date.now() - this.lastEnsured.at < JUST_ENSURED_MS && same(this.lastEnsured.node);
+    const justEnsured = this.lastEnsured !== undefined && this.lastEnsured.mode === config.dataplane && this.ports.now() - this.lastEnsured.at < JUST_ENSURED_MS && same(this.lastEnsured.node);
     if (previous === config.dataplane && same(state.node!.network) && (same(checkedReady) || justEnsured)) {
       state.node!.config = { ...config, dataplane: dp.mode };
       return dp;
@@ -260,7 +249,7 @@ export class Agent implements AgentApi {
     }
     await dp.ensureNode(node);
     state.node = { mode: dp.mode, network: node, config: { ...config, dataplane: dp.mode } };
-    this.lastEnsured = { mode: dp.mode, node, at: Date.now() };
+    this.lastEnsured = { mode: dp.mode, node, at: this.ports.now() };
     return dp;
   }
 
@@ -290,10 +279,10 @@ export class Agent implements AgentApi {
   }
 
   private async addOnce(call: CniCall): Promise<CniResult> {
-    assertSafeNetns();
+    this.host.assertSafe();
     const { config } = call;
     const key = endpointKey(call.containerId, call.ifName);
-    const nic = await linkInfo(config.master);
+    const nic = await this.host.linkInfo(config.master);
     if (!nic) throw new DataplaneUnavailableError(`host interface ${config.master} not found; set "master" in the conflist to the VM's NIC`);
     // A pod wired to a NIC that is administratively down has no network; say so instead of handing out an IP.
     if (!nic.flags.includes('UP')) throw new DataplaneUnavailableError(`host interface ${config.master} is down; bring it up (ip link set ${config.master} up) and retry`);
@@ -301,28 +290,21 @@ export class Agent implements AgentApi {
     // Slow work (the pool source, kernel checks) happens before the node lock;
     // the transaction only re-validates, so concurrent ADDs hold it briefly.
     const before = await this.store.peek();
-    const prefetched: Prefetched | undefined = poolStale(before)
+    const prefetched: Prefetched | undefined = poolStale(before, this.ports.now())
       ? await this.fetchPool(config, nic.address).then((pool) => ({ pool }), (err: unknown) => ({ err }))
       : undefined;
     const readyNode = before.node?.mode === config.dataplane && (await (await this.dataplane(config.dataplane)).hasNodeState(before.node.network, nic)) ? before.node.network : undefined;
 
-    const owner = currentOwner();
-    const netnsId = netnsIdentity(call.netns);
+    const owner = this.processes.current();
+    const seenNetns = this.host.seeNetns(call.netns);
+    const netnsId = seenNetns.kind === 'id' ? seenNetns.id : undefined;
     const prepared = await this.store.transaction(async (state) => {
       const existing = state.endpoints[key];
       if (existing?.phase === 'ready' && existing.netns === call.netns) return { rec: existing, reused: true, retry: true, dp: await this.dataplane(existing.mode), node: state.node!.network };
       await this.refreshPool(state, config, nic.address, false, prefetched);
       const node = await this.nodeNetwork(config, state, nic);
       const dp = await this.ensureNode(state, config, node, readyNode);
-      let ip: string;
-      try {
-        ip = allocate(state.ipam, ownerOf(call), this.allocOpts(call)).ip;
-      } catch (err) {
-        if (!(err instanceof PoolExhaustedError)) throw err;
-        // The NIC may have gained addresses since the last fetch.
-        await this.refreshPool(state, config, nic.address, true);
-        ip = allocate(state.ipam, ownerOf(call), this.allocOpts(call)).ip;
-      }
+      const ip = await this.allocateIp(state, call, nic.address);
       const rec: EndpointRecord = {
         containerId: call.containerId, ifName: call.ifName, netns: call.netns, ip,
         // Transparent mode: the pod's gateway is the host veth behind 169.254.1.1, as upstream reports it.
@@ -331,7 +313,7 @@ export class Agent implements AgentApi {
         hostVeth: hostVethName(call.containerId, call.ifName),
         hostMac: existing?.hostMac ?? randomMac(), podMac: existing?.podMac ?? randomMac(),
         mtu: node.mtu, mode: dp.mode, phase: 'creating', network: config.name,
-        createdAt: new Date().toISOString(),
+        createdAt: new Date(this.ports.now()).toISOString(),
         ...(netnsId ? { netnsId } : {}),
         ...(owner ? { owner } : {}),
         ...(call.args.K8S_POD_NAME ? { podName: call.args.K8S_POD_NAME } : {}),
@@ -343,11 +325,11 @@ export class Agent implements AgentApi {
     });
 
     const { rec, dp, node } = prepared;
-    crashPoint('add:after-intent');
+    await this.fault('add:after-intent');
     if (prepared.reused) {
       // Same container and ifname again: hand back the same IP if the pod is intact, else rebuild it.
       try {
-        await checkPodSide(planOf(rec));
+        await this.host.checkPodSide(planOf(rec));
         await dp.checkEndpoint(node, planOf(rec));
         return this.resultOf(rec, config);
       } catch (err) {
@@ -359,26 +341,23 @@ export class Agent implements AgentApi {
     const undo = new Rollback(log);
     try {
       const plan: EndpointPlan = { ...planOf(rec), freshMacs: !prepared.retry };
-      if (prepared.reused || prepared.retry) await deleteHostVeth(plan.hostVeth); // a crashed earlier attempt may have left it
-      await createVethPair(plan);
-      undo.push('delete veth', () => deleteHostVeth(plan.hostVeth));
-      crashPoint('add:after-veth');
-      await pausePoint('add:after-veth');
-      await configurePodSide(plan);
-      crashPoint('add:after-pod-config');
-      await pausePoint('add:after-pod-config');
+      if (prepared.reused || prepared.retry) await this.host.deleteHostVeth(plan.hostVeth); // a crashed earlier attempt may have left it
+      await this.host.createVethPair(plan);
+      undo.push('delete veth', () => this.host.deleteHostVeth(plan.hostVeth));
+      await this.fault('add:after-veth');
+      await this.host.configurePodSide(plan);
+      await this.fault('add:after-pod-config');
       await dp.attachEndpoint(node, plan);
       undo.push('detach endpoint', () => dp.detachEndpoint(node, plan));
-      crashPoint('add:after-attach');
+      await this.fault('add:after-attach');
       await this.store.transaction((state) => {
         const cur = state.endpoints[key];
         // Someone (GC, or a reconcile that could not tell this call was alive)
         // removed the intent meanwhile and may have given the IP to another
         // pod: reporting success would hand out an address the store no
-        // longer holds for us. Fail; the runtime retries.
-        // A repeated ADD rebuilding a damaged endpoint works on the record that is already 'ready'.
-        const ours = cur?.phase === 'creating' || (prepared.reused && cur?.phase === 'ready' && cur.createdAt === rec.createdAt);
-        if (!cur || cur.ip !== rec.ip || !ours) {
+        // longer holds for us. Fail; the runtime retries. (A rebuilt endpoint
+        // stayed "ready" throughout: the same record, not a "creating" one.)
+        if (!cur || cur.ip !== rec.ip || cur.createdAt !== rec.createdAt || cur.phase !== rec.phase) {
           throw new TryAgainError(`the endpoint record for ${key} was removed while the ADD was in progress; retry`);
         }
         cur.phase = 'ready';
@@ -396,19 +375,31 @@ export class Agent implements AgentApi {
         })
         .catch((e: unknown) => log.error({ err: e }, 'could not release the IP after a failed ADD; GC will'));
       // The runtime removed the sandbox under us: say that, not which ip command tripped over it.
-      if (call.netns !== '' && !existsSync(call.netns)) {
+      if (call.netns !== '' && !this.host.netnsExists(call.netns)) {
         throw new InvalidEnvError(`network namespace ${call.netns} disappeared during ADD (the container is gone); nothing was left behind`, { cause: err });
       }
       throw err;
     }
   }
 
-  private allocOpts(call: CniCall): { maxPods: number; podName?: string; podNamespace?: string } {
-    return {
+  /**
+   * An IP for the call inside the transaction: from the cached pool, or, if
+   * that is exhausted, after re-reading the source (the NIC may have gained
+   * addresses since the last fetch).
+   */
+  private async allocateIp(state: NodeState, call: CniCall, nicMac: string): Promise<string> {
+    const opts = {
       maxPods: call.config.maxPods,
       ...(call.args.K8S_POD_NAME ? { podName: call.args.K8S_POD_NAME } : {}),
       ...(call.args.K8S_POD_NAMESPACE ? { podNamespace: call.args.K8S_POD_NAMESPACE } : {}),
     };
+    try {
+      return allocate(state.ipam, ownerOf(call), opts).ip;
+    } catch (err) {
+      if (!(err instanceof PoolExhaustedError)) throw err;
+      await this.refreshPool(state, call.config, nicMac, true);
+      return allocate(state.ipam, ownerOf(call), opts).ip;
+    }
   }
 
   async del(call: CniCall): Promise<void> {
@@ -422,9 +413,9 @@ export class Agent implements AgentApi {
    * makes old, and meanwhile a CNI call may have retried the ADD to the end.
    */
   private async delIf(call: CniCall, expect?: EndpointRecord): Promise<boolean> {
-    assertSafeNetns();
+    this.host.assertSafe();
     const key = endpointKey(call.containerId, call.ifName);
-    const owner = currentOwner();
+    const owner = this.processes.current();
     const changed = (rec: EndpointRecord | undefined): boolean =>
       expect !== undefined && (!rec || rec.createdAt !== expect.createdAt || rec.phase !== expect.phase || rec.ip !== expect.ip || rec.owner?.pid !== expect.owner?.pid);
     let skipped = false;
@@ -445,7 +436,7 @@ export class Agent implements AgentApi {
       this.log.info({ key }, 'reconcile: the endpoint changed since it was looked at; left alone');
       return false;
     }
-    crashPoint('del:after-mark');
+    await this.fault('del:after-mark');
     if (found?.node) {
       const dp = await this.dataplane(found.rec.mode);
       try {
@@ -462,10 +453,10 @@ export class Agent implements AgentApi {
         throw err;
       }
     }
-    crashPoint('del:after-detach');
+    await this.fault('del:after-detach');
     // The veth name is deterministic, so even without a record nothing leaks.
-    await deleteHostVeth(found?.rec.hostVeth ?? hostVethName(call.containerId, call.ifName));
-    crashPoint('del:after-veth');
+    await this.host.deleteHostVeth(found?.rec.hostVeth ?? hostVethName(call.containerId, call.ifName));
+    await this.fault('del:after-veth');
     await this.store.transaction(async (state) => {
       delete state.endpoints[key];
       release(state.ipam, ownerOf(call));
@@ -496,12 +487,12 @@ export class Agent implements AgentApi {
     if (prev && prev !== `${rec.ip}/${rec.prefixLength}`) {
       throw new VnetError(`prevResult says ${prev} but the endpoint has ${rec.ip}/${rec.prefixLength}`);
     }
-    await checkPodSide(planOf(rec));
+    await this.host.checkPodSide(planOf(rec));
     await (await this.dataplane(rec.mode)).checkEndpoint(node, planOf(rec));
   }
 
   async gc(config: NetConf, valid: Attachment[]): Promise<void> {
-    assertSafeNetns();
+    this.host.assertSafe();
     const keep = new Set(valid.map((a) => endpointKey(a.containerId, a.ifName)));
     const state = await this.store.peek();
     const stale = Object.values(state.endpoints).filter((e) => e.network === config.name && !keep.has(endpointKey(e.containerId, e.ifName)));
@@ -521,7 +512,7 @@ export class Agent implements AgentApi {
 
   /** CNI STATUS. `requireFreeIp: false` (the node condition) treats a full pool as ready: that is capacity, not a broken network. */
   async status(config: NetConf, opts: { requireFreeIp?: boolean } = {}): Promise<void> {
-    const nic = await linkInfo(config.master);
+    const nic = await this.host.linkInfo(config.master);
     if (!nic) throw new NotReadyError(`host interface ${config.master} not found`);
     if (!nic.flags.includes('UP')) throw new NotReadyError(`host interface ${config.master} is down; bring it up (ip link set ${config.master} up)`);
     await this.store.transaction((state) => this.refreshPool(state, config, nic.address, true)).catch((err: unknown) => {
@@ -532,18 +523,11 @@ export class Agent implements AgentApi {
   }
 
   async ipamAdd(call: CniCall): Promise<CniResult> {
-    const nicMac = (await linkInfo(call.config.master))?.address;
+    const nicMac = (await this.host.linkInfo(call.config.master))?.address;
     if (!nicMac) throw new DataplaneUnavailableError(`host interface ${call.config.master} not found; set "master" in the conflist to the VM's NIC`);
     return this.store.transaction(async (state) => {
       await this.refreshPool(state, call.config, nicMac, false);
-      let ip: string;
-      try {
-        ip = allocate(state.ipam, ownerOf(call), this.allocOpts(call)).ip;
-      } catch (err) {
-        if (!(err instanceof PoolExhaustedError)) throw err;
-        await this.refreshPool(state, call.config, nicMac, true);
-        ip = allocate(state.ipam, ownerOf(call), this.allocOpts(call)).ip;
-      }
+      const ip = await this.allocateIp(state, call, nicMac);
       const s = poolSummary(state.ipam);
       return {
         cniVersion: call.config.cniVersion,
@@ -567,16 +551,16 @@ export class Agent implements AgentApi {
    * veths nobody owns are deleted. Returns what it fixed.
    */
   async reconcile(): Promise<{ removed: string[]; rebuilt: string[]; strayVeths: string[]; inProgress: string[] }> {
-    assertSafeNetns();
+    this.host.assertSafe();
     const report = { removed: [] as string[], rebuilt: [] as string[], strayVeths: [] as string[], inProgress: [] as string[] };
     const config = (await this.store.peek()).node?.config;
     if (!config) return report;
     await this.upgradeNode();
     const state = await this.store.peek();
     for (const [key, rec] of Object.entries(state.endpoints)) {
-      const alive = rec.netns !== '' && existsSync(rec.netns);
+      const alive = rec.netns !== '' && this.host.netnsExists(rec.netns);
       const cfg = { ...config, name: rec.network, dataplane: rec.mode, mode: rec.netMode ?? 'bridge' };
-      if (rec.phase !== 'ready' && ownerRunning(rec.owner)) {
+      if (rec.phase !== 'ready' && this.processes.running(rec.owner)) {
         // A CNI call that ran standalone while the daemon was down is still at it: its own end (or a later DEL/GC) settles it.
         this.log.info({ key, phase: rec.phase, pid: rec.owner?.pid }, 'reconcile: endpoint in progress by a running CNI call; left alone');
         report.inProgress.push(key);
@@ -588,7 +572,7 @@ export class Agent implements AgentApi {
         continue;
       }
       try {
-        await checkPodSide(planOf(rec));
+        await this.host.checkPodSide(planOf(rec));
         if (state.node) await (await this.dataplane(rec.mode)).checkEndpoint(state.node.network, planOf(rec));
       } catch (err) {
         this.log.warn({ err, key }, 'reconcile: endpoint damaged; rebuilding');
@@ -601,9 +585,9 @@ export class Agent implements AgentApi {
       }
     }
     const owned = new Set(Object.values((await this.store.peek()).endpoints).map((e) => e.hostVeth));
-    for (const name of await listHostVeths()) {
+    for (const name of await this.host.listHostVeths()) {
       if (!owned.has(name)) {
-        await deleteHostVeth(name);
+        await this.host.deleteHostVeth(name);
         report.strayVeths.push(name);
       }
     }
@@ -617,17 +601,17 @@ export class Agent implements AgentApi {
    * Run when an ADD finds the pool empty and by the daemon's timer. Returns the keys released.
    */
   async reclaim(): Promise<string[]> {
-    assertSafeNetns();
+    this.host.assertSafe();
     const state = await this.store.peek();
     const config = state.node?.config;
     if (!config) return [];
     const released: string[] = [];
     for (const [key, rec] of Object.entries(state.endpoints)) {
-      const seen = seeNetns(rec.netns);
+      const seen = this.host.seeNetns(rec.netns);
       // Kept whatever the veth says (the usual case: the path still names the ADD's netns): no netlink call.
       if (!judge(rec, seen, false).reclaim) continue;
       // A netlink failure counts as "present": when in doubt, keep the pod.
-      const verdict = judge(rec, seen, await linkInfo(rec.hostVeth).then((l) => l !== undefined, () => true));
+      const verdict = judge(rec, seen, await this.host.linkInfo(rec.hostVeth).then((l) => l !== undefined, () => true));
       if (!verdict.reclaim) continue;
       this.log.warn({ key, ip: rec.ip, pod: rec.podName, podNamespace: rec.podNamespace, reason: verdict.reason }, 'reclaiming the endpoint of a pod that died without a DEL');
       const cfg = { ...config, name: rec.network, dataplane: rec.mode, mode: rec.netMode ?? 'bridge' };
@@ -646,7 +630,7 @@ export class Agent implements AgentApi {
       await this.store.transaction(async (s) => {
         // Only with live pods: after a reboot (every netns gone) reconcile removes the endpoints and the
         // node state instead, and iptables mode must not re-bridge the NIC just to un-bridge it.
-        if (!s.node || !Object.values(s.endpoints).some((e) => e.netns !== '' && existsSync(e.netns))) return;
+        if (!s.node || !Object.values(s.endpoints).some((e) => e.netns !== '' && this.host.netnsExists(e.netns))) return;
         const dp = await this.dataplane(s.node.mode);
         await (dp.upgradeNode ? dp.upgradeNode(s.node.network) : dp.ensureNode(s.node.network));
         this.log.info({ mode: s.node.mode }, 'node dataplane re-installed in place');
@@ -656,11 +640,23 @@ export class Agent implements AgentApi {
     }
   }
 
+  /**
+   * Sweep the dataplane's idle flow state (the daemon's NAT sweeper; see
+   * docs/ebpf.md "NAT expiry"). Without node state, or in a mode with nothing
+   * to sweep, does nothing and returns undefined.
+   */
+  async expireIdle(): Promise<{ nat: number; inbound: number } | undefined> {
+    const node = (await this.store.peek()).node;
+    if (!node) return undefined;
+    const dp = await this.dataplane(node.mode);
+    return dp.expireIdle ? dp.expireIdle(node.network) : undefined;
+  }
+
   /** Re-read the pool source now (the daemon's poller); reports orphaned addresses through the log. */
   async refresh(): Promise<void> {
     const config = (await this.store.peek()).node?.config;
     if (!config) return;
-    const nic = await linkInfo(config.master);
+    const nic = await this.host.linkInfo(config.master);
     if (!nic) return;
     await this.store.transaction((state) => this.refreshPool(state, config, nic.address, true));
   }

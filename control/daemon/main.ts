@@ -6,6 +6,7 @@ import v8 from 'node:v8';
 import { runInNewContext } from 'node:vm';
 import { createLogger } from '../log.js';
 import { createLocalAgent } from '../agent/index.js';
+import type { AgentOptions } from '../agent/agent.js';
 import { DaemonServer } from './server.js';
 import { assertSafeNetns } from '../agent/safety.js';
 import { InvalidConfigError } from '../errors.js';
@@ -20,6 +21,8 @@ export const DAEMON_OPTIONS = {
   'log-file': { type: 'string', default: '/var/log/vnet-cni-daemon.log' },
   'log-level': { type: 'string', default: 'info' },
   'poll-seconds': { type: 'string', default: '30' },
+  /** How often idle NAT state is swept (ebpf; docs/ebpf.md "NAT expiry"). */
+  'nat-sweep-seconds': { type: 'string', default: '60' },
   // how often to release the endpoints of pods that died without a DEL (control/agent/reclaim.ts)
   'reclaim-seconds': { type: 'string', default: '60' },
   'metrics-socket': { type: 'string', default: DEFAULT_METRICS_SOCKET },
@@ -62,7 +65,8 @@ export function forceGc(): NodeJS.MemoryUsage {
   return process.memoryUsage();
 }
 
-export async function runDaemon(argv: string[]): Promise<number> {
+/** `testHooks`: only test entry points pass them (test/support/faulty-daemon.ts); `vnetctl daemon` never does. */
+export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'faults'> = {}): Promise<number> {
   const values = parseDaemonArgs(argv);
   const reclaimSeconds = Number(values['reclaim-seconds']);
   if (!Number.isFinite(reclaimSeconds) || reclaimSeconds <= 0) throw new InvalidConfigError(`--reclaim-seconds must be a positive number of seconds; got '${values['reclaim-seconds']}'`);
@@ -82,7 +86,7 @@ export async function runDaemon(argv: string[]): Promise<number> {
       logger,
     })
     : undefined;
-  const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger, k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {});
+  const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger, { ...testHooks, ...(k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {}) });
   // metrics: parse the address before anything else can fail half-started
   const metricsAddr = values['metrics-addr'] ? parseMetricsAddr(values['metrics-addr']) : { socketPath: values['metrics-socket']! };
   const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats, ...(k8s ? { watches: () => k8s.watchHealth() } : {}) }, logger);
@@ -121,6 +125,17 @@ export async function runDaemon(argv: string[]): Promise<number> {
     agent.refresh().catch((err: unknown) => logger.warn({ err }, 'pool refresh failed'));
   }, pollMs);
   poller.unref();
+  // Idle SNAT pairs go before the LRU has to evict for a new flow (which could pick a live, idle-looking one).
+  const sweepMs = Math.max(1, Number(values['nat-sweep-seconds'])) * 1000;
+  const sweeper = setInterval(() => {
+    agent.expireIdle().then(
+      (swept) => {
+        if (swept && (swept.nat || swept.inbound)) logger.debug(swept, 'idle NAT state swept');
+      },
+      (err: unknown) => logger.warn({ err }, 'NAT sweep failed'),
+    );
+  }, sweepMs);
+  sweeper.unref();
   const reclaimMs = Math.max(1, reclaimSeconds) * 1000;
   let reclaiming = false; // one pass at a time, however slow
   const reclaimer = setInterval(() => {
@@ -139,6 +154,7 @@ export async function runDaemon(argv: string[]): Promise<number> {
     process.once('SIGINT', stop);
   });
   clearInterval(poller);
+  clearInterval(sweeper);
   clearInterval(reclaimer);
   process.off('SIGUSR2', onUsr2);
   await server.close();

@@ -91,6 +91,12 @@ export interface Dataplane {
    * Absent: ensureNode is used (it is idempotent).
    */
   upgradeNode?(node: NodeNetwork): Promise<void>;
+  /**
+   * Remove idle flow state the dataplane keeps (ebpf: SNAT pairs and inbound
+   * records past their timeout), so live flows never compete with dead ones
+   * for map space. The daemon calls it periodically; absent: nothing to sweep.
+   */
+  expireIdle?(node: NodeNetwork): Promise<{ nat: number; inbound: number }>;
   /** Remove node-wide state after the last endpoint left. Called under the node lock. */
   teardownNode(node: NodeNetwork): Promise<void>;
   /** True if this mode's node-wide state is present (used when the node switches modes). */

@@ -368,3 +368,52 @@ t.test('expireNat sweeps closed pairs on the short timeout and keeps open ones',
   t.same((await f.dp.natEntries()).map((e) => e.pod.port), [40002], 'the open pair stays');
   t.equal((await f.map('snatRev').entries()).length, 1);
 });
+
+t.test('a full NAT map: established flows keep translating, new flows take idle slots, nothing is dropped or crashes', { skip }, async (t) => {
+  const f = await openFixture(t, 'natfull');
+  const fwd = f.map('snatFwd');
+  const rev = f.map('snatRev');
+  const capacity = fwd.info().maxEntries;
+  t.equal(rev.info().maxEntries, capacity, 'both directions have the same capacity');
+  // Fill both maps with other pods' UDP pairs, idle since a moment ago (live for their 60 s timeout).
+  const now = process.hrtime.bigint();
+  for (let i = 0; i < capacity; i++) {
+    const pod = `10.241.${(i >> 8) & 0xff}.${i & 0xff}`;
+    const port = 61000 + (i % 4536);
+    const remote = `198.51.${100 + Math.floor(i / 4536)}.1`;
+    fwd.update(encodeNatTuple({ saddr: pod, daddr: remote, sport: 5000, dport: 53, proto: 17 }), encodeNatEntry({ addr: PRIMARY, port, flags: 0, lastSeenNs: now }));
+    rev.update(encodeNatTuple({ saddr: PRIMARY, daddr: remote, sport: port, dport: 53, proto: 17 }), encodeNatEntry({ addr: pod, port: 5000, flags: 0, lastSeenNs: now }));
+  }
+  // An LRU map starts evicting a little before every node is used (per-CPU free lists): "full" is that.
+  const filled = (await fwd.entries()).length;
+  t.ok(filled > capacity * 0.9, `forward map full (${filled} of ${capacity}; the LRU evicts from here on)`);
+
+  // An established TCP flow in the full map.
+  const syn = buildPacket({ src: POD1.ip, dst: INTERNET, tcp: { sport: 40000, dport: 443, flags: TCP.SYN } });
+  const natPort = parsePacket((await f.run(f.progs.to_nic, syn)).data).sport!;
+  t.ok(inRange(natPort), 'the established flow got a port in the full map');
+  f.delta();
+  const ack = buildPacket({ src: POD1.ip, dst: INTERNET, tcp: { sport: 40000, dport: 443, flags: TCP.ACK } });
+  const reply = buildPacket({ dstMac: HOST_DST_MAC, src: INTERNET, dst: PRIMARY, tcp: { sport: 443, dport: natPort, flags: TCP.ACK } });
+
+  // New flows keep arriving while it talks: each needs a slot in both maps.
+  const NEW_FLOWS = 1000;
+  const broken: string[] = [];
+  const unNatted: number[] = [];
+  for (let i = 0; i < NEW_FLOWS; i++) {
+    const out = parsePacket((await f.run(f.progs.to_nic, buildPacket({ src: POD1.ip, dst: INTERNET, udp: { sport: 10000 + i, dport: 123 } }))).data);
+    if (out.src !== PRIMARY) unNatted.push(i);
+    const a = parsePacket((await f.run(f.progs.to_nic, ack)).data);
+    const r = parsePacket((await f.run(f.progs.from_nic, reply)).data);
+    if (a.src !== PRIMARY || a.sport !== natPort || r.dst !== POD1.ip || r.dport !== 40000) broken.push(`after ${i}: out ${a.src}:${a.sport} back ${r.dst}:${r.dport}`);
+  }
+  t.same(broken.slice(0, 3), [], 'the established flow translated both ways, on its port, throughout');
+  t.same(unNatted.slice(0, 3), [], 'every new flow was SNATed');
+  t.same(f.delta(), { 'snat-new': NEW_FLOWS, 'snat-hit': NEW_FLOWS, 'rev-snat': NEW_FLOWS }, 'nothing dropped (no drop-nat-map-full, no drop-nat-port-exhausted)');
+  t.ok((await fwd.entries()).length <= capacity, 'the map never exceeds its size');
+
+  // The sweep (the daemon's, with the clock 2 min on) frees the idle UDP pairs and keeps the live TCP one.
+  const swept = await f.dp.expireNat(process.hrtime.bigint() + 120_000_000_000n);
+  t.ok(swept.nat >= capacity - NEW_FLOWS - 1, `idle pairs swept (${swept.nat})`);
+  t.same((await f.dp.natEntries()).filter((e) => e.proto === 'tcp').map((e) => e.nat.port), [natPort], 'the TCP pair (3600 s timeout) kept');
+});

@@ -10,10 +10,10 @@ import { defaultSpec } from '../../lab/spec.js';
 import { MODES } from '../lab/helpers/cni-harness.js';
 import { FaultTally } from './helpers/report.js';
 import { FULL, scaled, seedFromEnv } from './helpers/scale.js';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
 import { azureConflist } from '../lab/helpers/cni-harness.js';
-import { run } from '../../control/exec.js';
+import { pollUntil } from '../../lab/children.js';
 import { VmDaemon, leakProblems, nodeView, pluginCall, resultIp, sleep, uniquenessProblems } from './helpers/node-harness.js';
 import { daemonStormNode, emptyStats, type StormStats } from './helpers/storm.js';
 
@@ -33,9 +33,10 @@ const tally = new FaultTally('daemon-storm-kill');
 const summary = (s: StormStats): string => `${s.failures} failed attempts, ${s.retried} calls retried, ${s.gaveUp.length} given up`;
 
 // The window the storm hits by chance, made deterministic: a standalone ADD
-// (the daemon is down) is frozen right after it recorded its intent, the
-// daemon restarts and reconciles, then the ADD resumes. Reconcile must leave
-// an endpoint that a live process is still creating alone.
+// (the daemon is down) pauses right after it recorded its intent (the
+// test-only plugin entry's pause point), the daemon starts and reconciles,
+// then the ADD resumes. Reconcile must leave an endpoint that a live process
+// is still creating alone.
 t.test('daemon restart while a standalone ADD is in flight: reconcile leaves it alone', async (t) => {
   const mode = RUN_MODES[0]!;
   const lab = await Lab.up(defaultSpec(1, 8));
@@ -46,7 +47,6 @@ t.test('daemon restart while a standalone ADD is in flight: reconcile leaves it 
   });
   const conf = azureConflist({ cniVersion: '1.1.0', dataplane: mode, portmap: false, extra: { daemonSocket: '/run/vnet-cni/daemon.sock' } });
   const stateFile = path.join(lab.vmPaths('vm1').varLib, 'state.json');
-  const lockFile = path.join(lab.vmPaths('vm1').varLib, 'state.lock');
   const phaseOf = (key: string): string | undefined => {
     try {
       return (JSON.parse(readFileSync(stateFile, 'utf8')) as { endpoints: Record<string, { phase: string }> }).endpoints[key]?.phase;
@@ -57,46 +57,29 @@ t.test('daemon restart while a standalone ADD is in flight: reconcile leaves it 
   const first = { name: 'a', containerId: 'race-a', ifName: 'eth0', netns: await lab.addPodNetns('vm1', 'a') };
   const a = resultIp(await pluginCall(lab, 'vm1', 'ADD', conf, first).done);
   t.ok(a, 'a first pod (standalone: no daemon yet)');
-  let caught = false;
-  let ip: string | undefined;
-  for (let attempt = 0; attempt < 5 && !caught; attempt++) {
-    const pod = { name: `b${attempt}`, containerId: `race-b${attempt}`, ifName: 'eth0', netns: await lab.addPodNetns('vm1', `b${attempt}`) };
-    const call = pluginCall(lab, 'vm1', 'ADD', conf, pod);
-    for (let i = 0; i < 20_000 && !call.exited(); i++) {
-      // Freeze once the intent is durable and the node lock released (flock -n gets it).
-      if (phaseOf(`${pod.containerId}/eth0`) === 'creating' && (await run(['flock', '-n', lockFile, 'true'])).code === 0) {
-        call.pause();
-        caught = true;
-        break;
-      }
-      await sleep(1);
-    }
-    // Under heavy load the ADD may have gone past ready before the stop landed: not the window, try again.
-    if (caught && phaseOf(`${pod.containerId}/eth0`) !== 'creating') {
-      caught = false;
-      call.resume();
-    }
-    if (caught) {
-      await daemon.start();
-      call.resume();
-      t.comment(`frozen at attempt ${attempt}; daemon restarted and reconciled meanwhile`);
-    }
-    const res = await call.done;
-    ip = resultIp(res);
-    if (!caught) continue;
-    const log = readFileSync(path.join(lab.vmPaths('vm1').log, 'vnet-cni-daemon.log'), 'utf8');
-    t.match(log, new RegExp(`"inProgress":\\["${pod.containerId}/eth0"\\]`), 'reconcile saw the endpoint in progress and left it');
-    t.ok(ip, `the frozen ADD completes after the restart ${res.stdout}`);
-    t.equal(phaseOf(`${pod.containerId}/eth0`), 'ready', 'its endpoint is in the store, ready');
-    // The daemon must not hand the same address out again.
-    const third = { name: 'c', containerId: 'race-c', ifName: 'eth0', netns: await lab.addPodNetns('vm1', 'c') };
-    const c = resultIp(await pluginCall(lab, 'vm1', 'ADD', conf, third).done);
-    t.not(c, ip, 'the next ADD (through the daemon) gets another address');
-    const live = [{ ...first, ip: a! }, { ...pod, ip: ip! }, { ...third, ip: c! }];
-    t.same(uniquenessProblems(await nodeView(lab, 'vm1'), live), [], 'no IP twice, store and netns agree');
-  }
-  t.ok(caught, 'the ADD was frozen between its intent and ready (within 5 attempts)');
-  tally.add('daemon restart', 'reconcile while a standalone ADD is between intent and ready (SIGSTOP)', caught ? 'ADD completes, record kept, no dup IP' : 'window not hit');
+
+  const pause = path.join(lab.vmPaths('vm1').run, 'pause-race');
+  const pod = { name: 'b', containerId: 'race-b', ifName: 'eth0', netns: await lab.addPodNetns('vm1', 'b') };
+  const call = pluginCall(lab, 'vm1', 'ADD', conf, pod, undefined, { VNET_CNI_TEST_PAUSE_AT: 'add:after-intent', VNET_CNI_TEST_PAUSE_FILE: '/run/vnet-cni/pause-race' });
+  await pollUntil(() => (existsSync(`${pause}.reached`) || call.exited() ? true : undefined), 60_000, 20, 'the ADD reaching its pause point');
+  t.equal(phaseOf(`${pod.containerId}/eth0`), 'creating', 'paused between intent and ready');
+  await daemon.start(); // reconcile runs before READY
+  writeFileSync(pause, 'go');
+  const res = await call.done;
+  const ip = resultIp(res);
+  const log = readFileSync(path.join(lab.vmPaths('vm1').log, 'vnet-cni-daemon.log'), 'utf8');
+  t.match(log, new RegExp(`"inProgress":\\["${pod.containerId}/eth0"\\]`), 'reconcile saw the endpoint in progress and left it');
+  t.ok(ip, `the paused ADD completes after the restart ${res.stdout}`);
+  t.equal(phaseOf(`${pod.containerId}/eth0`), 'ready', 'its endpoint is in the store, ready');
+  // The daemon must not hand the same address out again.
+  const third = { name: 'c', containerId: 'race-c', ifName: 'eth0', netns: await lab.addPodNetns('vm1', 'c') };
+  const c = resultIp(await pluginCall(lab, 'vm1', 'ADD', conf, third).done);
+  t.not(c, ip, 'the next ADD (through the daemon) gets another address');
+  const live = [{ ...first, ip: a! }, { ...pod, ip: ip! }, { ...third, ip: c! }];
+  t.same(uniquenessProblems(await nodeView(lab, 'vm1'), live), [], 'no IP twice, store and netns agree');
+  rmSync(pause, { force: true });
+  rmSync(`${pause}.reached`, { force: true });
+  tally.add('daemon restart', 'reconcile while a standalone ADD is between intent and ready (pause point)', ip && phaseOf(`${pod.containerId}/eth0`) === 'ready' ? 'ADD completes, record kept, no dup IP' : 'WRONG');
 });
 
 for (const mode of RUN_MODES) {

@@ -17,7 +17,7 @@ import { defaultSpec } from '../../lab/spec.js';
 import { pollUntil, startChild, stopChild, waitForLine } from '../../lab/children.js';
 import { vmExecArgv } from '../../lab/vm-exec.js';
 import { hostVethName } from '../../control/netlink/veth.js';
-import { MODES, REPO, VmCni, azureConflist, execPlugin, pluginStdin, vmSnapshot } from '../lab/helpers/cni-harness.js';
+import { FAULTY_DAEMON, MODES, REPO, VmCni, azureConflist, execFaultyPlugin, execPlugin, pluginStdin, vmSnapshot } from '../lab/helpers/cni-harness.js';
 import { FaultTally } from './helpers/report.js';
 import { FULL, scaled } from './helpers/scale.js';
 import { VmMountNs, nsSnapshot } from './helpers/vm-mountns.js';
@@ -74,7 +74,7 @@ for (const mode of MODES) {
             CNI_COMMAND: 'ADD', CNI_CONTAINERID: cid, CNI_NETNS: netns, CNI_IFNAME: 'eth0',
             VNET_CNI_TEST_PAUSE_AT: point, VNET_CNI_TEST_PAUSE_FILE: `/run/vnet-cni/${pause}`,
           };
-          const adding = execPlugin(lab, vm, env, stdin);
+          const adding = execFaultyPlugin(lab, vm, env, stdin);
           await pollUntil(() => (existsSync(path.join(run, `${pause}.reached`)) ? true : undefined), 60_000, 50, `ADD reaching ${point}`);
           await lab.removePodNetns(netns);
           writeFileSync(path.join(run, pause), 'go');
@@ -120,7 +120,8 @@ for (const mode of MODES) {
         const point = 'add:after-veth';
         rmSync(path.join(run, pause), { force: true });
         rmSync(path.join(run, `${pause}.reached`), { force: true });
-        const daemon = startChild(vmExecArgv(lab.names, vm, [process.execPath, VNETCTL, 'daemon', '--socket', SOCKET]), {
+        // The test-only daemon entry (test/support/faulty-daemon.ts) honours the pause point; `vnetctl daemon` does not.
+        const daemon = startChild(vmExecArgv(lab.names, vm, [process.execPath, FAULTY_DAEMON, '--socket', SOCKET]), {
           env: { ...process.env, VNET_CNI_TEST_PAUSE_AT: point, VNET_CNI_TEST_PAUSE_FILE: `/run/vnet-cni/${pause}` },
         });
         t.teardown(() => stopChild(daemon));

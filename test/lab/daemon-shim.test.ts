@@ -40,7 +40,7 @@ for (const mode of MODES) {
     t.teardown(async () => {
       if (daemon) await stopChild(daemon);
     });
-    await waitForLine(child, /^READY /, 20_000, 'vnetctl daemon');
+    await waitForLine(child, /^READY /, 60_000, 'vnetctl daemon');
     const daemonLog = async (): Promise<string> => (await lab.execVm('vm1', ['cat', '/var/log/vnet-cni-daemon.log'])).stdout;
     const served = async (): Promise<number> => ((await daemonLog()).match(/"via":"shim"/g) ?? []).length;
 

@@ -115,8 +115,8 @@ t.test('ebpf dataplane specifics', async (t) => {
       s.on('connect', () => { console.log('CONNECTED'); const iv = setInterval(() => { s.write((sent++) + '\\n'); if (sent === 60) { clearInterval(iv); setTimeout(() => { console.log('RESULT ' + ok + '/' + sent); process.exit(0); }, 500); } }, 100); });
       s.on('data', (d) => { got += d; const lines = got.split('\\n'); got = lines.pop(); ok += lines.length; });
       s.on('error', (e) => { console.log('RESULT error ' + e.code); process.exit(1); });`]);
-    await waitForLine(client, /^CONNECTED/, 5000, 'flow client');
-    const result = waitForLine(client, /^RESULT (.*)$/, 15_000, 'flow client');
+    await waitForLine(client, /^CONNECTED/, 60_000, 'flow client');
+    const result = waitForLine(client, /^RESULT (.*)$/, 60_000, 'flow client');
     await new Promise((r) => setTimeout(r, 1500));
     daemon.kill('SIGKILL');
     await new Promise((r) => setTimeout(r, 1500));

@@ -129,7 +129,7 @@ t.test('cluster install and upgrade without dropping flows', async (t) => {
         process.stdin.on('data', (d) => { if (!stopping && String(d).includes('stop')) { stopping = true; done(); } });
         setTimeout(done, 90000);`]);
       t.teardown(() => stopChild(client));
-      await waitForLine(client, /^CONNECTED/, 10_000, 'flow client');
+      await waitForLine(client, /^CONNECTED/, 60_000, 'flow client');
       const result = waitForLine(client, /^RESULT (.*)$/, 120_000, 'flow client');
       await new Promise((r) => setTimeout(r, 1000));
 

@@ -40,7 +40,7 @@ t.test('vnetctl lab', async (t) => {
   const down = await vnetctl('down', '--prefix', prefix);
   t.equal(down.code, 0, down.stderr);
   t.same(leftovers(names), { netns: [], bpffs: [], stateDir: false });
-  await pollUntil(() => (pidAlive(owner.pid) ? undefined : true), 10_000, 50, 'keeper exit');
+  await pollUntil(() => (pidAlive(owner.pid) ? undefined : true), 60_000, 50, 'keeper exit');
   t.pass('the keeper exited');
 });
 

@@ -75,14 +75,14 @@ t.test('after kill -9 of the owner, the sweeper removes everything of that lab',
   const wirePid = (await netnsPids(names.wire))[0]!;
 
   process.kill(keeper.pid, 'SIGKILL');
-  await pollUntil(() => (pidAlive(keeper.pid) ? undefined : true), 10_000, 50, 'the keeper to die');
+  await pollUntil(() => (pidAlive(keeper.pid) ? undefined : true), 60_000, 50, 'the keeper to die');
   t.equal(labLiveness(keeper.prefix), 'dead');
   t.ok(leftovers(names).netns.length > 0, 'kill -9 left the lab behind');
 
   const removed = await sweepStaleLabs();
   t.ok(removed.includes(keeper.prefix), 'the sweeper reports it');
   t.same(leftovers(names), nothing, 'no netns, pin or state dir of that prefix remains');
-  await pollUntil(() => (pidAlive(wirePid) ? undefined : true), 10_000, 50, 'the wireserver to die');
+  await pollUntil(() => (pidAlive(wirePid) ? undefined : true), 60_000, 50, 'the wireserver to die');
   t.pass('the wireserver is gone');
 });
 

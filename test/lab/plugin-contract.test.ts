@@ -1,8 +1,11 @@
 // The CNI contract in the lab: result formats for every spec version, CHECK,
 // idempotent ADD/DEL, and bad input answered with the right code while
-// changing nothing. Runs once per dataplane mode; mode transparent's result,
-// CHECK and repeated ADD run in the same lab once vm1 has drained, and
-// upstream's refused conflists go through the real plugin there.
+// changing nothing. Runs once per dataplane mode; bad input is refused before
+// the dataplane is touched, so it runs in the first mode only (upstream's
+// refused conflists included). The wireserver faults and a missing eth0 are
+// test/faults/env-pool and env-host (every fault, with and without a cached
+// pool; eth0 missing and down, both modes). Mode transparent's result, CHECK
+// and repeated ADD run in the same lab once vm1 has drained.
 import t from 'tap';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
@@ -76,7 +79,7 @@ for (const mode of MODES) {
       t.notMatch(links.stdout, hostVethName(gone.containerId, 'eth0'), 'no host veth left for the pod whose netns vanished');
     });
 
-    t.test('bad input: the right error code and nothing changed', async (t) => {
+    if (mode === MODES[0]) t.test('bad input: the right error code and nothing changed', async (t) => {
       const conflist = azureConflist({ cniVersion: '1.0.0', dataplane: mode });
       const stdin = pluginStdin(conflist);
       const netns = await lab.addPodNetns('vm1', 'bad');
@@ -129,24 +132,6 @@ for (const mode of MODES) {
       });
     }
 
-    t.test('wireserver down, slow or garbage: try again later, nothing changed', async (t) => {
-      const conflist = azureConflist({ cniVersion: '1.0.0', dataplane: mode, ipam: { wireserverTimeoutMs: 1000 } });
-      const netns = await lab.addPodNetns('vm2', 'ws');
-      const env = { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'ws-1', CNI_NETNS: netns, CNI_IFNAME: 'eth0' };
-      for (const fault of [{ mode: 'down' }, { mode: 'slow', delayMs: 3000 }, { mode: 'garbage' }, { mode: 'truncated' }] as const) {
-        await lab.setWireserverFault(fault);
-        const before = await vmSnapshot(lab, 'vm2');
-        const res = await execPlugin(lab, 'vm2', env, pluginStdin(conflist));
-        t.equal(res.json?.code, 11, `${fault.mode}: code 11 (${String(res.json?.msg)})`);
-        t.match(String(res.json?.msg), /wireserver/, `${fault.mode}: the message names the wireserver`);
-        t.same(await vmSnapshot(lab, 'vm2'), before, `${fault.mode}: nothing changed`);
-      }
-      await lab.setWireserverFault({ mode: 'ok' });
-      const ok = await execPlugin(lab, 'vm2', env, pluginStdin(conflist));
-      t.equal(ok.code, 0, 'works once the wireserver answers again');
-      await execPlugin(lab, 'vm2', { ...env, CNI_COMMAND: 'DEL' }, pluginStdin(conflist));
-    });
-
     t.test('a full pool is a clear error that takes nothing', async (t) => {
       const cni = new VmCni(lab, 'vm3', azureConflist({ cniVersion: '1.0.0', dataplane: mode }));
       const p1 = await cni.addPod('f1');
@@ -161,17 +146,6 @@ for (const mode of MODES) {
       await cni.del(p2);
     });
 
-    t.test('a missing eth0 is a clear error that changes nothing', async (t) => {
-      const renamed = await lab.execVm('vm3', ['sh', '-c', 'ip link set eth0 down && ip link set eth0 name eth7']);
-      t.equal(renamed.code, 0, 'eth0 renamed away');
-      const netns = await lab.addPodNetns('vm3', 'noeth');
-      const before = await vmSnapshot(lab, 'vm3');
-      const res = await execPlugin(lab, 'vm3', { CNI_COMMAND: 'ADD', CNI_CONTAINERID: 'noeth', CNI_NETNS: netns, CNI_IFNAME: 'eth0' }, pluginStdin(azureConflist({ cniVersion: '1.0.0', dataplane: mode })));
-      t.equal(res.json?.code, 101, `code 101 (${String(res.json?.msg)})`);
-      t.match(String(res.json?.msg), /eth0/, 'the message names eth0');
-      t.same(await vmSnapshot(lab, 'vm3'), before, 'nothing changed');
-      await lab.execVm('vm3', ['sh', '-c', 'ip link set eth7 name eth0 && ip link set eth0 up']);
-    });
     void vm1;
   });
 }

@@ -10,10 +10,9 @@ import t from 'tap';
 import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { spawnSync } from 'node:child_process';
 import { loadAllYaml } from '@kubernetes/client-node';
 import { parseDaemonArgs } from '../../control/daemon/main.js';
-import { loadPluginConfig } from '../../control/cli/status.js';
+import { loadPluginConfig, runStatusCli } from '../../control/cli/status.js';
 
 const REPO = path.resolve(path.dirname(fileURLToPath(import.meta.url)), '..', '..', '..');
 const MANIFESTS = path.join(REPO, 'docker', 'manifests');
@@ -157,11 +156,15 @@ t.test('the probes run `vnetctl status`, which exists and reports a missing daem
   t.same(liveness.slice(0, 2), [`${IMAGE_ROOT}/bin/vnetctl`, 'status']);
   t.ok(liveness.includes('--live'), 'liveness only asks the daemon to answer');
   const conflist = path.join(REPO, 'docker', 'conflists', '10-azure-ebpf.conflist');
+  t.ok(statSync(path.join(REPO, 'bin', 'vnetctl')).mode & 0o111, 'bin/vnetctl is executable');
+  t.match(readFileSync(path.join(REPO, 'control', 'cli', 'vnetctl.ts'), 'utf8'), /case 'status': \{\s+const \{ runStatusCli \}/, 'vnetctl status runs runStatusCli');
+  // In-process (no node start-up per probe): what `vnetctl status ...` runs, with its stderr captured.
   for (const probe of [readiness, liveness]) {
-    const args = [...probe.slice(1).map((a) => (a === '/etc/cni/net.d/10-azure.conflist' ? conflist : a)), '--socket', '/nonexistent/vnet-cni.sock'];
-    const res = spawnSync(process.execPath, [path.join(REPO, 'bin', 'vnetctl'), ...args], { encoding: 'utf8', timeout: 30_000 });
-    t.equal(res.status, 1, `${probe.join(' ')}: exit 1 without a daemon`);
-    t.match(res.stderr, /^not (ready|alive): daemon socket \/nonexistent\/vnet-cni.sock: .*ENOENT/, 'with the reason');
+    const args = [...probe.slice(2).map((a) => (a === '/etc/cni/net.d/10-azure.conflist' ? conflist : a)), '--socket', '/nonexistent/vnet-cni.sock'];
+    let stderr = '';
+    const code = await runStatusCli(args, { stdout: { write: () => true }, stderr: { write: (s: string) => ((stderr += s), true) } });
+    t.equal(code, 1, `${probe.join(' ')}: exit 1 without a daemon`);
+    t.match(stderr, /^not (ready|alive): daemon socket \/nonexistent\/vnet-cni.sock: .*ENOENT/, 'with the reason');
   }
 });
 

@@ -121,6 +121,11 @@ export class EbpfDataplane implements Dataplane {
     });
   }
 
+  async expireIdle(node: NodeNetwork): Promise<{ nat: number; inbound: number }> {
+    if (!existsSync(path.join(node.bpfRoot, 'maps'))) return { nat: 0, inbound: 0 };
+    return withPins(node, (p) => p.expireNat());
+  }
+
   async teardownNode(node: NodeNetwork): Promise<void> {
     if (!existsSync(path.join(node.bpfRoot, 'maps'))) return;
     const programs = await EbpfPrograms.open(node.bpfRoot);

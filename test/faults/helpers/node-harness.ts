@@ -16,7 +16,7 @@ import { allocations } from '../../../control/ipam/allocator.js';
 import { native } from '../../../native/index.js';
 import { MAPS, decodeEndpointKey } from '../../../control/dataplane/ebpf/layouts.js';
 import { EB_PRE_CHAIN } from '../../../control/dataplane/iptables/rules.js';
-import { CNI_PATH, REPO, pluginStdin, type Mode } from '../../lab/helpers/cni-harness.js';
+import { CNI_PATH, FAULTY_PLUGIN, REPO, pluginStdin, type Mode } from '../../lab/helpers/cni-harness.js';
 
 export const DAEMON_SOCKET = '/run/vnet-cni/daemon.sock';
 
@@ -121,14 +121,19 @@ export interface PodRef {
 
 export type Verb = 'ADD' | 'DEL' | 'CHECK' | 'GC' | 'STATUS' | 'VERSION';
 
-/** bin/azure-vnet inside a VM, in its own process group: CNI_* env, the config on stdin. */
-export function pluginCall(lab: Lab, vm: string, verb: Verb, conflist: Record<string, unknown>, pod?: PodRef, valid?: PodRef[]): GroupProc {
-  const env: Record<string, string> = { CNI_COMMAND: verb, CNI_PATH };
+/**
+ * bin/azure-vnet inside a VM, in its own process group: CNI_* env, the config on stdin.
+ * With `faultEnv` (VNET_CNI_TEST_CRASH_AT / _PAUSE_AT, see test/support/fault-hooks.ts)
+ * the test-only plugin entry runs instead, in-process (never forwarded to a daemon).
+ */
+export function pluginCall(lab: Lab, vm: string, verb: Verb, conflist: Record<string, unknown>, pod?: PodRef, valid?: PodRef[], faultEnv?: Record<string, string>): GroupProc {
+  const env: Record<string, string> = { CNI_COMMAND: verb, CNI_PATH, ...faultEnv };
   if (pod) {
     Object.assign(env, { CNI_CONTAINERID: pod.containerId, CNI_NETNS: pod.netns, CNI_IFNAME: pod.ifName, CNI_ARGS: `K8S_POD_NAMESPACE=default;K8S_POD_NAME=${pod.name}` });
   }
   const extra = valid ? { 'cni.dev/valid-attachments': valid.map((p) => ({ containerID: p.containerId, ifname: p.ifName })) } : {};
-  return spawnGroup(vmExecArgv(lab.names, vm, [path.join(REPO, 'bin', 'azure-vnet')]), { env, input: pluginStdin(conflist, 0, extra), timeoutMs: 180_000 });
+  const argv = faultEnv ? [process.execPath, FAULTY_PLUGIN] : [path.join(REPO, 'bin', 'azure-vnet')];
+  return spawnGroup(vmExecArgv(lab.names, vm, argv), { env, input: pluginStdin(conflist, 0, extra), timeoutMs: 180_000 });
 }
 
 /** The IP of a successful ADD result, or undefined. */

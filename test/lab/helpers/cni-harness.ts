@@ -151,7 +151,20 @@ export interface PluginRun {
 
 /** Execs bin/<plugin> (or <binDir>/<plugin>) inside the VM like a runtime: CNI_* env and the network config on stdin. */
 export async function execPlugin(lab: Lab, vm: string, env: Record<string, string>, stdin: string, plugin = 'azure-vnet', binDir = path.join(REPO, 'bin')): Promise<PluginRun> {
-  const res = await lab.execVm(vm, [path.join(binDir, plugin)], { env: { CNI_PATH, ...env }, input: stdin, timeoutMs: 60_000 });
+  return execPluginArgv(lab, vm, [path.join(binDir, plugin)], env, stdin);
+}
+
+/** TEST ONLY entry points with crash and pause points (fault-hooks.ts): azure-vnet and `vnetctl daemon`. */
+export const FAULTY_PLUGIN = path.join(REPO, 'dist', 'test', 'support', 'faulty-plugin.js');
+export const FAULTY_DAEMON = path.join(REPO, 'dist', 'test', 'support', 'faulty-daemon.js');
+
+/** Like execPlugin, through the test-only azure-vnet that honours VNET_CNI_TEST_CRASH_AT / _PAUSE_AT in `env`. */
+export async function execFaultyPlugin(lab: Lab, vm: string, env: Record<string, string>, stdin: string): Promise<PluginRun> {
+  return execPluginArgv(lab, vm, [process.execPath, FAULTY_PLUGIN], env, stdin);
+}
+
+async function execPluginArgv(lab: Lab, vm: string, argv: string[], env: Record<string, string>, stdin: string): Promise<PluginRun> {
+  const res = await lab.execVm(vm, argv, { env: { CNI_PATH, ...env }, input: stdin, timeoutMs: 60_000 });
   let json: Record<string, unknown> | undefined;
   try {
     json = JSON.parse(res.stdout) as Record<string, unknown>;
