@@ -1,6 +1,6 @@
 // `npm run bench`: every scenario, one table. Flags:
 //   --quick              1 repeat, shorter runs, 64 pods instead of 250
-//   --only <name>[,...]  throughput, latency, snat-cps, cni-latency, iptables-policy, cri-sandbox (repeatable)
+//   --only <name>[,...]  throughput, latency, ebpf-policy, snat-cps, cni-latency, iptables-policy, cri-sandbox (repeatable)
 //   --repeats N --seconds N
 //   --bulk-all           also bring 250 pods up/down in vnet standalone mode (slow)
 //   --vnet-16000         the scale run instead (see bench/vnet-16000.ts and
@@ -14,12 +14,13 @@ import { LoadTools } from './lib/load.js';
 import { parseOptions, type BenchOptions } from './lib/options.js';
 import { renderTable, type Row } from './lib/table.js';
 import { runLatency } from './latency.js';
+import { runEbpfPolicy } from './ebpf-policy.js';
 import { runSnatCps } from './snat-cps.js';
 import { runThroughput } from './throughput.js';
 import { runVnet16000 } from './vnet-16000.js';
 
 async function dataplaneScenarios(opts: BenchOptions): Promise<Row[]> {
-  const wanted = opts.only.filter((s) => s === 'throughput' || s === 'latency' || s === 'snat-cps' || s === 'iptables-policy');
+  const wanted = opts.only.filter((s) => s === 'throughput' || s === 'latency' || s === 'ebpf-policy' || s === 'snat-cps' || s === 'iptables-policy');
   if (wanted.length === 0) return [];
   const tools = await LoadTools.build();
   let dp: DataplaneLab | undefined;
@@ -28,6 +29,7 @@ async function dataplaneScenarios(opts: BenchOptions): Promise<Row[]> {
     const rows: Row[] = [];
     if (wanted.includes('throughput')) rows.push(...(await runThroughput(dp, tools, opts)));
     if (wanted.includes('latency')) rows.push(...(await runLatency(dp, tools, opts)));
+    if (wanted.includes('ebpf-policy')) rows.push(...(await runEbpfPolicy(dp, tools, opts)));
     if (wanted.includes('snat-cps')) rows.push(...(await runSnatCps(dp, tools, opts)));
     if (wanted.includes('iptables-policy')) rows.push(...(await runIptablesPolicy(dp, tools, opts)));
     return rows;

@@ -1,8 +1,12 @@
 // SPDX-License-Identifier: GPL-2.0
-/* The ebpf dataplane's three tc programs (docs/ebpf.md has the packet walk):
+/* The ebpf dataplane's four tc programs (docs/ebpf.md has the packet walk):
  *   from_pod  tc ingress, every host-side pod veth
+ *   to_pod    tc egress, every host-side pod veth: policy for what the stack delivers
  *   to_nic    tc egress, eth0: SNAT pods -> outside the VNet
- *   from_nic  tc ingress, eth0: reverse SNAT, deliver to pods */
+ *   from_nic  tc ingress, eth0: reverse SNAT, deliver to pods
+ * NetworkPolicy (lib/policy.h) is checked wherever a packet leaves a pod for
+ * good or is handed to one: from_pod's local redirect (both pods), to_nic (the
+ * sender), from_nic's redirect (the receiver), to_pod (both, post-stack). */
 #include "vmlinux.h"
 #include <bpf/bpf_helpers.h>
 #include <bpf/bpf_endian.h>
@@ -14,6 +18,7 @@
 #include "lib/ct.h"
 #include "lib/nat.h"
 #include "lib/fwd.h"
+#include "lib/policy.h"
 
 char LICENSE[] SEC("license") = "GPL";
 
@@ -52,8 +57,11 @@ int from_pod(struct __sk_buff *skb)
 		return pass(VNET_REASON_PASS_CT_NAT);
 
 	dst_ep = endpoint_lookup(p.daddr);
-	if (dst_ep)
+	if (dst_ep) {
+		if (pol_egress(skb, cfg, &p) != TC_ACT_OK || pol_ingress(skb, cfg, &p) != TC_ACT_OK)
+			return TC_ACT_SHOT;
 		return fwd_to_endpoint(skb, &p, dst_ep, VNET_REASON_FWD_LOCAL);
+	}
 
 	cidr = cidr_flags(p.daddr);
 	if (cidr & VNET_CIDR_F_STACK)
@@ -88,6 +96,10 @@ int to_nic(struct __sk_buff *skb)
 		return TC_ACT_OK; /* the node's own traffic */
 	if (rc == PARSE_MALFORMED)
 		return drop(VNET_REASON_DROP_MALFORMED);
+	/* Every pod packet leaving the node passes here, redirected by from_pod
+	 * or routed by the stack (after any kube-proxy DNAT: the real peer). */
+	if (pol_egress(skb, cfg, &p) != TC_ACT_OK)
+		return TC_ACT_SHOT;
 	if (cidr_flags(p.daddr) & VNET_CIDR_F_NOSNAT)
 		return TC_ACT_OK;
 	/* Below: a pod talking outside the VNet. Anything we cannot translate
@@ -176,7 +188,12 @@ static __always_inline int rev_snat(struct __sk_buff *skb, const struct vnet_pkt
 		return TC_ACT_OK;
 	rewritten = *p;
 	rewritten.daddr = rev->addr;
-	rewritten.dport = rev->port;
+	if (p->proto == IPPROTO_ICMP)
+		rewritten.sport = rev->port; /* the echo id */
+	else
+		rewritten.dport = rev->port;
+	if (pol_ingress(skb, cfg, &rewritten) != TC_ACT_OK)
+		return TC_ACT_SHOT;
 	return fwd_to_endpoint(skb, &rewritten, ep, VNET_REASON_FWD_FROM_NIC);
 }
 
@@ -207,8 +224,43 @@ int from_nic(struct __sk_buff *skb)
 		return pass(VNET_REASON_PASS_FRAGMENT);
 	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && ct_v4_is_natted(skb, &p))
 		return pass(VNET_REASON_PASS_CT_NAT);
+	if (pol_ingress(skb, cfg, &p) != TC_ACT_OK)
+		return TC_ACT_SHOT;
 	if (p.has_l4 && (p.proto == IPPROTO_TCP || p.proto == IPPROTO_UDP) &&
 	    !(cidr_flags(p.saddr) & VNET_CIDR_F_NOSNAT))
 		inbound_record(&p, bpf_ktime_get_ns());
 	return fwd_to_endpoint(skb, &p, ep, VNET_REASON_FWD_FROM_NIC);
+}
+
+/* What the kernel stack delivers to a pod (tc egress of its host veth): the
+ * node's own traffic, and whatever from_pod/from_nic handed to the stack
+ * (kube-proxy flows, fragments, IP options, non-fast-path replies). Packets
+ * from_pod or from_nic redirected into the pod never pass here. */
+SEC("tc")
+int to_pod(struct __sk_buff *skb)
+{
+	const struct vnet_config *cfg = config_get();
+	struct vnet_pkt p;
+	int rc, v;
+
+	if (!cfg)
+		return TC_ACT_OK;
+	rc = pkt_parse(skb, &p);
+	if (rc == PARSE_NOT_IPV4)
+		return TC_ACT_OK;
+	if (rc == PARSE_MALFORMED)
+		return drop(VNET_REASON_DROP_MALFORMED); /* the stack checked the IP header: a bad L4 */
+	if (endpoint_lookup(p.saddr) && pol_egress(skb, cfg, &p) != TC_ACT_OK)
+		return TC_ACT_SHOT;
+	v = pol_check(skb, cfg, &p, VNET_POL_DIR_INGRESS);
+	if (v != POL_DENY) {
+		pol_count(v);
+		return TC_ACT_OK;
+	}
+	/* Exceptions NetworkPolicy requires, looked at only when the rules said no. */
+	if (p.saddr == cfg->primary_ip)
+		return pass(VNET_REASON_POLICY_ALLOW_HOST); /* the node itself: kubelet probes */
+	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && ct_v4_is_dnat_reply(skb, &p))
+		return pass(VNET_REASON_POLICY_ALLOW_SERVICE_REPLY);
+	return pol_drop(p.daddr, VNET_POL_DIR_INGRESS);
 }

@@ -29,6 +29,8 @@ export interface DataplaneLab {
   /** client endpoints whose traffic to the internet host is SNATed (or the VM itself, for the ceiling) */
   toInternet: { setup: Setup; client: Endpoint }[];
   internet: Endpoint;
+  /** the ebpf-mode pods and their VMs (policy rows program them inside the VM) */
+  ebpfPods: { vm: string; pod: Endpoint }[];
 }
 
 /** The bridge plugin's conflist as in the reference test, pods on the VM's own bridge. */
@@ -106,6 +108,7 @@ export async function buildDataplaneLab(log: (line: string) => void): Promise<Da
       crossVm: [{ setup: 'VM NIC (no pod)', client: vm('vm6'), server: vm('vm7') }, { setup: 'vnet iptables', client: iA, server: iC }, { setup: 'vnet ebpf', client: eA, server: eC }],
       toInternet: [{ setup: 'VM NIC (no pod)', client: vm('vm6') }, { setup: 'vnet iptables', client: iA }, { setup: 'vnet ebpf', client: eA }],
       internet: { netns: lab.internetNs, ip: lab.internetIp },
+      ebpfPods: [{ vm: 'vm3', pod: eA }, { vm: 'vm3', pod: eB }, { vm: 'vm4', pod: eC }],
     };
   } catch (err) {
     await lab.down();

@@ -15,6 +15,17 @@
 #define VNET_CIDRS_MAX 256
 #define VNET_NAT_MAX 65536
 #define VNET_INBOUND_MAX 65536
+/* vnet_reasons slots: room for reasons appended later, so adding one does
+ * not change the map definition (which would need a drain on upgrade). It
+ * replaced vnet_counters (one slot per reason): a new name, so a reload over
+ * an older build's pins creates it instead of failing on the old one. */
+#define VNET_COUNTERS_MAX 64
+#define VNET_POL_EPS_MAX VNET_ENDPOINTS_MAX
+#define VNET_POL_IDS_MAX 4096
+#define VNET_POL_CIDRS_MAX 262144
+#define VNET_POL_PORTS_MAX 262144
+#define VNET_POL_FLOWS_MAX 65536
+#define VNET_POL_DROPS_MAX (2 * VNET_ENDPOINTS_MAX)
 
 /* The single key of the vnet_config array map. */
 #define VNET_CONFIG_KEY 0
@@ -98,8 +109,91 @@ struct vnet_flow_entry {
 	__u64 last_seen_ns;
 };
 
+/* ---- NetworkPolicy (docs/ebpf.md "NetworkPolicy") --------------------------
+ * Every key carries the address family; addresses are 16 bytes (IPv4 in the
+ * first 4, the rest zero) so IPv6 can follow without a new layout. */
+#define VNET_AF_INET 2
+
+/* Direction of a check, seen from the local endpoint. */
+#define VNET_POL_DIR_INGRESS 0
+#define VNET_POL_DIR_EGRESS 1
+
+/* vnet_pol_eps: key {family, dir = 0, addr} -> the endpoint's active policy ids.
+ * vnet_pol_drops uses the same key with dir set. */
+struct vnet_pol_ep_key {
+	__u8 family;
+	__u8 dir;
+	__u8 pad[2];
+	__u32 addr[4];
+};
+
+/* vnet_pol_ep.flags: a direction without its bit is not isolated (allow all). */
+#define VNET_POL_F_INGRESS_ISOLATED (1u << 0)
+#define VNET_POL_F_EGRESS_ISOLATED (1u << 1)
+
+/* One 12-byte value, replaced in one update: that is the generation flip. */
+struct vnet_pol_ep {
+	__u32 ingress_id; /* a policy id (vnet_pol_ids), 0 = no rules */
+	__u32 egress_id;
+	__u32 flags; /* VNET_POL_F_* */
+};
+
+/* vnet_pol_cidrs: LPM trie. data = {id, family, addr}; prefixlen = 64 + the
+ * CIDR's length. The longest entry containing a peer address says which port
+ * set of the policy applies to that peer (the union of the ports of every rule
+ * whose peers contain it); an except is an entry of its own. */
+struct vnet_pol_cidr_key {
+	__u32 prefixlen;
+	__u32 id;
+	__u8 family;
+	__u8 pad[3];
+	__u32 addr[4];
+};
+
+#define VNET_POL_M_ANY_PORT (1u << 0) /* every protocol and port, ICMP included */
+struct vnet_pol_match {
+	__u16 set;   /* port set index within the policy; 0 = none */
+	__u16 flags; /* VNET_POL_M_* */
+};
+
+/* vnet_pol_ports: LPM trie. data = {id, set, proto, pad, port (network order)};
+ * prefixlen = 64 + the port prefix length (a range is split into prefixes). */
+struct vnet_pol_port_key {
+	__u32 prefixlen;
+	__u32 id;
+	__u16 set;
+	__u8 proto;
+	__u8 pad;
+	__u16 port;
+	__u16 pad2;
+};
+
+struct vnet_pol_port_val {
+	__u32 allow; /* 1; presence is what counts */
+};
+
+/* vnet_pol_ids: policy id -> digest of the compiled direction policy (the
+ * control plane shares one id between endpoints with the same policy). */
+struct vnet_pol_id_val {
+	__u8 digest[16];
+};
+
+/* vnet_pol_flows: connections a local endpoint's policy admitted, keyed from
+ * that endpoint's side (both directions of a connection map to one key).
+ * ICMP echo: lport = echo id, rport = 0. No ports (later fragments, other
+ * protocols): both 0. Value: struct vnet_flow_entry. */
+struct vnet_pol_flow_key {
+	__u32 local[4];
+	__u32 remote[4];
+	__u16 lport;
+	__u16 rport;
+	__u8 proto;
+	__u8 family;
+	__u8 pad[2];
+};
+
 /* Counter reasons: one central list. X(name, "label"); the label is what
- * counters() reports. Append only: the index is the vnet_counters key. */
+ * counters() reports. Append only: the index is the vnet_reasons key. */
 #define VNET_REASONS(X)                                   \
 	X(FWD_LOCAL, "forwarded-local")                   \
 	X(REDIRECT_NIC, "redirected-to-nic")              \
@@ -120,10 +214,21 @@ struct vnet_flow_entry {
 	X(DROP_NAT_NO_PORT, "drop-nat-port-exhausted")    \
 	X(DROP_NAT_MAP_FULL, "drop-nat-map-full")         \
 	X(DROP_NO_ENDPOINT, "drop-no-endpoint")           \
-	X(DROP_REWRITE, "drop-rewrite-failed")
+	X(DROP_REWRITE, "drop-rewrite-failed")            \
+	X(POLICY_ALLOW, "policy-allow")                   \
+	X(POLICY_ESTABLISHED, "policy-established")       \
+	X(POLICY_ALLOW_HOST, "policy-allow-host")         \
+	X(POLICY_ALLOW_SERVICE_REPLY, "policy-allow-service-reply") \
+	X(DROP_POLICY_INGRESS, "drop-policy-ingress")     \
+	X(DROP_POLICY_EGRESS, "drop-policy-egress")
 
 #define VNET_REASON_ENUM(name, label) VNET_REASON_##name,
 enum vnet_reason { VNET_REASONS(VNET_REASON_ENUM) VNET_REASON_MAX };
 #undef VNET_REASON_ENUM
+#ifdef __cplusplus
+static_assert(VNET_REASON_MAX <= VNET_COUNTERS_MAX, "raise VNET_COUNTERS_MAX");
+#else
+_Static_assert(VNET_REASON_MAX <= VNET_COUNTERS_MAX, "raise VNET_COUNTERS_MAX");
+#endif
 
 #endif /* VNET_MAPS_H */

@@ -39,4 +39,32 @@ static __always_inline int ct_v4_is_natted(struct __sk_buff *skb, const struct v
 	return natted;
 }
 
+/* True if p travels the reply direction of a connection netfilter DNATed:
+ * kernel conntrack has the reversed tuple (the connection as its initiator,
+ * p's destination, sent it, e.g. to a ClusterIP) with DST_NAT. The stack
+ * un-DNATed p, so its source is the service address, which no flow record
+ * of ours knows (they hold the backend). */
+static __always_inline int ct_v4_is_dnat_reply(struct __sk_buff *skb, const struct vnet_pkt *p)
+{
+	struct bpf_sock_tuple tuple = {};
+	struct bpf_ct_opts opts = {};
+	struct nf_conn *ct;
+	int natted;
+
+	if (!p->has_l4 || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP))
+		return 0;
+	tuple.ipv4.saddr = p->daddr;
+	tuple.ipv4.daddr = p->saddr;
+	tuple.ipv4.sport = p->dport;
+	tuple.ipv4.dport = p->sport;
+	opts.netns_id = BPF_F_CURRENT_NETNS;
+	opts.l4proto = p->proto;
+	ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
+	if (!ct)
+		return 0;
+	natted = (ct->status & IPS_DST_NAT) != 0;
+	bpf_ct_release(ct);
+	return natted;
+}
+
 #endif

@@ -51,15 +51,60 @@ struct {
 
 struct {
 	__uint(type, BPF_MAP_TYPE_PERCPU_ARRAY);
-	__uint(max_entries, VNET_REASON_MAX);
+	__uint(max_entries, VNET_COUNTERS_MAX);
 	__type(key, __u32);
 	__type(value, __u64);
-} vnet_counters SEC(".maps");
+} vnet_reasons SEC(".maps");
+
+/* NetworkPolicy (layouts and meaning: include/vnet_maps.h, lib/policy.h). */
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VNET_POL_EPS_MAX);
+	__type(key, struct vnet_pol_ep_key);
+	__type(value, struct vnet_pol_ep);
+} vnet_pol_eps SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_HASH);
+	__uint(max_entries, VNET_POL_IDS_MAX);
+	__type(key, __u32);
+	__type(value, struct vnet_pol_id_val);
+} vnet_pol_ids SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, VNET_POL_CIDRS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct vnet_pol_cidr_key);
+	__type(value, struct vnet_pol_match);
+} vnet_pol_cidrs SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LPM_TRIE);
+	__uint(max_entries, VNET_POL_PORTS_MAX);
+	__uint(map_flags, BPF_F_NO_PREALLOC);
+	__type(key, struct vnet_pol_port_key);
+	__type(value, struct vnet_pol_port_val);
+} vnet_pol_ports SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_LRU_HASH);
+	__uint(max_entries, VNET_POL_FLOWS_MAX);
+	__type(key, struct vnet_pol_flow_key);
+	__type(value, struct vnet_flow_entry);
+} vnet_pol_flows SEC(".maps");
+
+struct {
+	__uint(type, BPF_MAP_TYPE_PERCPU_HASH);
+	__uint(max_entries, VNET_POL_DROPS_MAX);
+	__type(key, struct vnet_pol_ep_key);
+	__type(value, __u64);
+} vnet_pol_drops SEC(".maps");
 
 static __always_inline void counter_inc(enum vnet_reason reason)
 {
 	__u32 key = reason;
-	__u64 *value = bpf_map_lookup_elem(&vnet_counters, &key);
+	__u64 *value = bpf_map_lookup_elem(&vnet_reasons, &key);
 	if (value)
 		*value += 1; /* per-CPU slot: no atomics needed */
 }

@@ -25,6 +25,8 @@ export interface DataplaneStats {
   natEntries: number;
   /** reason label -> packets, summed over CPUs */
   counters: Record<string, bigint>;
+  /** NetworkPolicy drops per endpoint address and direction (absent: none recorded). */
+  policyDrops?: Array<{ ip: string; direction: 'ingress' | 'egress'; packets: bigint }>;
 }
 
 export interface MetricsSources {
@@ -74,6 +76,7 @@ export class DaemonMetrics {
   private readonly natFailures = new Counter({ name: 'vnet_cni_nat_allocation_failures_total', help: 'Packets dropped because no SNAT port was free (ebpf)', registers: [this.registry] });
   private readonly drops = new Counter({ name: 'vnet_cni_dataplane_drops_total', help: 'Packets the ebpf dataplane dropped, by reason', labelNames: ['reason'], registers: [this.registry] });
   private readonly packets = new Counter({ name: 'vnet_cni_dataplane_packets_total', help: 'Packets the ebpf dataplane handled, by reason (drops included)', labelNames: ['reason'], registers: [this.registry] });
+  private readonly policyDrops = new Counter({ name: 'vnet_cni_policy_drops_total', help: 'Packets NetworkPolicy dropped (ebpf), by pod ("namespace/name", or the IP if unknown) and direction', labelNames: ['pod', 'direction'], registers: [this.registry] });
   private readonly reconcileRuns = new Counter({ name: 'vnet_cni_reconcile_runs_total', help: 'Reconcile runs by result', labelNames: ['result'], registers: [this.registry] });
   private readonly reconcileFixes = new Counter({ name: 'vnet_cni_reconcile_fixes_total', help: 'Things reconcile fixed, by kind', labelNames: ['kind'], registers: [this.registry] });
   private readonly memory = new Gauge({ name: 'vnet_cni_daemon_memory_bytes', help: 'The daemon process memory at scrape time: rss, heap_used, heap_total (V8), external and array_buffers (native memory V8 objects hold)', labelNames: ['kind'], registers: [this.registry] });
@@ -124,7 +127,7 @@ export class DaemonMetrics {
     if (state && this.sources.dataplane) {
       try {
         const dp = await this.sources.dataplane(state);
-        if (dp) this.setDataplane(dp);
+        if (dp) this.setDataplane(dp, state);
       } catch (err) {
         this.scrapeErrors.inc({ source: 'dataplane' });
         this.logger?.warn({ err }, 'metrics: cannot read the dataplane maps');
@@ -152,7 +155,7 @@ export class DaemonMetrics {
     for (const e of Object.values(state.endpoints)) this.endpoints.inc({ mode: e.mode, phase: e.phase });
   }
 
-  private setDataplane(dp: DataplaneStats): void {
+  private setDataplane(dp: DataplaneStats, state: NodeState): void {
     this.natEntries.set(dp.natEntries);
     // The kernel's counters are the truth: reset and set, so a daemon restart never double counts.
     this.drops.reset();
@@ -164,6 +167,10 @@ export class DaemonMetrics {
       if (reason.startsWith('drop-')) this.drops.inc({ reason }, v);
       if (reason === NAT_EXHAUSTED) this.natFailures.inc(v);
     }
+    // Per endpoint, keyed by address in the kernel: named by the pod that holds it now (the map entry goes with the endpoint).
+    this.policyDrops.reset();
+    const podOf = new Map(Object.values(state.endpoints).map((e) => [e.ip, e.podName ? `${e.podNamespace ?? 'default'}/${e.podName}` : e.ip]));
+    for (const d of dp.policyDrops ?? []) this.policyDrops.inc({ pod: podOf.get(d.ip) ?? d.ip, direction: d.direction }, Number(d.packets));
   }
 
   async listen(addr: MetricsAddress): Promise<void> {
@@ -234,7 +241,7 @@ export async function ebpfStats(state: NodeState): Promise<DataplaneStats | unde
   const { EbpfPrograms } = await import('../dataplane/ebpf/programs.js');
   const programs = await EbpfPrograms.open(root);
   try {
-    return { natEntries: (await programs.natEntries()).length, counters: programs.counters() };
+    return { natEntries: (await programs.natEntries()).length, counters: programs.counters(), policyDrops: await programs.policyDrops() };
   } finally {
     programs.close();
   }

@@ -66,6 +66,49 @@ Napi::Value Layouts(const Napi::CallbackInfo& info) {
   FIELD(feo, vnet_flow_entry, last_seen_ns);
   fe.Set("offsets", feo);
   out.Set("vnet_flow_entry", fe);
+
+  Napi::Object pek = Struct(env, sizeof(struct vnet_pol_ep_key)), peko = Napi::Object::New(env);
+  FIELD(peko, vnet_pol_ep_key, family); FIELD(peko, vnet_pol_ep_key, dir); FIELD(peko, vnet_pol_ep_key, addr);
+  pek.Set("offsets", peko);
+  out.Set("vnet_pol_ep_key", pek);
+
+  Napi::Object pe = Struct(env, sizeof(struct vnet_pol_ep)), peo = Napi::Object::New(env);
+  FIELD(peo, vnet_pol_ep, ingress_id); FIELD(peo, vnet_pol_ep, egress_id); FIELD(peo, vnet_pol_ep, flags);
+  pe.Set("offsets", peo);
+  out.Set("vnet_pol_ep", pe);
+
+  Napi::Object pck = Struct(env, sizeof(struct vnet_pol_cidr_key)), pcko = Napi::Object::New(env);
+  FIELD(pcko, vnet_pol_cidr_key, prefixlen); FIELD(pcko, vnet_pol_cidr_key, id);
+  FIELD(pcko, vnet_pol_cidr_key, family); FIELD(pcko, vnet_pol_cidr_key, addr);
+  pck.Set("offsets", pcko);
+  out.Set("vnet_pol_cidr_key", pck);
+
+  Napi::Object pm = Struct(env, sizeof(struct vnet_pol_match)), pmo = Napi::Object::New(env);
+  FIELD(pmo, vnet_pol_match, set); FIELD(pmo, vnet_pol_match, flags);
+  pm.Set("offsets", pmo);
+  out.Set("vnet_pol_match", pm);
+
+  Napi::Object ppk = Struct(env, sizeof(struct vnet_pol_port_key)), ppko = Napi::Object::New(env);
+  FIELD(ppko, vnet_pol_port_key, prefixlen); FIELD(ppko, vnet_pol_port_key, id); FIELD(ppko, vnet_pol_port_key, set);
+  FIELD(ppko, vnet_pol_port_key, proto); FIELD(ppko, vnet_pol_port_key, port);
+  ppk.Set("offsets", ppko);
+  out.Set("vnet_pol_port_key", ppk);
+
+  Napi::Object ppv = Struct(env, sizeof(struct vnet_pol_port_val)), ppvo = Napi::Object::New(env);
+  FIELD(ppvo, vnet_pol_port_val, allow);
+  ppv.Set("offsets", ppvo);
+  out.Set("vnet_pol_port_val", ppv);
+
+  Napi::Object piv = Struct(env, sizeof(struct vnet_pol_id_val)), pivo = Napi::Object::New(env);
+  FIELD(pivo, vnet_pol_id_val, digest);
+  piv.Set("offsets", pivo);
+  out.Set("vnet_pol_id_val", piv);
+
+  Napi::Object pfk = Struct(env, sizeof(struct vnet_pol_flow_key)), pfko = Napi::Object::New(env);
+  FIELD(pfko, vnet_pol_flow_key, local); FIELD(pfko, vnet_pol_flow_key, remote); FIELD(pfko, vnet_pol_flow_key, lport);
+  FIELD(pfko, vnet_pol_flow_key, rport); FIELD(pfko, vnet_pol_flow_key, proto); FIELD(pfko, vnet_pol_flow_key, family);
+  pfk.Set("offsets", pfko);
+  out.Set("vnet_pol_flow_key", pfk);
   return out;
 }
 

@@ -19,6 +19,14 @@ t.test('addon layouts match the TS sizes', { skip }, async (t) => {
   t.equal(l.vnet_nat_tuple!.size, L.SIZES.natTuple);
   t.equal(l.vnet_nat_entry!.size, L.SIZES.natEntry);
   t.equal(l.vnet_flow_entry!.size, L.SIZES.flowEntry);
+  t.equal(l.vnet_pol_ep_key!.size, L.SIZES.polEpKey);
+  t.equal(l.vnet_pol_ep!.size, L.SIZES.polEp);
+  t.equal(l.vnet_pol_id_val!.size, L.SIZES.polIdVal);
+  t.equal(l.vnet_pol_cidr_key!.size, L.SIZES.polCidrKey);
+  t.equal(l.vnet_pol_match!.size, L.SIZES.polMatch);
+  t.equal(l.vnet_pol_port_key!.size, L.SIZES.polPortKey);
+  t.equal(l.vnet_pol_port_val!.size, L.SIZES.polPortVal);
+  t.equal(l.vnet_pol_flow_key!.size, L.SIZES.polFlowKey);
   // Offsets the encoders write at.
   t.same(l.vnet_endpoint!.offsets, { ifindex: 0, flags: 4, pod_mac: 8, host_mac: 14 });
   t.same(l.vnet_config!.offsets, {
@@ -27,6 +35,26 @@ t.test('addon layouts match the TS sizes', { skip }, async (t) => {
   });
   t.same(l.vnet_nat_tuple!.offsets, { saddr: 0, daddr: 4, sport: 8, dport: 10, proto: 12 });
   t.same(l.vnet_nat_entry!.offsets, { addr: 0, port: 4, flags: 6, last_seen_ns: 8 });
+  t.same(l.vnet_pol_ep_key!.offsets, { family: 0, dir: 1, addr: 4 });
+  t.same(l.vnet_pol_ep!.offsets, { ingress_id: 0, egress_id: 4, flags: 8 });
+  t.same(l.vnet_pol_cidr_key!.offsets, { prefixlen: 0, id: 4, family: 8, addr: 12 });
+  t.same(l.vnet_pol_match!.offsets, { set: 0, flags: 2 });
+  t.same(l.vnet_pol_port_key!.offsets, { prefixlen: 0, id: 4, set: 8, proto: 10, port: 12 });
+  t.same(l.vnet_pol_flow_key!.offsets, { local: 0, remote: 16, lport: 32, rport: 34, proto: 36, family: 37 });
+});
+
+t.test('policy flags in TS equal the header', async (t) => {
+  const header = fs.readFileSync(path.join(repoDir(), 'bpf', 'include', 'vnet_maps.h'), 'utf8');
+  const def = (name: string): number => {
+    const m = new RegExp(`#define ${name} \\(?(?:1u << )?(\\d+)\\)?`).exec(header);
+    if (!m) throw new Error(`${name} not in the header`);
+    return name.endsWith('_MAX') || !/\(1u <</.test(m[0]) ? Number(m[1]) : 1 << Number(m[1]);
+  };
+  t.same(L.POL_F, { INGRESS_ISOLATED: def('VNET_POL_F_INGRESS_ISOLATED'), EGRESS_ISOLATED: def('VNET_POL_F_EGRESS_ISOLATED') });
+  t.same(L.POL_M, { ANY_PORT: def('VNET_POL_M_ANY_PORT') });
+  t.same(L.POL_DIR, { ingress: def('VNET_POL_DIR_INGRESS'), egress: def('VNET_POL_DIR_EGRESS') });
+  t.equal(L.AF.ipv4, def('VNET_AF_INET'));
+  t.equal(L.COUNTERS_MAX, def('VNET_COUNTERS_MAX'));
 });
 
 t.test('counter labels come from the header, in enum order', { skip }, async (t) => {
@@ -59,6 +87,12 @@ t.test('kernel map sizes and BTF layouts match the TS layouts', { skip }, async 
     [L.MAPS.snatRev]: [L.SIZES.natTuple, L.SIZES.natEntry],
     [L.MAPS.inbound]: [L.SIZES.natTuple, L.SIZES.flowEntry],
     [L.MAPS.counters]: [L.SIZES.counterKey, L.SIZES.counter],
+    [L.MAPS.polEps]: [L.SIZES.polEpKey, L.SIZES.polEp],
+    [L.MAPS.polIds]: [L.SIZES.polIdKey, L.SIZES.polIdVal],
+    [L.MAPS.polCidrs]: [L.SIZES.polCidrKey, L.SIZES.polMatch],
+    [L.MAPS.polPorts]: [L.SIZES.polPortKey, L.SIZES.polPortVal],
+    [L.MAPS.polFlows]: [L.SIZES.polFlowKey, L.SIZES.flowEntry],
+    [L.MAPS.polDrops]: [L.SIZES.polEpKey, L.SIZES.counter],
   };
   t.same(obj.maps().sort(), Object.keys(expect).sort(), 'the object defines exactly the maps TS knows');
   for (const [name, [k, v]] of Object.entries(expect)) {
@@ -68,9 +102,10 @@ t.test('kernel map sizes and BTF layouts match the TS layouts', { skip }, async 
     t.equal(info.valueSize, v, `${name} value size`);
     m.close();
   }
-  t.equal(obj.map(L.MAPS.counters).info().maxEntries, native().reasons().length, 'one counter per reason');
+  t.equal(obj.map(L.MAPS.counters).info().maxEntries, L.COUNTERS_MAX, 'fixed counter capacity');
+  t.ok(native().reasons().length <= L.COUNTERS_MAX, 'room for every reason');
   const addon = native().layouts();
-  for (const struct of ['vnet_endpoint', 'vnet_config', 'vnet_nat_tuple', 'vnet_nat_entry', 'vnet_lpm_key']) {
+  for (const struct of ['vnet_endpoint', 'vnet_config', 'vnet_nat_tuple', 'vnet_nat_entry', 'vnet_lpm_key', 'vnet_pol_ep_key', 'vnet_pol_ep', 'vnet_pol_cidr_key', 'vnet_pol_match', 'vnet_pol_port_key', 'vnet_pol_flow_key']) {
     const btf = obj.btfStruct(struct);
     t.ok(btf, `${struct} is in the object's BTF`);
     t.equal(btf!.size, addon[struct]!.size, `${struct} size (BTF vs addon)`);

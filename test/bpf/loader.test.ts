@@ -56,7 +56,7 @@ t.test('map operations: lookup/update/delete/entries/deleteBatch and per-CPU val
   t.equal((await m.entries()).length, 1);
   t.equal(await m.deleteBatch([key, Buffer.from([1, 2, 3, 4])]), 1);
   t.equal(m.delete(key), false);
-  const counters = native().openPinnedMap(path.join(root, 'maps', 'vnet_counters'));
+  const counters = native().openPinnedMap(path.join(root, 'maps', 'vnet_reasons'));
   t.teardown(() => counters.close());
   t.equal(counters.info().perCpu, true);
   t.equal(counters.lookup(Buffer.alloc(4))!.length, 8 * native().numPossibleCpus(), 'one slot per possible CPU');
@@ -72,8 +72,12 @@ t.test('pins survive closing every handle; reopening needs no config', { skip },
   const first = await EbpfPrograms.open(root, baseConfig);
   first.setEndpoint(POD1.ip, POD1);
   const ids = fs.readdirSync(path.join(root, 'progs')).sort();
-  t.same(ids, ['from_nic', 'from_pod', 'to_nic']);
-  t.same(fs.readdirSync(path.join(root, 'maps')).sort(), ['vnet_cidrs', 'vnet_config', 'vnet_counters', 'vnet_endpoints', 'vnet_inbound', 'vnet_snat_fwd', 'vnet_snat_rev']);
+  t.same(ids, ['from_nic', 'from_pod', 'to_nic', 'to_pod']);
+  t.same(fs.readdirSync(path.join(root, 'maps')).sort(), [
+    'vnet_cidrs', 'vnet_config', 'vnet_endpoints', 'vnet_inbound',
+    'vnet_pol_cidrs', 'vnet_pol_drops', 'vnet_pol_eps', 'vnet_pol_flows', 'vnet_pol_ids', 'vnet_pol_ports',
+    'vnet_reasons', 'vnet_snat_fwd', 'vnet_snat_rev',
+  ]);
   const progId = native().openPinnedProgram(path.join(root, 'progs', 'from_pod')).info().id;
   first.close();
   first.close();
@@ -117,7 +121,7 @@ t.test('tc attach/query/detach inside a netns; the worker thread comes back', { 
   const podIndex = await dp.attachPod('azv1');
   t.equal(podIndex, await ns.ifindex('azv1'));
   const hooks = (await dp.attachedHooks()).map((h) => `${h.ifname}/${h.direction}/${h.program}`).sort();
-  t.same(hooks, ['azv1/ingress/from_pod', 'eth0/egress/to_nic', 'eth0/ingress/from_nic']);
+  t.same(hooks, ['azv1/egress/to_pod', 'azv1/ingress/from_pod', 'eth0/egress/to_nic', 'eth0/ingress/from_nic']);
   const tcShow = await ns.exec('tc', 'filter', 'show', 'dev', 'eth0', 'ingress');
   t.match(tcShow, /from_nic/, 'visible to tc');
   t.match(tcShow, /direct-action/);
@@ -148,14 +152,18 @@ t.test('reload keeps maps and swaps attached programs in place; unloadAll remove
   await a.attachNic();
   await a.attachPod('azv2');
   a.setEndpoint(POD2.ip, POD2);
+  // A pod veth attached by a build before to_pod existed: only from_pod.
+  await native().tcDetach({ ifname: 'azv2', netns: ns.path, direction: 'egress', handle: TC_HANDLE, priority: TC_PRIORITY });
   const before = await a.attachedHooks();
+  t.equal(before.length, 3);
   a.close();
   const b = await EbpfPrograms.open(root, cfg, { netns: ns.path, reload: true });
   t.teardown(() => b.close());
   const after = await b.attachedHooks();
-  t.equal(after.length, 3);
+  t.same(after.map((h) => `${h.ifname}/${h.direction}/${h.program}`).sort(), ['azv2/egress/to_pod', 'azv2/ingress/from_pod', 'eth0/egress/to_nic', 'eth0/ingress/from_nic'], 'the old pod veth got to_pod too');
   t.ok(after.every((h) => h.program !== null), 'every hook runs one of the new programs');
-  t.not(after.find((h) => h.ifname === 'azv2')!.progId, before.find((h) => h.ifname === 'azv2')!.progId, 'program replaced');
+  const podIn = (hs: typeof after) => hs.find((h) => h.ifname === 'azv2' && h.direction === 'ingress')!.progId;
+  t.not(podIn(after), podIn(before), 'program replaced');
   t.equal((await b.listEndpoints()).length, 1, 'maps were reused');
   await b.unloadAll();
   t.notOk(fs.existsSync(root), 'pins gone');

@@ -198,7 +198,7 @@ t.test('pins outlive the loader; endpoint churn leaves exactly the live endpoint
   t.teardown(() => dp.close());
   t.same((await dp.listEndpoints()).map((e) => e.ip), PODS.map((p) => p.ip));
   t.ok((dp.counters()['forwarded-local'] ?? 0n) >= 4n, 'counters kept across reopen');
-  t.equal((await dp.attachedHooks()).length, 4, 'eth0 ingress+egress and two pod veths');
+  t.equal((await dp.attachedHooks()).length, 6, 'eth0 ingress+egress and two pod veths (from_pod + to_pod each)');
 
   const live = new Set(PODS.map((p) => p.ip));
   for (let round = 0; round < 5; round++) {

@@ -67,6 +67,26 @@ t.test('operations, failures, pool and kernel counters', async (t) => {
   t.equal(sample(text, 'vnet_cni_nat_entries'), 0);
 });
 
+t.test('NetworkPolicy drops by pod and direction, set from the kernel', async (t) => {
+  const withPod = (): NodeState => ({ ...state(), endpoints: { 'c1/eth0': { ip: '10.240.1.4', podName: 'web', podNamespace: 'shop' } as never } });
+  let dp: DataplaneStats = {
+    natEntries: 0,
+    counters: {},
+    policyDrops: [
+      { ip: '10.240.1.4', direction: 'ingress', packets: 3n },
+      { ip: '10.240.1.9', direction: 'egress', packets: 1n },
+    ],
+  };
+  const m = new DaemonMetrics({ state: async () => withPod(), dataplane: async () => dp });
+  let text = await m.render();
+  t.equal(sample(text, 'vnet_cni_policy_drops_total{pod="shop/web",direction="ingress"}'), 3, 'named by the pod holding the address');
+  t.equal(sample(text, 'vnet_cni_policy_drops_total{pod="10.240.1.9",direction="egress"}'), 1, 'an address no endpoint holds keeps its IP');
+  dp = { ...dp, policyDrops: [{ ip: '10.240.1.4', direction: 'ingress', packets: 5n }] };
+  text = await m.render();
+  t.equal(sample(text, 'vnet_cni_policy_drops_total{pod="shop/web",direction="ingress"}'), 5, 'set, not added to');
+  t.equal(sample(text, 'vnet_cni_policy_drops_total{pod="10.240.1.9",direction="egress"}'), undefined, 'gone with its map entry');
+});
+
 t.test('a failing source is counted, the scrape still answers', async (t) => {
   const m = new DaemonMetrics({ state: async () => { throw new Error('disk gone'); } });
   const text = await m.render();

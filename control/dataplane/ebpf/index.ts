@@ -80,15 +80,25 @@ export class EbpfDataplane implements Dataplane {
   }
 
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
-    await attachRoutedHost(ep, node);
     await withPins(node, async (p) => {
+      // No window: the policy is in the maps and both hooks run before the pod is reachable at all (the /32 route
+      // comes next) and before from_pod forwards for it (it drops sources without an endpoint entry until setEndpoint).
+      await p.setPolicies([{ ip: ep.ip, policy: ep.policy ?? null }]);
       const ifindex = await p.attachPod(ep.hostVeth);
+      // The routed endpoint's host side (proxy ARP, link up, /32 route): shared with iptables transparent mode.
+      await attachRoutedHost(ep, node);
       p.setEndpoint(ep.ip, { ifindex, podMac: ep.podMac, hostMac: ep.hostMac });
     });
   }
 
-  async applyPolicies(_node: NodeNetwork, updates: EndpointPolicyUpdate[]): Promise<void> {
-    if (updates.length) throw new DataplaneError('NetworkPolicy enforcement is not implemented in this dataplane yet');
+  /** One batch: compiled, written under new ids, flipped per endpoint, old ids removed; resolves once the maps hold it. */
+  async applyPolicies(node: NodeNetwork, updates: EndpointPolicyUpdate[]): Promise<void> {
+    if (updates.length === 0) return;
+    if (!existsSync(path.join(node.bpfRoot, 'maps'))) {
+      if (!onBpffs(node.bpfRoot)) throw bpffsMissing(node.bpfRoot);
+      throw new DataplaneError(`no ebpf dataplane at ${node.bpfRoot}: policies can only be applied to endpoints that exist`);
+    }
+    await withPins(node, (p) => p.setPolicies(updates.map((u) => ({ ip: u.policy.address, policy: u.policy }))));
   }
 
   async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
@@ -117,6 +127,9 @@ export class EbpfDataplane implements Dataplane {
       if (entry.podMac.toLowerCase() !== ep.podMac.toLowerCase()) throw new DataplaneError(`endpoint map has MAC ${entry.podMac} for ${ep.ip}, expected ${ep.podMac}`);
       if ((await p.hookProgram(ep.hostVeth, 'ingress')) !== 'from_pod') {
         throw new DataplaneError(`from_pod is not attached to ${ep.hostVeth}`);
+      }
+      if ((await p.hookProgram(ep.hostVeth, 'egress')) !== 'to_pod') {
+        throw new DataplaneError(`to_pod is not attached to ${ep.hostVeth} (egress)`);
       }
     });
   }

@@ -12,11 +12,17 @@ export const MAPS = {
   snatFwd: 'vnet_snat_fwd',
   snatRev: 'vnet_snat_rev',
   inbound: 'vnet_inbound',
-  counters: 'vnet_counters',
+  counters: 'vnet_reasons',
+  polEps: 'vnet_pol_eps',
+  polIds: 'vnet_pol_ids',
+  polCidrs: 'vnet_pol_cidrs',
+  polPorts: 'vnet_pol_ports',
+  polFlows: 'vnet_pol_flows',
+  polDrops: 'vnet_pol_drops',
 } as const;
 export type MapKey = keyof typeof MAPS;
 
-export const PROGRAMS = { fromPod: 'from_pod', toNic: 'to_nic', fromNic: 'from_nic' } as const;
+export const PROGRAMS = { fromPod: 'from_pod', toPod: 'to_pod', toNic: 'to_nic', fromNic: 'from_nic' } as const;
 
 export const SIZES = {
   endpointKey: 4,
@@ -30,7 +36,19 @@ export const SIZES = {
   flowEntry: 8,
   counterKey: 4,
   counter: 8,
+  polEpKey: 20,
+  polEp: 12,
+  polIdKey: 4,
+  polIdVal: 16,
+  polCidrKey: 28,
+  polMatch: 4,
+  polPortKey: 16,
+  polPortVal: 4,
+  polFlowKey: 40,
 } as const;
+
+/** vnet_reasons slots (VNET_COUNTERS_MAX): more than there are reasons, so appending one keeps the map definition. */
+export const COUNTERS_MAX = 64;
 
 /** vnet_config.flags */
 export const CFG_F = { READY: 1, FASTPATH_EXTERNAL: 2, CT_CHECK: 4 } as const;
@@ -252,4 +270,143 @@ export function sumPerCpuU64(b: Buffer): bigint {
   let sum = 0n;
   for (let off = 0; off + 8 <= b.length; off += 8) sum += b.readBigUInt64LE(off);
   return sum;
+}
+
+// ---- NetworkPolicy maps ------------------------------------------------------
+
+/** Address family numbers as in the keys (AF_INET). */
+export const AF = { ipv4: 2 } as const;
+/** Direction of a check, seen from the local endpoint (VNET_POL_DIR_*). */
+export const POL_DIR = { ingress: 0, egress: 1 } as const;
+/** vnet_pol_ep.flags */
+export const POL_F = { INGRESS_ISOLATED: 1, EGRESS_ISOLATED: 2 } as const;
+/** vnet_pol_match.flags */
+export const POL_M = { ANY_PORT: 1 } as const;
+/** LPM prefix bits before the address / port in the policy tries: {id, family + pad} and {id, set, proto + pad}. */
+export const POL_CIDR_PREFIX_BASE = 64;
+export const POL_PORT_PREFIX_BASE = 64;
+
+/** key {family, dir, pad, addr[16]}: dir 0 in vnet_pol_eps, the direction in vnet_pol_drops. */
+export function encodePolEpKey(ip: string, dir = 0): Buffer {
+  const b = Buffer.alloc(SIZES.polEpKey);
+  b.writeUInt8(AF.ipv4, 0);
+  b.writeUInt8(dir, 1);
+  ipToBytes(ip).copy(b, 4);
+  return b;
+}
+
+export function decodePolEpKey(b: Buffer): { family: number; dir: number; ip: string } {
+  return { family: b.readUInt8(0), dir: b.readUInt8(1), ip: bytesToIp(b, 4) };
+}
+
+export interface PolEpValue {
+  ingressId: number;
+  egressId: number;
+  flags: number;
+}
+
+export function encodePolEp(v: PolEpValue): Buffer {
+  const b = Buffer.alloc(SIZES.polEp);
+  b.writeUInt32LE(v.ingressId, 0);
+  b.writeUInt32LE(v.egressId, 4);
+  b.writeUInt32LE(v.flags, 8);
+  return b;
+}
+
+export function decodePolEp(b: Buffer): PolEpValue {
+  return { ingressId: b.readUInt32LE(0), egressId: b.readUInt32LE(4), flags: b.readUInt32LE(8) };
+}
+
+/** Policy ids are stored in host order (they are never on the wire). */
+export const encodePolIdKey = encodeU32Key;
+export const decodePolIdKey = (b: Buffer): number => b.readUInt32LE(0);
+
+export function encodePolIdVal(digest: Buffer): Buffer {
+  const b = Buffer.alloc(SIZES.polIdVal);
+  digest.copy(b, 0, 0, SIZES.polIdVal);
+  return b;
+}
+
+/** vnet_pol_cidrs key: prefixlen = 64 + the CIDR's length. */
+export function encodePolCidrKey(id: number, cidr: Cidr): Buffer {
+  const b = Buffer.alloc(SIZES.polCidrKey);
+  b.writeUInt32LE(POL_CIDR_PREFIX_BASE + cidr.prefixlen, 0);
+  b.writeUInt32LE(id, 4);
+  b.writeUInt8(AF.ipv4, 8);
+  ipToBytes(cidr.addr).copy(b, 12);
+  return b;
+}
+
+export function decodePolCidrKey(b: Buffer): { id: number; family: number; cidr: string } {
+  return { id: b.readUInt32LE(4), family: b.readUInt8(8), cidr: `${bytesToIp(b, 12)}/${b.readUInt32LE(0) - POL_CIDR_PREFIX_BASE}` };
+}
+
+export interface PolMatch {
+  set: number;
+  flags: number;
+}
+
+export function encodePolMatch(m: PolMatch): Buffer {
+  const b = Buffer.alloc(SIZES.polMatch);
+  b.writeUInt16LE(m.set, 0);
+  b.writeUInt16LE(m.flags, 2);
+  return b;
+}
+
+export function decodePolMatch(b: Buffer): PolMatch {
+  return { set: b.readUInt16LE(0), flags: b.readUInt16LE(2) };
+}
+
+/** vnet_pol_ports key: port (network order) with prefixlen = 64 + its prefix bits. */
+export interface PolPortKey {
+  id: number;
+  set: number;
+  proto: number;
+  port: number;
+  /** 0..16 bits of the port. */
+  bits: number;
+}
+
+export function encodePolPortKey(k: PolPortKey): Buffer {
+  const b = Buffer.alloc(SIZES.polPortKey);
+  b.writeUInt32LE(POL_PORT_PREFIX_BASE + k.bits, 0);
+  b.writeUInt32LE(k.id, 4);
+  b.writeUInt16LE(k.set, 8);
+  b.writeUInt8(k.proto, 10);
+  b.writeUInt16BE(k.port, 12);
+  return b;
+}
+
+export function decodePolPortKey(b: Buffer): PolPortKey {
+  return { id: b.readUInt32LE(4), set: b.readUInt16LE(8), proto: b.readUInt8(10), port: b.readUInt16BE(12), bits: b.readUInt32LE(0) - POL_PORT_PREFIX_BASE };
+}
+
+export function encodePolPortVal(): Buffer {
+  const b = Buffer.alloc(SIZES.polPortVal);
+  b.writeUInt32LE(1, 0);
+  return b;
+}
+
+/** vnet_pol_flows key, from the local endpoint's side. */
+export interface PolFlowKey {
+  local: string;
+  remote: string;
+  lport: number;
+  rport: number;
+  proto: number;
+}
+
+export function encodePolFlowKey(k: PolFlowKey): Buffer {
+  const b = Buffer.alloc(SIZES.polFlowKey);
+  ipToBytes(k.local).copy(b, 0);
+  ipToBytes(k.remote).copy(b, 16);
+  b.writeUInt16BE(k.lport, 32);
+  b.writeUInt16BE(k.rport, 34);
+  b.writeUInt8(k.proto, 36);
+  b.writeUInt8(AF.ipv4, 37);
+  return b;
+}
+
+export function decodePolFlowKey(b: Buffer): PolFlowKey & { family: number } {
+  return { local: bytesToIp(b, 0), remote: bytesToIp(b, 16), lport: b.readUInt16BE(32), rport: b.readUInt16BE(34), proto: b.readUInt8(36), family: b.readUInt8(37) };
 }

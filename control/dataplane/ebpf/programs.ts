@@ -8,6 +8,7 @@
 // A flock on the <pinRoot> directory serialises load/pin/unpin across processes.
 import fs from 'node:fs';
 import path from 'node:path';
+import { randomInt } from 'node:crypto';
 import { DataplaneError, DataplaneUnavailableError, InvalidConfigError, TryAgainError, UnsafeEnvironmentError } from '../../errors.js';
 import { isNativeError, native, repoRoot, type BpfMap, type BpfProgram, type TcTarget } from '../../../native/index.js';
 import {
@@ -32,6 +33,7 @@ import {
   encodeLpmKey,
   encodeNatTuple,
   encodeU32Key,
+  encodePolMatch,
   natClosed,
   parseCidr,
   protoName,
@@ -39,7 +41,22 @@ import {
   type ConfigValue,
   type EndpointValue,
   type MapKey,
+  POL_DIR,
+  POL_F,
+  decodePolEp,
+  decodePolEpKey,
+  decodePolFlowKey,
+  decodePolIdKey,
+  encodePolCidrKey,
+  encodePolEp,
+  encodePolEpKey,
+  encodePolIdKey,
+  encodePolIdVal,
+  encodePolPortKey,
+  encodePolPortVal,
 } from './layouts.js';
+import { compileDirection, type CompiledDirection } from './policy.js';
+import type { EndpointPolicy } from '../../policy/types.js';
 
 export { probeKernel } from './probe.js';
 
@@ -124,6 +141,37 @@ export interface AttachedHook {
   program: string | null;
   progId: number;
 }
+
+export interface PolicyDrops {
+  ip: string;
+  direction: 'ingress' | 'egress';
+  packets: bigint;
+}
+
+export interface PolicyFlow {
+  proto: ReturnType<typeof protoName>;
+  local: { ip: string; port: number };
+  remote: { ip: string; port: number };
+  lastSeenNs: bigint;
+}
+
+/** What the policy maps hold, for debug views and cleanup checks. */
+export interface PolicyMapState {
+  /** Endpoint ip -> its active policy ids and isolation. */
+  endpoints: Map<string, { ingressId: number; egressId: number; ingressIsolated: boolean; egressIsolated: boolean }>;
+  /** Registered policy ids (shared by endpoints whose direction compiles alike). */
+  ids: number[];
+  cidrEntries: number;
+  portEntries: number;
+}
+
+/** One policy id's keys in the tries, kept per process so a delete does not walk the tries. */
+interface PolicyKeys {
+  digest: string;
+  cidrKeys: Buffer[];
+  portKeys: Buffer[];
+}
+const policyKeyCache = new Map<string, Map<number, PolicyKeys>>();
 
 const PROGRAM_NAMES = Object.values(PROGRAMS);
 type ProgramName = (typeof PROGRAM_NAMES)[number];
@@ -239,16 +287,22 @@ export class EbpfPrograms {
     }
   }
 
-  /** from_pod on ingress of a host-side pod veth (name or ifindex). Idempotent. Resolves with its ifindex. */
+  /**
+   * from_pod on ingress and to_pod (policy for what the stack delivers) on egress of a host-side pod veth (name or
+   * ifindex). Idempotent. Resolves with its ifindex.
+   */
   async attachPod(hostVeth: string | number): Promise<number> {
     this.assertSafeTarget();
-    const r = await native().tcAttach(this.progs.from_pod, { ...this.filter(hostVeth), direction: 'ingress', replace: true });
+    const r = await native().tcAttach(this.progs.to_pod, { ...this.filter(hostVeth), direction: 'egress', replace: true });
+    await native().tcAttach(this.progs.from_pod, { ...this.filter(r.ifindex), direction: 'ingress', replace: true });
     return r.ifindex;
   }
 
   /** false if nothing of ours was attached. Deleting the veth removes the hook anyway. */
   async detachPod(hostVeth: string | number): Promise<boolean> {
-    return native().tcDetach({ ...this.filter(hostVeth), direction: 'ingress' });
+    const egress = await native().tcDetach({ ...this.filter(hostVeth), direction: 'egress' });
+    const ingress = await native().tcDetach({ ...this.filter(hostVeth), direction: 'ingress' });
+    return ingress || egress;
   }
 
   /** The program of ours at one hook of one interface, or null (one netlink query, for hot paths). */
@@ -282,11 +336,109 @@ export class EbpfPrograms {
     return raw ? { ip, ...decodeEndpoint(raw) } : null;
   }
 
-  /** Removes the endpoint and its NAT/inbound state (so a reused IP starts clean). false if it was absent. */
+  /** Removes the endpoint, its policy and its NAT/inbound/policy-flow state (so a reused IP starts clean). false if it was absent. */
   async deleteEndpoint(ip: string): Promise<boolean> {
     const existed = this.maps.endpoints.delete(encodeEndpointKey(ip));
+    await this.setPolicies([{ ip, policy: null }]);
+    for (const dir of Object.values(POL_DIR)) this.maps.polDrops.delete(encodePolEpKey(ip, dir));
     await this.purgeFlows((podIp) => podIp === ip);
     return existed;
+  }
+
+  // ---- NetworkPolicy ---------------------------------------------------------------
+
+  /**
+   * Replace the policy of these endpoints (null: none, everything allowed). All rules are compiled before anything is
+   * written (a bad rule throws InvalidConfigError and changes nothing). Without a window: a changed direction gets
+   * a new policy id whose entries are written first, then the endpoint's one vnet_pol_eps value flips to it (a single
+   * map update), then ids no endpoint uses any more are deleted. Endpoints whose directions compile alike share an id.
+   * Established connections of an endpoint stay allowed (like conntrack-based engines).
+   */
+  async setPolicies(updates: Array<{ ip: string; policy: EndpointPolicy | null }>): Promise<void> {
+    // Endpoints selected by the same policies have equal directions: compile each distinct one once.
+    const compiled = new Map<string, CompiledDirection>();
+    const compile = (dir: EndpointPolicy['ingress']): CompiledDirection | null => {
+      if (!dir.isolated) return null;
+      const key = JSON.stringify(dir.rules.map((r) => [r.peers, r.ports]));
+      let c = compiled.get(key);
+      if (!c) compiled.set(key, (c = compileDirection(dir)));
+      return c;
+    };
+    const plans = updates.map(({ ip, policy }) => {
+      encodePolEpKey(ip); // validates the address
+      if (!policy) return { ip, ingress: null, egress: null, flags: 0 };
+      if (policy.family !== 'ipv4') throw new InvalidConfigError(`policy for ${ip}: family ${String(policy.family)} is not supported (IPv4 only)`);
+      const flags = (policy.ingress.isolated ? POL_F.INGRESS_ISOLATED : 0) | (policy.egress.isolated ? POL_F.EGRESS_ISOLATED : 0);
+      return { ip, flags, ingress: compile(policy.ingress), egress: compile(policy.egress) };
+    });
+    // Nothing to do for endpoints without policy that never had one (the ADD path of a policy-free node).
+    if (plans.every((p) => p.flags === 0 && !this.maps.polEps.lookup(encodePolEpKey(p.ip)))) return;
+    await withPinLock(this.pinRoot, async () => {
+      const registered = new Map<number, string>();
+      const byDigest = new Map<string, number>();
+      for (const [k, v] of await this.maps.polIds.entries()) {
+        const hex = v.toString('hex');
+        registered.set(decodePolIdKey(k), hex);
+        byDigest.set(hex, decodePolIdKey(k));
+      }
+      const idFor = (c: CompiledDirection | null): number => {
+        if (!c) return 0;
+        const hex = c.digest.toString('hex');
+        const known = byDigest.get(hex);
+        if (known !== undefined) return known;
+        let id = 0;
+        while (id === 0 || registered.has(id)) id = randomInt(1, 0xffffffff);
+        this.writePolicyEntries(id, c);
+        // Registered only once complete: a writer that dies before this leaves an orphan the next GC removes.
+        this.maps.polIds.update(encodePolIdKey(id), encodePolIdVal(c.digest));
+        registered.set(id, hex);
+        byDigest.set(hex, id);
+        return id;
+      };
+      for (const p of plans) {
+        const key = encodePolEpKey(p.ip);
+        if (p.flags === 0) {
+          this.maps.polEps.delete(key);
+          continue;
+        }
+        const value = encodePolEp({ ingressId: idFor(p.ingress), egressId: idFor(p.egress), flags: p.flags });
+        this.maps.polEps.update(key, value); // the flip: one value, atomically replaced
+      }
+      await this.gcPolicies(registered);
+    });
+  }
+
+  /** The policy maps' contents, summarised. */
+  async policyState(): Promise<PolicyMapState> {
+    const endpoints: PolicyMapState['endpoints'] = new Map();
+    for (const [k, v] of await this.maps.polEps.entries()) {
+      const e = decodePolEp(v);
+      endpoints.set(decodePolEpKey(k).ip, {
+        ingressId: e.ingressId,
+        egressId: e.egressId,
+        ingressIsolated: (e.flags & POL_F.INGRESS_ISOLATED) !== 0,
+        egressIsolated: (e.flags & POL_F.EGRESS_ISOLATED) !== 0,
+      });
+    }
+    const ids = (await this.maps.polIds.entries()).map(([k]) => decodePolIdKey(k)).sort((a, b) => a - b);
+    return { endpoints, ids, cidrEntries: (await this.maps.polCidrs.entries()).length, portEntries: (await this.maps.polPorts.entries()).length };
+  }
+
+  /** Packets dropped by policy, per endpoint and direction (summed over CPUs). */
+  async policyDrops(): Promise<PolicyDrops[]> {
+    return (await this.maps.polDrops.entries()).map(([k, v]) => {
+      const key = decodePolEpKey(k);
+      const direction: PolicyDrops['direction'] = key.dir === POL_DIR.egress ? 'egress' : 'ingress';
+      return { ip: key.ip, direction, packets: sumPerCpuU64(v) };
+    });
+  }
+
+  /** Connections admitted by an endpoint's policy (the stateful part), from the endpoint's side. */
+  async policyFlows(): Promise<PolicyFlow[]> {
+    return (await this.maps.polFlows.entries()).map(([k, v]) => {
+      const f = decodePolFlowKey(k);
+      return { proto: protoName(f.proto), local: { ip: f.local, port: f.lport }, remote: { ip: f.remote, port: f.rport }, lastSeenNs: decodeFlowEntry(v) };
+    });
   }
 
   async listEndpoints(): Promise<EndpointEntry[]> {
@@ -458,7 +610,71 @@ export class EbpfPrograms {
     for (const cidr of have.keys()) if (!want.has(cidr)) this.maps.cidrs.delete(encodeLpmKey(cidr));
   }
 
-  /** Drop SNAT pairs and inbound records whose pod IP matches. */
+  /** Write one policy id's trie entries; on failure remove what was written and throw (nothing refers to the id yet). */
+  private writePolicyEntries(id: number, c: CompiledDirection): void {
+    const cidrKeys: Buffer[] = [];
+    const portKeys: Buffer[] = [];
+    try {
+      for (const e of c.ports) {
+        const k = encodePolPortKey({ id, ...e });
+        this.maps.polPorts.update(k, encodePolPortVal());
+        portKeys.push(k);
+      }
+      for (const e of c.cidrs) {
+        const k = encodePolCidrKey(id, e.cidr);
+        this.maps.polCidrs.update(k, encodePolMatch(e.match));
+        cidrKeys.push(k);
+      }
+    } catch (err) {
+      for (const k of cidrKeys) this.maps.polCidrs.delete(k);
+      for (const k of portKeys) this.maps.polPorts.delete(k);
+      const full = isNativeError(err, 'E2BIG') || isNativeError(err, 'ENOSPC') || isNativeError(err, 'ENOMEM');
+      throw new DataplaneError(
+        `writing ${c.cidrs.length} address and ${c.ports.length} port entries of a policy failed (${(err as Error).message})` +
+          (full ? `: the policy maps are full (${MAPS.polCidrs}, ${MAPS.polPorts}); fewer distinct policies per node, or a larger VNET_POL_*_MAX build` : '') +
+          '; the endpoint keeps its previous policy',
+        { cause: err },
+      );
+    }
+    let cache = policyKeyCache.get(this.pinRoot);
+    if (!cache) policyKeyCache.set(this.pinRoot, (cache = new Map<number, PolicyKeys>()));
+    cache.set(id, { digest: c.digest.toString('hex'), cidrKeys, portKeys });
+  }
+
+  /** Delete ids no endpoint refers to, with their entries, and entries of ids never registered (a writer died). Under the pin lock. */
+  private async gcPolicies(registered: Map<number, string>): Promise<void> {
+    const used = new Set<number>();
+    for (const [, v] of await this.maps.polEps.entries()) {
+      const e = decodePolEp(v);
+      used.add(e.ingressId).add(e.egressId);
+    }
+    const dead = [...registered.keys()].filter((id) => !used.has(id));
+    const cache = policyKeyCache.get(this.pinRoot) ?? new Map<number, PolicyKeys>();
+    const cidrKeys: Buffer[] = [];
+    const portKeys: Buffer[] = [];
+    const uncached = new Set(dead.filter((id) => cache.get(id)?.digest !== registered.get(id)));
+    for (const id of dead) {
+      const keys = cache.get(id);
+      if (uncached.has(id) || !keys) continue;
+      cidrKeys.push(...keys.cidrKeys);
+      portKeys.push(...keys.portKeys);
+    }
+    if (uncached.size > 0) {
+      // This process did not write them: find their keys (and any orphans) by walking the tries.
+      const doomed = (id: number): boolean => uncached.has(id) || !registered.has(id);
+      for (const [k] of await this.maps.polCidrs.entries()) if (doomed(k.readUInt32LE(4))) cidrKeys.push(k);
+      for (const [k] of await this.maps.polPorts.entries()) if (doomed(k.readUInt32LE(4))) portKeys.push(k);
+    }
+    if (dead.length === 0 && cidrKeys.length === 0 && portKeys.length === 0) return;
+    await this.maps.polCidrs.deleteBatch(cidrKeys);
+    await this.maps.polPorts.deleteBatch(portKeys);
+    for (const id of dead) {
+      this.maps.polIds.delete(encodePolIdKey(id));
+      cache.delete(id);
+    }
+  }
+
+  /** Drop SNAT pairs and inbound records whose pod IP matches, and policy flows on either side of it. */
   private async purgeFlows(match: (podIp: string) => boolean): Promise<void> {
     const fwdDead: Buffer[] = [];
     const revDead: Buffer[] = [];
@@ -474,15 +690,28 @@ export class EbpfPrograms {
     await this.maps.snatFwd.deleteBatch(fwdDead);
     await this.maps.snatRev.deleteBatch(revDead);
     await this.maps.inbound.deleteBatch(inbound);
+    const polFlows = (await this.maps.polFlows.entries()).filter(([k]) => {
+      const f = decodePolFlowKey(k);
+      return match(f.local) || match(f.remote);
+    });
+    await this.maps.polFlows.deleteBatch(polFlows.map(([k]) => k));
   }
 
-  /** After a reload: put the new programs wherever the old ones were attached (atomic replace). */
+  /**
+   * After a reload: put the new programs wherever the old ones were attached (atomic replace). A pod veth from a
+   * build before to_pod existed gets to_pod on its free egress hook.
+   */
   private async reattach(oldIds: Map<number, ProgramName>): Promise<void> {
     for (const link of await native().listLinks(this.netns)) {
+      const found: Partial<Record<'ingress' | 'egress', ProgramName | null>> = {};
       for (const direction of ['ingress', 'egress'] as const) {
         const q = await native().tcQuery({ ...this.filter(link.index), direction });
         const name = q ? oldIds.get(q.progId) : undefined;
+        found[direction] = q ? (name ?? null) : undefined;
         if (name) await native().tcAttach(this.progs[name], { ...this.filter(link.index), direction, replace: true });
+      }
+      if (found.ingress === 'from_pod' && found.egress === undefined) {
+        await native().tcAttach(this.progs.to_pod, { ...this.filter(link.index), direction: 'egress', replace: true });
       }
     }
   }

@@ -35,7 +35,7 @@ export interface Fixture {
   dp: EbpfPrograms;
   ns: Netns;
   root: string;
-  progs: { from_pod: BpfProgram; to_nic: BpfProgram; from_nic: BpfProgram };
+  progs: { from_pod: BpfProgram; to_pod: BpfProgram; to_nic: BpfProgram; from_nic: BpfProgram };
   map(name: keyof typeof MAPS): BpfMap;
   run(prog: BpfProgram, data: Buffer, ingressIfindex?: number): Promise<TestRunResult>;
   /** Counter deltas since the previous call. */
@@ -54,7 +54,7 @@ export async function openFixture(t: Teardown, tag: string, cfg: Partial<EbpfCon
   dp.setEndpoint(POD1.ip, POD1);
   dp.setEndpoint(POD2.ip, POD2);
   const open = (n: string): BpfProgram => native().openPinnedProgram(path.join(root, 'progs', n));
-  const progs = { from_pod: open('from_pod'), to_nic: open('to_nic'), from_nic: open('from_nic') };
+  const progs = { from_pod: open('from_pod'), to_pod: open('to_pod'), to_nic: open('to_nic'), from_nic: open('from_nic') };
   const maps: BpfMap[] = [];
   t.teardown(() => {
     for (const p of Object.values(progs)) p.close();

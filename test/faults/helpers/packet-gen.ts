@@ -34,7 +34,11 @@ const OTHER_MACS = ['ff:ff:ff:ff:ff:ff', '01:00:5e:00:00:fb', '02:aa:bb:cc:dd:ee
 export class PacketGenerator {
   readonly flows: Flow[] = [];
 
-  constructor(private readonly rng: Rng) {}
+  /** withToPod: also frames for to_pod (what the stack delivers to a pod), for the NetworkPolicy run. */
+  constructor(
+    private readonly rng: Rng,
+    private readonly withToPod = false,
+  ) {}
 
   private addr(pool: readonly string[]): string {
     const r = this.rng;
@@ -81,11 +85,29 @@ export class PacketGenerator {
   /** One packet: a new or repeated flow, or a reply to one, then maybe a mutation. */
   next(): GenPacket {
     const r = this.rng;
-    const prog = r.pick(['from_pod', 'to_nic', 'to_nic', 'from_nic', 'from_nic'] as const);
+    const prog = this.withToPod ? r.pick(['from_pod', 'to_pod', 'to_nic', 'to_nic', 'from_nic', 'from_nic'] as const) : r.pick(['from_pod', 'to_nic', 'to_nic', 'from_nic', 'from_nic'] as const);
     let o: BuildOptions;
     let kind: string;
     const known = this.flows.length > 0 && r.chance(0.45) ? r.pick(this.flows) : undefined;
-    if (prog === 'from_nic') {
+    if (prog === 'to_pod') {
+      // What the stack delivers to a pod: replies to its flows, the node itself, other pods, the outside.
+      if (known && r.chance(0.6)) {
+        o = { src: known.remote, dst: known.pod };
+        this.l4(o, known.proto, known.proto === 'icmp' ? known.podPort : known.remotePort, known.podPort, true);
+        kind = 'to-pod-reply';
+      } else {
+        const proto = this.protoOf();
+        o = { src: this.addr([...REMOTES, ...PODS, PRIMARY, PRIMARY]), dst: this.addr([...PODS, ...PODS, VNET_HOST]) };
+        if (proto === 'other') o.proto = r.pick([47, 50, 132, 0]);
+        else {
+          const remotePort = r.pick(REMOTE_PORTS);
+          const podPort = r.pick(POD_PORTS);
+          this.l4(o, proto, remotePort, podPort, false);
+          if (proto !== 'icmp') this.flows.push({ pod: o.dst, remote: o.src, podPort, remotePort, proto });
+        }
+        kind = 'to-pod';
+      }
+    } else if (prog === 'from_nic') {
       const reply = known && known.proto !== 'icmp' ? known : undefined;
       if (known && r.chance(0.6)) {
         // A reply to an SNATed flow: to the primary IP, at whatever NAT port it got (guessed from the range).

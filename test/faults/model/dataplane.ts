@@ -12,9 +12,19 @@
 // netns has no entries: always a miss) and the FIB (the netns holds only lo,
 // so a lookup for a pod's ingress ifindex fails: "to the stack").
 import { csumReplace, ETH_HLEN, ICMP_ECHO, ICMP_ECHOREPLY, IP_MF, IP_OFFSET, isFragment, macBuf, parse, PROTO, TCPF, words32, type ModelPkt } from './packet.js';
+import { rulesAllow } from './policy.js';
+import type { DirectionPolicy } from '../../../control/policy/types.js';
 
 export const VERDICT = { OK: 0, SHOT: 2, REDIRECT: 7 } as const;
-export type ProgName = 'from_pod' | 'to_nic' | 'from_nic';
+export type ProgName = 'from_pod' | 'to_pod' | 'to_nic' | 'from_nic';
+
+/** One endpoint's policy as the model holds it (absent = none). */
+export interface ModelPolicy {
+  ingress: DirectionPolicy;
+  egress: DirectionPolicy;
+}
+type PolVerdict = 'free' | 'established' | 'rule' | 'deny';
+const SCTP = 132;
 
 export interface ModelEndpoint {
   ip: number;
@@ -67,6 +77,9 @@ export class DataplaneModel {
   /** How often a SYN on a closed pair replaced its mapping (coverage, for the test). */
   synRestarts = 0;
   readonly inbound = new Set<string>();
+  /** NetworkPolicy: per endpoint, and the connections an endpoint admitted ({local, remote, lport, rport, proto}). */
+  readonly policies = new Map<number, ModelPolicy>();
+  readonly polFlows = new Set<string>();
 
   constructor(readonly cfg: ModelConfig) {
     // Beyond 32 ports the program's bounded random probing may miss a free port: not predictable.
@@ -94,8 +107,63 @@ export class DataplaneModel {
   run(prog: ProgName, frame: Buffer, ingressIfindex: number, choosePort: PortChooser): Prediction {
     const p = parse(frame);
     if (prog === 'from_pod') return this.fromPod(p, frame, ingressIfindex);
+    if (prog === 'to_pod') return this.toPod(p, frame);
     if (prog === 'to_nic') return this.toNic(p, frame, choosePort);
     return this.fromNic(p, frame);
+  }
+
+  /**
+   * One policy check (docs/ebpf.md "NetworkPolicy"): no policy or neither direction isolated -> free; a connection
+   * this endpoint admitted before -> established; this direction open -> free, recorded; the rules -> rule, recorded;
+   * else deny. Ports: TCP/UDP/ICMP echo from the parser, SCTP from the first 4 bytes of its header.
+   */
+  private polCheck(p: ModelPkt, frame: Buffer, egress: boolean): PolVerdict {
+    const local = egress ? p.saddr : p.daddr;
+    const remote = egress ? p.daddr : p.saddr;
+    const pol = this.policies.get(local);
+    if (!pol || (!pol.ingress.isolated && !pol.egress.isolated)) return 'free';
+    let ports: [number, number] | null = p.hasL4 ? [p.sport, p.dport] : null;
+    if (!ports && p.proto === SCTP && p.ihl === 20 && (p.frag & IP_OFFSET) === 0 && p.totLen >= 32 && frame.length >= p.l4Off + 4) {
+      ports = [frame.readUInt16BE(p.l4Off), frame.readUInt16BE(p.l4Off + 2)];
+    }
+    const [sport, dport] = ports ?? [0, 0];
+    const key = p.proto === PROTO.ICMP ? tupleKey(local, remote, sport, 0, p.proto) : tupleKey(local, remote, egress ? sport : dport, egress ? dport : sport, p.proto);
+    const dir = egress ? pol.egress : pol.ingress;
+    if (this.polFlows.has(key)) return dir.isolated ? 'established' : 'free';
+    let verdict: PolVerdict = 'free';
+    if (dir.isolated) {
+      const portForRules = ports && [PROTO.TCP, PROTO.UDP, SCTP].includes(p.proto) ? dport : null;
+      if (!rulesAllow(dir, remote, p.proto, portForRules)) return 'deny';
+      verdict = 'rule';
+    }
+    this.polFlows.add(key);
+    return verdict;
+  }
+
+  /** Counter labels of the checks, or null after a deny (whose label is last in `reasons`). */
+  private polChecks(p: ModelPkt, frame: Buffer, checks: Array<'egress' | 'ingress'>, reasons: string[]): boolean {
+    for (const c of checks) {
+      const v = this.polCheck(p, frame, c === 'egress');
+      if (v === 'deny') {
+        reasons.push(c === 'egress' ? 'drop-policy-egress' : 'drop-policy-ingress');
+        return false;
+      }
+      if (v === 'rule') reasons.push('policy-allow');
+      if (v === 'established') reasons.push('policy-established');
+    }
+    return true;
+  }
+
+  private toPod(p: ModelPkt, frame: Buffer): Prediction {
+    if (p.result === 'not-ipv4') return pass(frame);
+    if (p.result === 'malformed') return drop('drop-malformed');
+    const reasons: string[] = [];
+    if (this.endpoints.has(p.saddr) && !this.polChecks(p, frame, ['egress'], reasons)) return { verdict: VERDICT.SHOT, reasons, data: null };
+    const v = this.polCheck(p, frame, false);
+    if (v !== 'deny') return { verdict: VERDICT.OK, reasons: [...reasons, ...(v === 'rule' ? ['policy-allow'] : v === 'established' ? ['policy-established'] : [])], data: frame };
+    // The node itself passes; kernel conntrack is empty in the test netns (no service replies).
+    if (p.saddr === this.cfg.primaryIp) return { verdict: VERDICT.OK, reasons: [...reasons, 'policy-allow-host'], data: frame };
+    return { verdict: VERDICT.SHOT, reasons: [...reasons, 'drop-policy-ingress'], data: null };
   }
 
   private fromPod(p: ModelPkt, frame: Buffer, ingressIfindex: number): Prediction {
@@ -107,7 +175,11 @@ export class DataplaneModel {
     if (isFragment(p)) return pass(frame, 'pass-fragment');
     if (p.ttl <= 1 || isMulticastOrBroadcast(p.daddr)) return pass(frame, 'pass-to-stack');
     const dst = this.endpoints.get(p.daddr);
-    if (dst) return forward(p, frame, dst, 'forwarded-local', []);
+    if (dst) {
+      const reasons: string[] = [];
+      if (!this.polChecks(p, frame, ['egress', 'ingress'], reasons)) return { verdict: VERDICT.SHOT, reasons, data: null };
+      return forward(p, frame, dst, 'forwarded-local', reasons);
+    }
     // Every other destination ends in the stack here: STACK cidrs, outside
     // the VNet by default, and the FIB miss of the throwaway netns.
     return pass(frame, 'pass-to-stack');
@@ -117,6 +189,13 @@ export class DataplaneModel {
     if (p.result === 'not-ipv4') return pass(frame);
     if (!this.endpoints.has(p.saddr)) return pass(frame); // the node's own traffic
     if (p.result === 'malformed') return drop('drop-malformed');
+    const polReasons: string[] = [];
+    if (!this.polChecks(p, frame, ['egress'], polReasons)) return { verdict: VERDICT.SHOT, reasons: polReasons, data: null };
+    const r = this.toNicAfterPolicy(p, frame, choosePort);
+    return { ...r, reasons: [...polReasons, ...r.reasons] };
+  }
+
+  private toNicAfterPolicy(p: ModelPkt, frame: Buffer, choosePort: PortChooser): Prediction {
     if (this.cidrFlags(p.daddr) & CIDR_NOSNAT) return pass(frame);
     if (p.ihl !== 20) return pass(frame, 'pass-ip-options');
     if (p.frag & IP_OFFSET) return pass(frame, 'pass-fragment');
@@ -158,10 +237,12 @@ export class DataplaneModel {
     if (!ep) return pass(frame);
     if (p.ihl !== 20) return pass(frame, 'pass-ip-options');
     if (isFragment(p)) return pass(frame, 'pass-fragment');
+    const reasons: string[] = [];
+    if (!this.polChecks(p, frame, ['ingress'], reasons)) return { verdict: VERDICT.SHOT, reasons, data: null };
     if (p.hasL4 && (p.proto === PROTO.TCP || p.proto === PROTO.UDP) && !(this.cidrFlags(p.saddr) & CIDR_NOSNAT)) {
       this.inbound.add(tupleKey(p.daddr, p.saddr, p.dport, p.sport, p.proto));
     }
-    return forward(p, frame, ep, 'forwarded-from-nic', []);
+    return forward(p, frame, ep, 'forwarded-from-nic', reasons);
   }
 
   private revSnat(p: ModelPkt, frame: Buffer): Prediction {
@@ -176,7 +257,10 @@ export class DataplaneModel {
     const ep = this.endpoints.get(rev.addr);
     if (!ep) return { verdict: VERDICT.SHOT, reasons: ['rev-snat', 'drop-no-endpoint'], data: null };
     if (!this.cfg.fastPathExternal) return { verdict: VERDICT.OK, reasons: ['rev-snat'], data };
-    return forward(parse(data), data, ep, 'forwarded-from-nic', ['rev-snat']);
+    const rewritten = parse(data);
+    const reasons = ['rev-snat'];
+    if (!this.polChecks(rewritten, data, ['ingress'], reasons)) return { verdict: VERDICT.SHOT, reasons, data: null };
+    return forward(rewritten, data, ep, 'forwarded-from-nic', reasons);
   }
 }
 
