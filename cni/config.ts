@@ -8,6 +8,7 @@ import { DecodeError, InvalidConfigError } from './errors.js';
 import { isIPv4, ipv4InCidr, parseIpv4Cidr, type Ipv4Cidr } from './ip.js';
 import { parseDns } from './version.js';
 import { Fields, invalid, isObject, type Json } from './validate.js';
+import { refuseUnsupported, SUPPORTED_MODES } from './upstream.js';
 
 export type PluginName = 'azure-vnet' | 'azure-vnet-ipam';
 
@@ -33,7 +34,6 @@ export const DEFAULTS = {
   interfacesFile: '/etc/kubernetes/interfaces.json',
 } as const;
 
-const MODES = ['bridge', 'transparent'] as const;
 const DATAPLANES = ['iptables', 'bridge-iptables', 'ebpf'] as const;
 const ENVIRONMENTS = ['azure', 'fileIpam', 'static', 'kubernetes'] as const satisfies readonly PoolEnvironment[];
 const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'silent'] as const;
@@ -116,8 +116,8 @@ function ipv4List(f: Fields, key: string): string[] | undefined {
 function parseIpam(raw: unknown): IpamConfig {
   if (raw !== undefined && raw !== null && !isObject(raw)) throw invalid('ipam', 'an object', raw);
   const f = new Fields(raw ?? {}, 'ipam.');
-  const type = f.string('type') ?? DEFAULTS.ipamType;
-  if (type !== DEFAULTS.ipamType) throw invalid('ipam.type', `'${DEFAULTS.ipamType}' (IPAM runs inside the agent)`, type);
+  // Another type is refused on ADD (upstream.ts); a DEL/GC under such a conflist still cleans up.
+  const type = f.string('type') || DEFAULTS.ipamType;
   const environment = f.oneOf('environment', ENVIRONMENTS) ?? DEFAULTS.environment;
 
   const url = f.string('wireserverUrl') ?? DEFAULTS.wireserverUrl;
@@ -170,8 +170,10 @@ function mainPluginKeys(f: Fields): Pick<NetConf, 'mode' | 'dataplane' | 'datapl
   const dataplane = f.oneOf('dataplane', DATAPLANES) ?? DEFAULTS.dataplane;
   if (f.has('dns')) parseDns(f.obj.dns, 'dns');
   ipv4List(f, 'ipsToRouteViaHost');
+  // An unsupported mode was refused already on ADD (upstream.ts); other verbs clean up whatever the node has.
+  const mode = (SUPPORTED_MODES as readonly unknown[]).includes(f.obj.mode) ? (f.obj.mode as NetConf['mode']) : DEFAULTS.mode;
   return {
-    mode: f.oneOf('mode', MODES) ?? DEFAULTS.mode,
+    mode,
     dataplane: (dataplane === 'bridge-iptables' ? 'iptables' : dataplane) satisfies DataplaneMode,
     dataplaneFallback: f.boolean('dataplaneFallback') ?? false,
     bridge: interfaceName(f, 'bridge', DEFAULTS.bridge),
@@ -183,9 +185,12 @@ function mainPluginKeys(f: Fields): Pick<NetConf, 'mode' | 'dataplane' | 'datapl
 
 /**
  * Validate a decoded config for `plugin`. `cniVersion` must already have been
- * negotiated; prevResult is parsed separately (version.ts).
+ * negotiated; prevResult is parsed separately (version.ts). `refuse`
+ * (default true; ADD): refuse upstream keys that select behaviour vnet-cni
+ * does not have (upstream.ts). DEL, CHECK, GC and STATUS pass false, so pods
+ * added under an earlier conflist can still be removed under a refused one.
  */
-export function parseNetConf(raw: Json, plugin: PluginName): NetConf {
+export function parseNetConf(raw: Json, plugin: PluginName, opts: { refuse?: boolean } = {}): NetConf {
   const f = new Fields(raw);
   const name = raw.name;
   if (typeof name !== 'string' || !NETWORK_NAME.test(name)) {
@@ -195,6 +200,7 @@ export function parseNetConf(raw: Json, plugin: PluginName): NetConf {
   if (type === undefined) throw invalid('type', 'the plugin name, e.g. azure-vnet', undefined);
 
   const servesOtherPlugin = plugin === 'azure-vnet-ipam' && type !== 'azure-vnet';
+  if (opts.refuse !== false) refuseUnsupported(raw, !servesOtherPlugin);
   const main = servesOtherPlugin ? mainPluginKeys(new Fields({})) : mainPluginKeys(f);
 
   const logLevel = f.string('logLevel')?.toLowerCase() ?? DEFAULTS.logLevel;

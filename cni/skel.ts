@@ -94,7 +94,7 @@ export async function runPlugin(options: RunPluginOptions): Promise<number> {
     const version = negotiateVersion(raw.cniVersion);
     requireVerbSupport(command, version);
     const cniEnv = parseEnv(command, env);
-    const config = parseNetConf(raw, options.plugin);
+    const config = parseNetConf(raw, options.plugin, { refuse: command === 'ADD' });
     const call: CniCall = { containerId: cniEnv.containerId, netns: cniEnv.netns, ifName: cniEnv.ifName, args: cniEnv.args, config };
     if (raw.prevResult !== undefined && raw.prevResult !== null) call.prevResult = parsePrevResult(raw.prevResult);
     if (command === 'GC') parseAttachments(raw); // validate before the agent exists

@@ -144,7 +144,16 @@ export type NetlinkOp =
     }
   | { op: 'linkSet'; dev: string; up?: boolean; mtu?: number; mac?: string; name?: string; master?: string; netns?: string }
   | { op: 'linkDel'; dev: string; missingOk?: boolean }
-  | { op: 'addrAdd'; dev: string; address: string; prefixLength: number; broadcast?: string; replace?: boolean }
+  | {
+      op: 'addrAdd';
+      dev: string;
+      address: string;
+      prefixLength: number;
+      broadcast?: string;
+      replace?: boolean;
+      /** IFA_F_NOPREFIXROUTE: the kernel adds no route for the address's prefix. */
+      noPrefixRoute?: boolean;
+    }
   | { op: 'addrDel'; dev: string; address: string; prefixLength: number; missingOk?: boolean }
   | { op: 'addrList'; dev?: string }
   | {
@@ -169,7 +178,11 @@ export type NetlinkOp =
   /** key: path under /proc/sys ('net/ipv4/ip_forward'), written with the thread in the batch's netns. */
   | { op: 'sysctl'; key: string; value: string }
   /** One gratuitous ARP request announcing `address` at `mac` out of `dev` (in the batch's netns). */
-  | { op: 'garp'; dev: string; address: string; mac: string };
+  | { op: 'garp'; dev: string; address: string; mac: string }
+  /** A permanent neighbour entry (created or replaced). */
+  | { op: 'neighAdd'; dev: string; address: string; mac: string }
+  /** The IPv4 neighbour entries of `dev`: { dst, lladdr?, permanent }. */
+  | { op: 'neighList'; dev: string };
 
 export interface NativeAddon {
   /**

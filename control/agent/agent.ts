@@ -13,7 +13,8 @@ import { selectNic } from '../ipam/select-nic.js';
 import { allocate, applyPool, release, lookup, poolSummary, allocations } from '../ipam/allocator.js';
 import type { NicPool, PoolSource } from '../ipam/types.js';
 import type { IpamConfig } from '../types.js';
-import type { Dataplane, EndpointPlan, NodeNetwork } from '../dataplane/types.js';
+import type { Dataplane, EndpointPlan, NetworkMode, NodeNetwork } from '../dataplane/types.js';
+import { ROUTED_GATEWAY } from '../dataplane/routed.js';
 import type { LinkInfo } from '../netlink/ip.js';
 import { hostVethName, randomMac } from '../netlink/veth.js';
 import {
@@ -65,7 +66,21 @@ function planOf(rec: EndpointRecord): EndpointPlan {
   return {
     containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, ip: rec.ip, prefixLength: rec.prefixLength,
     gateway: rec.gateway, hostVeth: rec.hostVeth, hostMac: rec.hostMac, podMac: rec.podMac, mtu: rec.mtu,
+    ...(rec.netMode ? { netMode: rec.netMode } : {}),
   };
+}
+
+/**
+ * Which node-wide state a dataplane and mode need. The ebpf dataplane's is one for both modes (routed
+ * veths, the programs): its pods differ only inside the pod, so both shapes may share a node. The
+ * iptables dataplane's differ (bridge mode puts eth0 on the bridge; transparent leaves it alone).
+ */
+function nodeKind(dataplane: DataplaneMode, netMode: NetworkMode | undefined): string {
+  return dataplane === 'ebpf' ? 'ebpf' : `iptables/${netMode ?? 'bridge'}`;
+}
+
+function describeKind(kind: string): string {
+  return kind === 'ebpf' ? 'the ebpf dataplane' : `mode ${kind.split('/')[1]} (iptables dataplane)`;
 }
 
 /** The first IPv4 address on the NIC, or on the bridge that took the NIC's addresses. */
@@ -75,6 +90,12 @@ async function nicIpv4(host: HostNetwork, nic: string, bridge: string): Promise<
     if (addrs[0]) return addrs[0].local;
   }
   return undefined;
+}
+
+/** ipsToRouteViaHost (validated by cni/config.ts, kept in raw). */
+function routeViaHostOf(config: NetConf): string[] {
+  const list = config.raw.ipsToRouteViaHost;
+  return Array.isArray(list) ? list.filter((ip): ip is string => typeof ip === 'string') : [];
 }
 
 function dnsOf(config: NetConf): CniResult['dns'] {
@@ -174,6 +195,8 @@ export class Agent implements AgentApi {
       mtu: nic.mtu,
       bridge: config.bridge,
       bpfRoot: `${config.bpfRoot}/${config.nodeName}`,
+      netMode: config.mode,
+      routeViaHost: routeViaHostOf(config),
     };
   }
 
@@ -194,17 +217,26 @@ export class Agent implements AgentApi {
       state.node!.config = { ...config, dataplane: dp.mode };
       return dp;
     }
-    if (previous && previous !== config.dataplane) {
-      const others = Object.values(state.endpoints).filter((e) => e.mode === previous);
+    const kind = nodeKind(config.dataplane, config.mode);
+    const previousKind = previous ? nodeKind(previous, state.node!.network.netMode) : undefined;
+    if (previous && previousKind !== kind) {
+      const others = Object.values(state.endpoints).filter((e) => nodeKind(e.mode, e.netMode) === previousKind);
       if (others.length > 0) {
+        if (previous !== config.dataplane) {
+          throw new DataplaneUnavailableError(
+            `this node has ${others.length} pod(s) in ${previous} mode; drain the node (or delete those pods) before switching the dataplane to ${config.dataplane}`,
+          );
+        }
         throw new DataplaneUnavailableError(
-          `this node has ${others.length} pod(s) in ${previous} mode; drain the node (or delete those pods) before switching the dataplane to ${config.dataplane}`,
+          `this node has ${others.length} pod(s) in ${describeKind(previousKind!)}, and the conflist asks for ${describeKind(kind)}: ` +
+            'bridge mode puts eth0 on a bridge, transparent mode leaves it alone and routes each pod, so one node cannot run both; ' +
+            `drain the node (or delete those pods) before switching to mode ${config.mode}, or keep mode ${state.node!.network.netMode ?? 'bridge'} in the conflist`,
         );
       }
       const old = await this.dataplane(previous);
       await old.teardownNode(state.node!.network);
       state.node = undefined;
-      this.log.info({ from: previous, to: config.dataplane }, 'node switched dataplane mode');
+      this.log.info({ from: previousKind, to: kind }, 'node switched dataplane mode');
     }
     try {
       await dp.probe(node);
@@ -275,7 +307,9 @@ export class Agent implements AgentApi {
       const ip = await this.allocateIp(state, call, nic.address);
       const rec: EndpointRecord = {
         containerId: call.containerId, ifName: call.ifName, netns: call.netns, ip,
-        prefixLength: node.prefixLength, gateway: node.gateway,
+        // Transparent mode: the pod's gateway is the host veth behind 169.254.1.1, as upstream reports it.
+        prefixLength: node.prefixLength, gateway: config.mode === 'transparent' ? ROUTED_GATEWAY : node.gateway,
+        netMode: config.mode,
         hostVeth: hostVethName(call.containerId, call.ifName),
         hostMac: existing?.hostMac ?? randomMac(), podMac: existing?.podMac ?? randomMac(),
         mtu: node.mtu, mode: dp.mode, phase: 'creating', network: config.name,
@@ -525,7 +559,7 @@ export class Agent implements AgentApi {
     const state = await this.store.peek();
     for (const [key, rec] of Object.entries(state.endpoints)) {
       const alive = rec.netns !== '' && this.host.netnsExists(rec.netns);
-      const cfg = { ...config, name: rec.network, dataplane: rec.mode };
+      const cfg = { ...config, name: rec.network, dataplane: rec.mode, mode: rec.netMode ?? 'bridge' };
       if (rec.phase !== 'ready' && this.processes.running(rec.owner)) {
         // A CNI call that ran standalone while the daemon was down is still at it: its own end (or a later DEL/GC) settles it.
         this.log.info({ key, phase: rec.phase, pid: rec.owner?.pid }, 'reconcile: endpoint in progress by a running CNI call; left alone');
@@ -580,7 +614,7 @@ export class Agent implements AgentApi {
       const verdict = judge(rec, seen, await this.host.linkInfo(rec.hostVeth).then((l) => l !== undefined, () => true));
       if (!verdict.reclaim) continue;
       this.log.warn({ key, ip: rec.ip, pod: rec.podName, podNamespace: rec.podNamespace, reason: verdict.reason }, 'reclaiming the endpoint of a pod that died without a DEL');
-      const cfg = { ...config, name: rec.network, dataplane: rec.mode };
+      const cfg = { ...config, name: rec.network, dataplane: rec.mode, mode: rec.netMode ?? 'bridge' };
       if (await this.delIf({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config: cfg }, rec)) released.push(key);
     }
     return released;

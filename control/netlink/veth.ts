@@ -37,6 +37,23 @@ export async function createVethPair(ep: EndpointPlan): Promise<void> {
 
 /** Address, link state and default route inside the pod (one netlink socket in the pod netns). */
 export async function configurePodSide(ep: EndpointPlan): Promise<void> {
+  if (ep.netMode === 'transparent') {
+    // Upstream's routed pod: the subnet prefix on the address but no prefix route, the gateway
+    // (169.254.1.1) reachable on the link and resolved statically to the host veth, so every
+    // packet goes to the host and the pod never ARPs.
+    await netlink(
+      [
+        { op: 'linkSet', dev: 'lo', up: true },
+        { op: 'addrAdd', dev: ep.ifName, address: ep.ip, prefixLength: ep.prefixLength, noPrefixRoute: true, replace: true },
+        { op: 'linkSet', dev: ep.ifName, up: true },
+        { op: 'routeAdd', address: ep.gateway, dstLen: 32, dev: ep.ifName, replace: true },
+        { op: 'neighAdd', dev: ep.ifName, address: ep.gateway, mac: ep.hostMac },
+        { op: 'routeAdd', default: true, gateway: ep.gateway, dev: ep.ifName, replace: true },
+      ],
+      ep.netns,
+    );
+    return;
+  }
   await netlink(
     [
       { op: 'linkSet', dev: 'lo', up: true },
@@ -64,9 +81,18 @@ export async function checkPodSide(ep: EndpointPlan): Promise<void> {
   if (!addrs.some((a) => a.local === ep.ip && a.prefixlen === ep.prefixLength)) {
     throw new DataplaneError(`interface ${ep.ifName} in ${ep.netns} lacks ${ep.ip}/${ep.prefixLength}`);
   }
-  const routes = await ipv4Routes({ default: true }, ep.netns);
-  if (!routes.some((r) => r.gateway === ep.gateway)) {
+  const routes = await ipv4Routes({}, ep.netns);
+  if (!routes.some((r) => r.dst === 'default' && r.gateway === ep.gateway)) {
     throw new DataplaneError(`pod ${ep.netns} has no default route via ${ep.gateway}`);
+  }
+  if (ep.netMode === 'transparent') {
+    const stray = routes.find((r) => r.dst !== 'default' && r.dst !== `${ep.gateway}/32` && r.dev === ep.ifName);
+    if (stray) throw new DataplaneError(`pod ${ep.netns} has a route to ${stray.dst} on ${ep.ifName}; in transparent mode everything goes via ${ep.gateway}`);
+    const [neighs] = (await netlink([{ op: 'neighList', dev: ep.ifName }], ep.netns)) as { dst: string; lladdr?: string; permanent: boolean }[][];
+    const gw = neighs!.find((n) => n.dst === ep.gateway);
+    if (!gw?.permanent || gw.lladdr?.toLowerCase() !== ep.hostMac.toLowerCase()) {
+      throw new DataplaneError(`pod ${ep.netns} lacks the permanent neighbour ${ep.gateway} -> ${ep.hostMac} on ${ep.ifName}`);
+    }
   }
   const host = await linkInfo(ep.hostVeth);
   if (!host) throw new DataplaneError(`host veth ${ep.hostVeth} not found`);

@@ -217,3 +217,25 @@ export async function httpGet(fromNetns: string, url: string, timeoutMs = 3000, 
   }
   return { status: result.status, body: result.body ?? '' };
 }
+
+/** A DNS responder (lab/tools/dns.ts) answering every A query with `answer`, over UDP and TCP. */
+export async function startDns(netns: string, bind: string, answer: string, port = 53): Promise<ToolServer> {
+  const child = await startServer(netns, [tool('dns'), 'serve', '--bind', bind, '--port', String(port), '--answer', answer], 'dns');
+  return { pid: child.pid!, stop: () => stopChild(child, 1000) };
+}
+
+/** One A query from `fromNetns` to server:port; resolves with the answer's address, rejects on error or timeout. */
+export async function dnsQuery(fromNetns: string, server: string, options: { tcp?: boolean; port?: number; name?: string; timeoutMs?: number } = {}): Promise<string> {
+  const timeoutMs = options.timeoutMs ?? 3000;
+  const argv = [process.execPath, tool('dns'), 'query', '--server', server, '--port', String(options.port ?? 53), '--name', options.name ?? 'node-local.test', '--timeout', String(timeoutMs)];
+  if (options.tcp) argv.push('--tcp');
+  const result = await run(inNetns(fromNetns, argv), { timeoutMs: timeoutMs + 5000 });
+  let out: { answer?: string; error?: string };
+  try {
+    out = JSON.parse(result.stdout.trim().split('\n').pop() ?? '') as typeof out;
+  } catch {
+    out = { error: (result.stderr || result.stdout).trim().slice(0, 300) || 'no output' };
+  }
+  if (!out.answer) throw new LabError(`dns ${options.tcp ? 'tcp' : 'udp'} ${fromNetns} -> ${server}: ${out.error ?? 'no answer'}`);
+  return out.answer;
+}

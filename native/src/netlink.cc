@@ -102,6 +102,10 @@ struct RouteRec {
   bool hasMetric = false;
   std::string dst, gateway, prefsrc, dev;
 };
+struct NeighRec {
+  uint16_t state = 0;
+  std::string dst, lladdr;
+};
 
 using Attrs = std::map<uint16_t, struct rtattr*>;
 Attrs ParseAttrs(struct rtattr* rta, int len) {
@@ -269,9 +273,10 @@ struct Op {
   int scope = -1;       // -1: derived as iproute2 does
   int protocol = -1;    // -1: RTPROT_BOOT, as iproute2
   bool hasMaster = false, hasMetric = false, replace = false, onlink = false, missingOk = false, isDefault = false;
+  bool noPrefixRoute = false;
 };
 
-enum class ResultKind { None, Bool, Link, Links, Addrs, Routes };
+enum class ResultKind { None, Bool, Link, Links, Addrs, Routes, Neighs };
 struct OpResult {
   ResultKind kind = ResultKind::None;
   bool flag = false;
@@ -280,6 +285,7 @@ struct OpResult {
   std::vector<LinkRec> links;
   std::vector<AddrRec> addrs;
   std::vector<RouteRec> routes;
+  std::vector<NeighRec> neighs;
 };
 
 int ParseMac(const std::string& s, uint8_t out[6]) {
@@ -393,6 +399,11 @@ class NetlinkWorker : public PromiseWorker {
     }
     if (o.op == "sysctl") return Sysctl(o, what);
     if (o.op == "garp") return Garp(o, what);
+    if (o.op == "neighAdd") return NeighAdd(o, what);
+    if (o.op == "neighList") {
+      r->kind = ResultKind::Neighs;
+      return NeighList(o, r, what);
+    }
     *what = "unknown op " + o.op;
     return EINVAL;
   }
@@ -504,6 +515,9 @@ class NetlinkWorker : public PromiseWorker {
       if (ParseIp(o.broadcast, &brd)) return EINVAL;
       m.Attr(IFA_BROADCAST, &brd, 4);
     }
+    // The address without the kernel's prefix route (a routed pod keeps its
+    // subnet prefix but must send everything to its gateway).
+    if (add && o.noPrefixRoute) m.U32(IFA_FLAGS, IFA_F_NOPREFIXROUTE);
     int err = nl_.Call(m);
     if (!add && err == EADDRNOTAVAIL && o.missingOk) return 0;
     r->flag = err == 0;
@@ -640,6 +654,47 @@ class NetlinkWorker : public PromiseWorker {
     return err;
   }
 
+  // neighAdd { dev, address, mac }: a permanent IPv4 neighbour entry (created
+  // or replaced), e.g. a routed pod's gateway at the host veth's MAC.
+  int NeighAdd(const Op& o, std::string* what) {
+    uint32_t index = 0;
+    if (int err = Dev(o.dev, &index, what)) return err;
+    *what = "neighbour " + o.address + " lladdr " + o.mac + " dev " + o.dev;
+    struct in_addr ip;
+    uint8_t mac[6];
+    if (ParseIp(o.address, &ip) || ParseMac(o.mac, mac)) return EINVAL;
+    Msg m(RTM_NEWNEIGH, NLM_F_CREATE | NLM_F_REPLACE);
+    struct ndmsg* nd = m.Body<struct ndmsg>();
+    nd->ndm_family = AF_INET;
+    nd->ndm_ifindex = static_cast<int>(index);
+    nd->ndm_state = NUD_PERMANENT;
+    nd->ndm_type = RTN_UNICAST;
+    m.Attr(NDA_DST, &ip, 4);
+    m.Attr(NDA_LLADDR, mac, 6);
+    return nl_.Call(m);
+  }
+
+  // neighList { dev }: the IPv4 neighbour entries of dev.
+  int NeighList(const Op& o, OpResult* r, std::string* what) {
+    uint32_t index = 0;
+    if (int err = Dev(o.dev, &index, what)) return err;
+    Msg m(RTM_GETNEIGH, NLM_F_DUMP);
+    m.Body<struct ndmsg>()->ndm_family = AF_INET;
+    return nl_.Call(m, [&](struct nlmsghdr* h) {
+      if (h->nlmsg_type != RTM_NEWNEIGH) return;
+      struct ndmsg* nd = static_cast<struct ndmsg*>(NLMSG_DATA(h));
+      if (nd->ndm_family != AF_INET || static_cast<uint32_t>(nd->ndm_ifindex) != index) return;
+      Attrs a = ParseAttrs(reinterpret_cast<struct rtattr*>(reinterpret_cast<char*>(nd) + NLMSG_ALIGN(sizeof(*nd))),
+                           static_cast<int>(h->nlmsg_len - NLMSG_LENGTH(sizeof(*nd))));
+      if (!a.count(NDA_DST)) return;
+      NeighRec rec;
+      rec.state = nd->ndm_state;
+      rec.dst = Ipv4(RTA_DATA(a[NDA_DST]));
+      if (a.count(NDA_LLADDR)) rec.lladdr = Mac(a[NDA_LLADDR]);
+      r->neighs.push_back(std::move(rec));
+    });
+  }
+
   // garp { dev, address, mac }: one gratuitous ARP request (sender = target =
   // address) out of dev. A pod that takes an address another pod held a moment
   // ago must announce it: its bridge neighbours still cache the old MAC, and
@@ -750,6 +805,17 @@ class NetlinkWorker : public PromiseWorker {
         }
         return a;
       }
+      case ResultKind::Neighs: {
+        Napi::Array a = Napi::Array::New(env, r.neighs.size());
+        for (uint32_t i = 0; i < r.neighs.size(); i++) {
+          Napi::Object o = Napi::Object::New(env);
+          o.Set("dst", r.neighs[i].dst);
+          if (!r.neighs[i].lladdr.empty()) o.Set("lladdr", r.neighs[i].lladdr);
+          o.Set("permanent", (r.neighs[i].state & NUD_PERMANENT) != 0);
+          a.Set(i, o);
+        }
+        return a;
+      }
       case ResultKind::Routes: {
         static const std::map<uint32_t, const char*> protos = {{RTPROT_KERNEL, "kernel"}, {RTPROT_BOOT, "boot"}, {RTPROT_STATIC, "static"}, {16, "dhcp"}};
         Napi::Array a = Napi::Array::New(env, r.routes.size());
@@ -821,6 +887,7 @@ bool ParseOp(Napi::Env env, Napi::Value v, Op* op) {
   op->onlink = o.Get("onlink").ToBoolean().Value();
   op->missingOk = o.Get("missingOk").ToBoolean().Value();
   op->isDefault = o.Get("default").ToBoolean().Value();
+  op->noPrefixRoute = o.Get("noPrefixRoute").ToBoolean().Value();
   if (o.Get("peer").IsObject()) {
     Napi::Object p = o.Get("peer").As<Napi::Object>();
     op->peerName = Str(p, "name");

@@ -241,6 +241,25 @@ t.test('NetworkPolicy in iptables mode', { skip: !MODES.includes('iptables') && 
     }
   });
 
+  t.test('mode transparent (routed pods, no bridge): egress by the pod veth and ingress by address hold', async (t) => {
+    // vm1 drained above, so it switches to mode transparent cleanly.
+    cni.vm1!.setConflist(azureConflist({ cniVersion: '1.0.0', mode: 'transparent' }));
+    const e = await add('vm1', 'te');
+    const f = await add('vm1', 'tf');
+    for (const p of [e, f]) servers.push(await startWhoami(p.netns, 80, { name: p.name }));
+    t.notMatch((await lab.execVm('vm1', ['ip', '-o', 'link', 'show', 'eth0'])).stdout, /master/, 'eth0 is not bridged');
+    t.ok(await tcpOk(e, f), 'e -> f before any policy');
+    await apply([e, policyOf(e, OPEN, DENY)]);
+    t.ok(await tcpBlocked(e, f, 80, egressChain(e)), 'e -> f dropped by e\'s egress chain (routed: matched by -i)');
+    t.ok(await tcpOk(f, e), 'f -> e allowed: only e\'s egress is isolated, replies are stateful');
+    await apply([e, policyOf(e, OPEN)], [f, policyOf(f, DENY)]);
+    t.ok(await tcpBlocked(e, f, 80, ingressChain(f)), 'e -> f dropped by f\'s ingress chain');
+    t.ok(await tcpOk(node1.netns, f), 'the node still reaches f');
+    for (const p of [e, f]) await cni.vm1!.del(p);
+    const rest = await lab.execVm('vm1', ['sh', '-c', 'iptables-nft-save | grep -c VNET- ; ipset list -n | grep -c VNET- || true']);
+    t.same(rest.stdout.trim().split('\n'), ['0', '0'], 'no chain and no set of ours left');
+  });
+
   t.test('apply latency (informational)', async (t) => {
     const sorted = [...applyMs].sort((x, y) => x - y);
     t.comment(`applyPolicies inside the VM: n=${sorted.length}, median ${sorted[Math.floor(sorted.length / 2)]?.toFixed(1)} ms, max ${sorted[sorted.length - 1]?.toFixed(1)} ms`);

@@ -1,13 +1,20 @@
 // The CNI contract in the lab: result formats for every spec version, CHECK,
 // idempotent ADD/DEL, and bad input answered with the right code while
 // changing nothing. Runs once per dataplane mode; bad input is refused before
-// the dataplane is touched, so it runs in the first mode only. The wireserver
-// faults and a missing eth0 are test/faults/env-pool and env-host (every
-// fault, with and without a cached pool; eth0 missing and down, both modes).
+// the dataplane is touched, so it runs in the first mode only (upstream's
+// refused conflists included). The wireserver faults and a missing eth0 are
+// test/faults/env-pool and env-host (every fault, with and without a cached
+// pool; eth0 missing and down, both modes). Mode transparent's result, CHECK
+// and repeated ADD run in the same lab once vm1 has drained.
 import t from 'tap';
+import { readFileSync } from 'node:fs';
+import path from 'node:path';
 import { Lab } from '../../lab/lab.js';
 import { defaultSpec } from '../../lab/spec.js';
-import { MODES, VmCni, azureConflist, execPlugin, pluginStdin, vmSnapshot } from './helpers/cni-harness.js';
+import { MODES, NET_MODES, REPO, VmCni, azureConflist, execPlugin, pluginStdin, vmSnapshot } from './helpers/cni-harness.js';
+
+const upstream = (file: string): Record<string, unknown> =>
+  JSON.parse(readFileSync(path.join(REPO, 'test', 'fixtures', 'upstream-conflists', file), 'utf8')) as Record<string, unknown>;
 
 const VERSIONS = ['0.3.0', '0.3.1', '0.4.0', '1.0.0', '1.1.0'];
 
@@ -87,6 +94,10 @@ for (const mode of MODES) {
         { name: 'ifname with a slash', env: { ...env, CNI_IFNAME: 'eth/0' }, code: 4, msg: /CNI_IFNAME/ },
         { name: 'container ID with path characters', env: { ...env, CNI_CONTAINERID: '../../etc/passwd' }, code: 4, msg: /CNI_CONTAINERID/ },
         { name: 'unknown ipam environment', stdin: pluginStdin(azureConflist({ dataplane: mode, ipam: { environment: 'nope' } })), code: 7, msg: /environment/ },
+        // Upstream's shipped conflists that select behaviour vnet-cni does not have (test/fixtures/upstream-conflists).
+        { name: 'upstream multitenancy conflist', stdin: pluginStdin(upstream('azure-linux-multitenancy.conflist')), code: 7, msg: /^multiTenancy true is not supported by vnet-cni/ },
+        { name: 'upstream transparent-vlan conflist', stdin: pluginStdin(upstream('azure-linux-multitenancy-transparent-vlan.conflist')), code: 7, msg: /^mode 'transparent-vlan' is not supported .*"bridge" or "transparent"/ },
+        { name: 'upstream swift overlay conflist', stdin: pluginStdin(upstream('azure-linux-swift-overlay-consolidated.conflist')), code: 7, msg: /^executionMode 'v4swift' is not supported/ },
       ];
       for (const c of cases) {
         const before = await vmSnapshot(lab, 'vm1');
@@ -97,6 +108,29 @@ for (const mode of MODES) {
         t.same(await vmSnapshot(lab, 'vm1'), before, `${c.name}: nothing changed`);
       }
     });
+
+    if (NET_MODES.includes('transparent')) {
+      t.test('mode transparent: result, CHECK of the routed shape, repeated ADD', async (t) => {
+        const cni = new VmCni(lab, 'vm1', azureConflist({ cniVersion: '1.0.0', dataplane: mode, mode: 'transparent' }), 'transparent.conflist');
+        const pod = await cni.addPod('tr');
+        const r = pod.result as { ips: { address: string; gateway: string }[]; routes: { dst: string; gw?: string }[] };
+        t.match(r.ips[0]!.address, new RegExp(`^${pod.ip.replaceAll('.', '\\.')}/16$`), 'address with the subnet prefix, as upstream');
+        t.equal(r.ips[0]!.gateway, '169.254.1.1', 'gateway 169.254.1.1');
+        t.same(r.routes, [{ dst: '0.0.0.0/0', gw: '169.254.1.1' }], 'default route via 169.254.1.1');
+        t.equal((await cni.check(pod)).code, 0, 'CHECK ok');
+        const again = await cni.add('tr', pod.netns, pod.containerId);
+        t.equal(again.ip, pod.ip, 'a repeated ADD returns the same IP');
+        t.equal((await lab.execNs(pod.netns, ['ip', 'neigh', 'del', '169.254.1.1', 'dev', 'eth0'])).code, 0, 'static neighbour removed behind the plugin');
+        const res = await cni.check(pod);
+        t.not(res.code, 0, 'CHECK fails');
+        t.match(res.stderr, /169\.254\.1\.1/, 'and names the missing neighbour');
+        const fixed = await cni.add('tr', pod.netns, pod.containerId);
+        t.equal(fixed.ip, pod.ip, 'a repeated ADD rebuilds it with the same IP');
+        t.equal((await cni.check(pod)).code, 0, 'CHECK ok again');
+        await cni.del(pod);
+        t.same(Object.keys(cni.state().endpoints), [], 'drained');
+      });
+    }
 
     t.test('a full pool is a clear error that takes nothing', async (t) => {
       const cni = new VmCni(lab, 'vm3', azureConflist({ cniVersion: '1.0.0', dataplane: mode }));

@@ -13,7 +13,7 @@ const ORIGINAL_BRIDGE = {
   type: 'azure-vnet',
   mode: 'bridge',
   bridge: 'azure0',
-  executionMode: 'v4swift',
+  adapterName: '',
   capabilities: { portMappings: true, dns: true },
   ipam: { type: 'azure-vnet-ipam' },
   dns: { nameservers: ['10.0.0.10', '168.63.129.16'], search: ['svc.cluster.local'] },
@@ -55,7 +55,7 @@ t.test('the original bridge entry: accepted, defaults filled, unknown keys kept 
     },
   );
   t.equal(c.raw, ORIGINAL_BRIDGE, 'raw is the object given');
-  t.equal(c.raw.executionMode, 'v4swift');
+  t.equal(c.raw.adapterName, '');
 });
 
 t.test('the original transparent entry, with vnetCidrs as the comma-separated string the original uses', async (t) => {
@@ -112,7 +112,7 @@ t.test('azure-vnet-ipam delegated to by another plugin ignores that plugin\'s ow
   const c = parseNetConf({ cniVersion: '0.4.0', name: 'mv', type: 'macvlan', mode: 'vepa', master: 'ens3.100.long.name', ipam: { type: 'azure-vnet-ipam' } }, 'azure-vnet-ipam');
   t.equal(c.mode, 'bridge');
   t.equal(c.master, 'eth0');
-  t.throws(() => parseNetConf({ cniVersion: '0.4.0', name: 'mv', type: 'azure-vnet', mode: 'vepa' }, 'azure-vnet-ipam'), { message: /^mode must be one of/ }, 'but validates them when azure-vnet delegates');
+  t.throws(() => parseNetConf({ cniVersion: '0.4.0', name: 'mv', type: 'azure-vnet', mode: 'vepa' }, 'azure-vnet-ipam'), { message: /^mode 'vepa' is not supported by vnet-cni/ }, 'but validates them when azure-vnet delegates');
 });
 
 const base = { cniVersion: '1.1.0', name: 'azure', type: 'azure-vnet' };
@@ -139,7 +139,7 @@ const INVALID: Array<[string, Record<string, unknown>, RegExp]> = [
   ['capabilities not an object', { capabilities: true }, /^capabilities must be an object; got true$/],
   ['runtimeConfig not an object', { runtimeConfig: 'x' }, /^runtimeConfig must be an object/],
   ['ipam not an object', { ipam: 'azure' }, /^ipam must be an object; got 'azure'$/],
-  ['ipam.type other plugin', { ipam: { type: 'host-local' } }, /^ipam\.type must be 'azure-vnet-ipam' .*; got 'host-local'$/],
+  ['ipam.type other plugin', { ipam: { type: 'host-local' } }, /^ipam\.type 'host-local' is not supported by vnet-cni: .*; use "ipam": \{"type": "azure-vnet-ipam"\}$/],
   ['ipam.environment unknown', { ipam: { environment: 'mas' } }, /^ipam\.environment must be one of azure, fileIpam, static, kubernetes; got 'mas'$/],
   ['ipam.wireserverUrl not http', { ipam: { wireserverUrl: 'ftp://x' } }, /^ipam\.wireserverUrl must be an http:\/\/ or https:\/\/ URL; got 'ftp:\/\/x'$/],
   ['ipam.wireserverUrl garbage', { ipam: { wireserverUrl: 'not a url' } }, /^ipam\.wireserverUrl must be an http/],

@@ -137,7 +137,7 @@ const REJECTIONS: Rejection[] = [
   { name: 'vnetCidrs not a list', config: { vnetCidrs: 5 }, code: 7, msg: /^vnetCidrs must be a list of IPv4 CIDRs/ },
   { name: 'maxPods 0', config: { maxPods: 0 }, code: 7, msg: /^maxPods must be an integer from 1 to 250; got 0$/ },
   { name: 'maxPods 251', config: { maxPods: 251 }, code: 7, msg: /^maxPods must be an integer from 1 to 250; got 251$/ },
-  { name: 'unknown mode', config: { mode: 'tunnel' }, code: 7, msg: /^mode must be one of bridge, transparent; got 'tunnel'$/ },
+  { name: 'unknown mode', config: { mode: 'tunnel' }, code: 7, msg: /^mode 'tunnel' is not supported by vnet-cni: that pod shape is not built; use "mode": "bridge" or "transparent"$/ },
   { name: 'unknown dataplane', config: { dataplane: 'xdp' }, code: 7, msg: /^dataplane must be one of iptables, bridge-iptables, ebpf; got 'xdp'$/ },
   { name: 'relative logFile', config: { logFile: 'azure.log' }, code: 7, msg: /^logFile must be an absolute path; got 'azure\.log'$/ },
   { name: 'bad network name', config: { name: '../azure' }, code: 7, msg: /^name must be a network name/ },

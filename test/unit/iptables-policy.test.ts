@@ -83,7 +83,10 @@ t.test('egress is dispatched by the bridge port, rules match peers x ports, in i
     '-A VNET-POLE-azvb -j RETURN',
     '-A VNET-POLE-azvb -m comment --comment "vnet-cni: default/a egress not allowed by policy" -j DROP',
   ]);
-  t.same(r.dispatch, ['-A VNET-POL-FWD -m physdev --physdev-in azvb -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azvb']);
+  t.same(r.dispatch, [
+    '-A VNET-POL-FWD -m physdev --physdev-in azvb -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azvb',
+    '-A VNET-POL-FWD -i azvb -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azvb',
+  ]);
   const ingress = renderEndpoint('azvb', policy('10.240.1.5', { isolated: true, rules: [rule([peer('10.240.2.0/24')], null)] }));
   t.same(ingress.chains[0]!.lines[0], `-A VNET-POLI-azvb -m set --match-set ${set} src -j RETURN`, 'ingress matches the remote as the source; ports null = any protocol');
 });
@@ -160,6 +163,7 @@ t.test('a new policy: sets filled under a temporary name, chains and dispatch in
     ':VNET-POLI-azva - [0:0]',
     '-A VNET-POL-FWD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "vnet-cni: replies of allowed flows" -j RETURN',
     '-A VNET-POL-FWD -m physdev --physdev-in azva -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azva',
+    '-A VNET-POL-FWD -i azva -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azva',
     '-A VNET-POL-FWD -d 10.240.1.4/32 -m comment --comment "vnet-cni: default/a ingress" -j VNET-POLI-azva',
     '-A VNET-POLE-azva -m comment --comment "vnet-cni: default/a egress not allowed by policy" -j DROP',
     `-A VNET-POLI-azva -p tcp -m set --match-set ${set} src -m multiport --dports 80 -j RETURN`,

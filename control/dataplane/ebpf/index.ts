@@ -1,4 +1,5 @@
-// The ebpf dataplane: no bridge. Each pod's host veth answers the pod's ARP
+// The ebpf dataplane: no bridge. Each pod is a routed endpoint (routed.ts,
+// shared with iptables transparent mode): its host veth answers the pod's ARP
 // by proxy (so every pod frame reaches the host veth), carries a /32 route
 // for the pod, and runs from_pod; the NIC runs from_nic and to_nic. The
 // programs forward between pods and to the NIC and SNAT to the primary IP in
@@ -6,14 +7,18 @@
 // a short-lived CNI call edits them without interrupting traffic.
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { netlink, linkInfo, listLinks, ipv4Routes, setSysctl } from '../../netlink/ip.js';
+import { linkInfo, listLinks, netlink, setSysctl } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork, EndpointPolicyUpdate } from '../types.js';
 import { EbpfPrograms, probeKernel, type EbpfConfig } from './programs.js';
 import { onBpffs } from './probe.js';
+import { checkRoutedHost, routedHostOps } from '../routed.js';
 
 function configOf(node: NodeNetwork): EbpfConfig {
-  return { primaryIp: node.primaryIp, nicName: node.nic, nicMac: node.nicMac, noSnatCidrs: node.noSnatCidrs };
+  const config: EbpfConfig = { primaryIp: node.primaryIp, nicName: node.nic, nicMac: node.nicMac, noSnatCidrs: node.noSnatCidrs };
+  // ipsToRouteViaHost (node-local DNS on a link-local address): always the stack's, even inside a no-SNAT range.
+  if (node.routeViaHost?.length) config.stackCidrs = node.routeViaHost.map((ip) => `${ip}/32`);
+  return config;
 }
 
 /** Open the pinned dataplane, run fn, always release the handles (pins stay). */
@@ -80,13 +85,8 @@ export class EbpfDataplane implements Dataplane {
       // comes next) and before from_pod forwards for it (it drops sources without an endpoint entry until setEndpoint).
       await p.setPolicies([{ ip: ep.ip, policy: ep.policy ?? null }]);
       const ifindex = await p.attachPod(ep.hostVeth);
-      // proxy_delay 0: the kernel otherwise delays proxy ARP answers by up to 0.8 s.
-      await netlink([
-        { op: 'sysctl', key: `net/ipv4/conf/${ep.hostVeth}/proxy_arp`, value: '1' },
-        { op: 'sysctl', key: `net/ipv4/neigh/${ep.hostVeth}/proxy_delay`, value: '0' },
-        { op: 'linkSet', dev: ep.hostVeth, up: true },
-        { op: 'routeAdd', address: ep.ip, dstLen: 32, dev: ep.hostVeth, replace: true }, // scope link: no gateway
-      ]);
+      // The host side (routed.ts): proxy ARP and the /32 route.
+      await netlink(routedHostOps(ep, node.primaryIp));
       p.setEndpoint(ep.ip, { ifindex, podMac: ep.podMac, hostMac: ep.hostMac });
     });
   }
@@ -119,12 +119,7 @@ export class EbpfDataplane implements Dataplane {
   }
 
   async checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
-    const host = await linkInfo(ep.hostVeth);
-    if (!host) throw new DataplaneError(`host veth ${ep.hostVeth} not found`);
-    // The programs forward pod traffic without it, but the node's own packets to the pod (kubelet probes,
-    // host-network pods, replies from the host stack) follow the /32 route.
-    const routes = (await ipv4Routes({ dev: ep.hostVeth })).filter((r) => r.dst === `${ep.ip}/32`);
-    if (routes.length === 0) throw new DataplaneError(`no /32 route for ${ep.ip} via ${ep.hostVeth}`);
+    const host = await checkRoutedHost(ep);
     await withPins(node, async (p) => {
       const entry = p.getEndpoint(ep.ip);
       if (!entry) throw new DataplaneError(`endpoint map has no entry for ${ep.ip}`);

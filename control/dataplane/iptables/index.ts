@@ -1,18 +1,22 @@
-// The iptables dataplane (the original plugin's shape): pods are ports of a
-// bridge that also holds the NIC; ebtables satisfies the fabric's MAC rules;
-// iptables MASQUERADE gives pods the internet as the primary IP.
+// The iptables dataplane. Bridge mode (the original plugin's shape): pods are
+// ports of a bridge that also holds the NIC; ebtables satisfies the fabric's
+// MAC rules. Transparent mode: no bridge, eth0 left alone; each pod is a
+// routed endpoint (../routed.ts, the shape the ebpf dataplane uses) and the
+// kernel routes. Either way iptables MASQUERADE gives pods the internet as
+// the primary IP.
 import { readFile } from 'node:fs/promises';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { run, runOk } from '../../exec.js';
-import { netlink, linkInfo, type LinkInfo } from '../../netlink/ip.js';
+import { netlink, linkInfo, setSysctl, type LinkInfo } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork, EndpointPolicyUpdate } from '../types.js';
 import { XTABLES_WAIT_S, busyError, detectIptablesBackend, onPath, xtablesBusy, type IptablesTools } from './backend.js';
 import { ensureBridge, restoreNic } from './bridge.js';
 import { IptablesPolicy } from './policy.js';
+import { attachRoutedHost, checkRoutedHost } from '../routed.js';
 import {
-  EB_POST_CHAIN, EB_PRE_CHAIN, FORWARD_CHAIN, POLICY_FWD_CHAIN, SNAT_CHAIN,
-  ebtablesEndpointRule, ebtablesNodeRules, jumpRules, renderIptablesRestore,
+  EB_POST_CHAIN, EB_PRE_CHAIN, EB_VIAHOST_CHAIN, FORWARD_CHAIN, POLICY_FWD_CHAIN, SNAT_CHAIN,
+  ebtablesEndpointRule, ebtablesNodeRules, ebtablesViaHostRules, jumpRules, renderIptablesRestore,
 } from './rules.js';
 
 const EBTABLES = 'ebtables';
@@ -43,6 +47,28 @@ async function ebEnsureChain(chain: string, hook: string): Promise<void> {
     if (res.code !== 0 && !/already exists|File exists/i.test(res.stderr)) throw new DataplaneError(`ebtables -N ${chain}: ${res.stderr.trim()}`);
   }
   await ebEnsure(hook, ['-j', chain]);
+}
+
+/** ipsToRouteViaHost in bridge mode: VNET-VIAHOST holds exactly the node's list (refilled: the list may have changed). */
+async function ensureViaHost(node: NodeNetwork): Promise<void> {
+  const rules = ebtablesViaHostRules(node);
+  if (rules.length === 0) {
+    await removeViaHost();
+    return;
+  }
+  await ebEnsureChain(EB_VIAHOST_CHAIN, 'PREROUTING');
+  await ebtables(['-F', EB_VIAHOST_CHAIN]);
+  for (const r of rules) await ebEnsure(r.chain, r.spec, true);
+}
+
+async function removeViaHost(): Promise<void> {
+  await ebDelete('PREROUTING', ['-j', EB_VIAHOST_CHAIN]);
+  await ebtables(['-F', EB_VIAHOST_CHAIN]);
+  await ebtables(['-X', EB_VIAHOST_CHAIN]);
+}
+
+function transparent(x: { netMode?: string }): boolean {
+  return x.netMode === 'transparent';
 }
 
 const BR_STATE_FORWARDING = '3';
@@ -76,7 +102,8 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async probe(node: NodeNetwork): Promise<void> {
-    const missing = [EBTABLES].filter((tool) => !onPath(tool));
+    // Transparent mode rewrites no MACs: ebtables only matters on a bridge.
+    const missing = transparent(node) ? [] : [EBTABLES].filter((tool) => !onPath(tool));
     if (!onPath('iptables-nft-restore') && !onPath('iptables-legacy-restore')) missing.push('iptables-restore');
     if (missing.length) throw new DataplaneUnavailableError(`iptables dataplane needs ${missing.join(', ')} on the node; install ebtables and iptables`);
     const nic = (await linkInfo(node.nic)) ?? (await linkInfo(node.bridge));
@@ -84,7 +111,15 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async ensureNode(node: NodeNetwork): Promise<void> {
-    await ensureBridge(node);
+    if (transparent(node)) {
+      const nic = await linkInfo(node.nic);
+      if (!nic) throw new DataplaneUnavailableError(`host interface ${node.nic} not found; set "master" in the conflist to the VM's NIC`);
+      if (nic.master) throw new DataplaneUnavailableError(`${node.nic} is a port of ${nic.master}; transparent mode needs the NIC unbridged (drain the node's bridge-mode pods first)`);
+      // The kernel routes every pod packet; proxy ARP answers only on interfaces that forward.
+      await setSysctl('net.ipv4.ip_forward', '1');
+    } else {
+      await ensureBridge(node);
+    }
     const tools = await this.ipt();
     // VNET-FORWARD jumps to the policy dispatch chain: create it (empty) unless it exists.
     // Declaring it in the restore below would flush the policies of every pod.
@@ -103,9 +138,11 @@ export class IptablesDataplane implements Dataplane {
         throw new DataplaneError(`inserting the ${j.chain} jump failed: ${(err as Error).message}`, { cause: err });
       });
     }
+    if (transparent(node)) return; // routed: nothing crosses a bridge, so no MAC rewriting
     await ebEnsureChain(EB_PRE_CHAIN, 'PREROUTING');
     await ebEnsureChain(EB_POST_CHAIN, 'POSTROUTING');
     for (const r of ebtablesNodeRules(node)) await ebEnsure(r.chain, r.spec);
+    await ensureViaHost(node);
   }
 
   /** Upgrade: the same as ensureNode, which is idempotent (iptables-restore declares and refills our chains in one commit). */
@@ -115,9 +152,14 @@ export class IptablesDataplane implements Dataplane {
 
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     // Policy first: its chains match the veth by name and the pod by address, so they hold
-    // before the port joins the bridge and comes up (the pod cannot send or receive until then).
+    // before the port joins the bridge (or, routed, the veth comes up): the pod cannot send or receive until then.
     if (ep.policy) await this.policy.apply([{ hostVeth: ep.hostVeth, policy: ep.policy }]);
     try {
+      if (transparent(ep)) {
+        // No garp: nothing shares an L2 segment with the pod but its own host veth, made with it.
+        await attachRoutedHost(ep, node);
+        return;
+      }
       await netlink([{ op: 'linkSet', dev: ep.hostVeth, master: node.bridge, up: true }]);
       const r = ebtablesEndpointRule(node, ep);
       // The rule names the pod's MAC: one this ADD just made up cannot be in the chain (saves a spawn).
@@ -142,14 +184,20 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
-    const r = ebtablesEndpointRule(node, ep);
-    await ebDelete(r.chain, r.spec);
+    if (!transparent(ep)) {
+      const r = ebtablesEndpointRule(node, ep);
+      await ebDelete(r.chain, r.spec);
+    } // routed: the /32 route and the sysctls go with the veth
     // The pod goes: take its port down before its policy, so it never runs unpoliced.
     await netlink([{ op: 'linkSet', dev: ep.hostVeth, up: false }]).catch(() => undefined);
     await this.policy.apply([{ hostVeth: ep.hostVeth, policy: null }]);
   }
 
   async checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
+    if (transparent(ep)) {
+      await checkRoutedHost(ep);
+      return;
+    }
     const host = await linkInfo(ep.hostVeth);
     if (!host) throw new DataplaneError(`host veth ${ep.hostVeth} not found`);
     if (host.master !== node.bridge) throw new DataplaneError(`host veth ${ep.hostVeth} is not a port of ${node.bridge}`);
@@ -182,11 +230,20 @@ export class IptablesDataplane implements Dataplane {
       await ebtables(['-F', chain]);
       await ebtables(['-X', chain]);
     }
+    await removeViaHost();
     await restoreNic(node);
   }
 
-  /** Cheap: the NIC is a port of our bridge (rules are re-ensured whenever this is false). */
+  /**
+   * Cheap (rules are re-ensured whenever this is false). Bridge mode: the NIC is a port of our bridge.
+   * Transparent: the NIC is unbridged and the SNAT jump is in place (one iptables -C).
+   */
   async hasNodeState(node: NodeNetwork, nic?: LinkInfo): Promise<boolean> {
-    return (nic ?? (await linkInfo(node.nic)))?.master === node.bridge;
+    const link = nic ?? (await linkInfo(node.nic));
+    if (!transparent(node)) return link?.master === node.bridge;
+    if (!link || link.master) return false;
+    const tools = await this.ipt();
+    const j = jumpRules()[0]!;
+    return (await run([tools.iptables, '-w', String(XTABLES_WAIT_S), '-t', j.table, '-C', j.chain, ...j.spec])).code === 0;
   }
 }

@@ -6,7 +6,8 @@
 // Shape (filter table, all chains ours):
 //   VNET-FORWARD (node chain)  -j VNET-POL-FWD first, then the ACCEPTs of pod traffic
 //   VNET-POL-FWD               ESTABLISHED,RELATED -> RETURN (replies, stateful);
-//                              per endpoint: --physdev-in <hostVeth> -> VNET-POLE-<hostVeth> (egress)
+//                              per endpoint: --physdev-in <hostVeth>, and -i <hostVeth> (routed, mode
+//                                            transparent)  -> VNET-POLE-<hostVeth> (egress)
 //                                            -d <pod>/32           -> VNET-POLI-<hostVeth> (ingress)
 //   VNET-POLE-/VNET-POLI-...   one line per compiled rule x peer set x protocol x port chunk, RETURN
 //                              on a match; the last line DROPs (its counter counts the drops)
@@ -269,8 +270,10 @@ export function renderEndpoint(hostVeth: string, policy: EndpointPolicy): Endpoi
     const lines = mergeRules(dp.rules).flatMap((r) => ruleLines(name, direction, r, sets));
     lines.push(dropLine(name, who, direction));
     chains.push({ name, direction, lines });
-    const match = direction === 'egress' ? `-m physdev --physdev-in ${hostVeth} ` : `-d ${address} `;
-    dispatch.push(`-A ${POLICY_FWD_CHAIN} ${match}-m comment --comment "${commentText(`${COMMENT}: ${who} ${direction}`)}" -j ${name}`);
+    // Egress by the pod's port: bridged (mode bridge, physdev) or routed (mode transparent, the veth is the
+    // in-interface). Each line matches only in its own mode, so both are always there.
+    const matches = direction === 'egress' ? [`-m physdev --physdev-in ${hostVeth} `, `-i ${hostVeth} `] : [`-d ${address} `];
+    for (const match of matches) dispatch.push(`-A ${POLICY_FWD_CHAIN} ${match}-m comment --comment "${commentText(`${COMMENT}: ${who} ${direction}`)}" -j ${name}`);
   }
   return { hostVeth, address, chains, dispatch, sets: [...sets.values()] };
 }

@@ -34,7 +34,7 @@ export function seedConfigs(dir: string, version: string): Array<Record<string, 
   return [
     // The original azure-vnet conflist entry, unchanged.
     { ...common, type: 'azure-vnet', mode: 'bridge', bridge: 'azure0', ipam: { type: 'azure-vnet-ipam' } },
-    { ...common, type: 'azure-vnet', mode: 'transparent', executionMode: 'v4swift', adapterName: '', ipsToRouteViaHost: ['169.254.20.10'], dns: { nameservers: ['168.63.129.16'] }, ipam: { type: 'azure-vnet-ipam', environment: 'azure' } },
+    { ...common, type: 'azure-vnet', mode: 'transparent', adapterName: '', ipsToRouteViaHost: ['169.254.20.10'], dns: { nameservers: ['168.63.129.16'] }, ipam: { type: 'azure-vnet-ipam', environment: 'azure' } },
     { ...common, type: 'azure-vnet', dataplane: 'ebpf', dataplaneFallback: true, vnetCidrs: ['10.240.0.0/16', '172.16.0.0/12'], maxPods: 30, ipam: { type: 'azure-vnet-ipam', environment: 'static', subnet: '10.240.0.0/16', addresses: ['10.240.0.5', '10.240.0.6'], gateway: '10.240.0.1' } },
     { ...common, type: 'azure-vnet', daemonSocket: path.join(dir, 'vnet.sock'), bpfRoot: '/sys/fs/bpf/vnet-cni', logLevel: 'DEBUG', capabilities: { portMappings: true }, runtimeConfig: { portMappings: [] } },
     { ...common, type: 'bridge', bridge: 'cni0', ipam: { type: 'azure-vnet-ipam', environment: 'fileIpam', interfacesFile: path.join(dir, 'interfaces.json') } },
@@ -213,10 +213,13 @@ const cmp = (a: string, b: string): number => {
   return 0;
 };
 
-function validIpam(v: unknown): boolean {
+function validIpam(v: unknown, add: boolean): boolean {
   if (absent(v)) return true;
   if (!isObj(v)) return false;
-  if (!absent(v.type) && v.type !== 'azure-vnet-ipam') return false;
+  if (!absent(v.type) && typeof v.type !== 'string') return false;
+  // Another IPAM type (and upstream's ipam.mode/ipAddress) is refused on ADD only: other verbs clean up.
+  if (add && !absent(v.type) && v.type !== '' && v.type !== 'azure-vnet-ipam') return false;
+  if (add && ((!absent(v.mode) && v.mode !== '') || (!absent(v.ipAddress) && v.ipAddress !== ''))) return false;
   if (!oneOf(v.environment, ['azure', 'fileIpam', 'static', 'kubernetes'])) return false;
   if (!absent(v.wireserverUrl)) {
     if (typeof v.wireserverUrl !== 'string' || !/^https?:\/\/[^/\s]+/.test(v.wireserverUrl)) return false;
@@ -246,12 +249,21 @@ function validPrevResult(v: unknown): boolean {
   return ['interfaces', 'ips', 'routes', 'dns'].every((k) => absent(v[k]));
 }
 
-function validConfig(c: Record<string, unknown>, plugin: Plugin): boolean {
+/** Upstream keys that select behaviour vnet-cni lacks: refused on ADD (docs/cni.md "Upstream keys"). */
+function refusedUpstream(c: Record<string, unknown>): boolean {
+  const set = (v: unknown): boolean => !absent(v) && v !== '' && v !== false && !(Array.isArray(v) && v.length === 0);
+  if (!absent(c.mode) && !['bridge', 'transparent'].includes(c.mode as string)) return true;
+  if (c.multiTenancy === true || c.enableSnatOnHost === true) return true;
+  if (set(c.executionMode) || set(c.ipv6Mode) || set(c.infraVnetAddressSpace) || set(c.podNamespaceForDualNetwork)) return true;
+  return set(c.wireServerIP) && c.wireServerIP !== '168.63.129.16';
+}
+
+function validConfig(c: Record<string, unknown>, plugin: Plugin, add: boolean): boolean {
   if (typeof c.name !== 'string' || !NAME_RE.test(c.name)) return false;
   if (typeof c.type !== 'string' || c.type === '') return false;
   const mainKeys = !(plugin === 'azure-vnet-ipam' && c.type !== 'azure-vnet');
   if (mainKeys) {
-    if (!oneOf(c.mode, ['bridge', 'transparent'])) return false;
+    if (add && refusedUpstream(c)) return false;
     if (!oneOf(c.dataplane, ['iptables', 'bridge-iptables', 'ebpf'])) return false;
     if (!absent(c.dataplaneFallback) && typeof c.dataplaneFallback !== 'boolean') return false;
     if (!ifname(c.bridge) || !ifname(c.master)) return false;
@@ -265,7 +277,7 @@ function validConfig(c: Record<string, unknown>, plugin: Plugin): boolean {
   if (!intIn(c.maxPods, 1, 250)) return false;
   if (!optAbsPath(c.logFile) || !optAbsPath(c.stateDir) || !optAbsPath(c.daemonSocket)) return false;
   if (!optObj(c.capabilities) || !optObj(c.runtimeConfig)) return false;
-  return validIpam(c.ipam) && validPrevResult(c.prevResult);
+  return validIpam(c.ipam, add) && validPrevResult(c.prevResult);
 }
 
 function validAttachments(c: Record<string, unknown>): boolean {
@@ -323,7 +335,7 @@ export function judge(input: CniInput, netnsExists: (p: string) => boolean): Ver
     if (command === 'ADD' && !netnsExists(ns)) return { valid: false };
     if (!validCniArgs(input.env.CNI_ARGS ?? '')) return { valid: false };
   }
-  if (!validConfig(c, input.plugin)) return { valid: false };
+  if (!validConfig(c, input.plugin, command === 'ADD')) return { valid: false };
   if (command === 'GC' && !validAttachments(c)) return { valid: false };
   return { valid: true, command };
 }

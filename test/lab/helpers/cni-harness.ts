@@ -24,9 +24,14 @@ export type Mode = 'iptables' | 'ebpf';
 /** The dataplane modes every lab suite runs against. */
 export const MODES: Mode[] = (process.env.VNET_TEST_MODES ?? 'iptables,ebpf').split(',').filter(Boolean) as Mode[];
 
-/** The seed conflist from the issue, unchanged except for the optional mode key and extras. */
-export function azureConflist(opts: { cniVersion?: string; dataplane?: Mode; extra?: Record<string, unknown>; portmap?: boolean; ipam?: Record<string, unknown> } = {}): Record<string, unknown> {
-  const plugin: Record<string, unknown> = { type: 'azure-vnet', mode: 'bridge', bridge: 'azure0', ipam: { type: 'azure-vnet-ipam', ...opts.ipam } };
+/** The conflist's pod mode (`mode`). */
+export type NetMode = 'bridge' | 'transparent';
+/** The pod modes the dataplane suites run, each inside the same lab (VNET_TEST_NET_MODES narrows it). */
+export const NET_MODES: NetMode[] = (process.env.VNET_TEST_NET_MODES ?? 'bridge,transparent').split(',').filter(Boolean) as NetMode[];
+
+/** The seed conflist from the issue, unchanged except for the optional dataplane key, `mode` and extras. */
+export function azureConflist(opts: { cniVersion?: string; dataplane?: Mode; mode?: NetMode; extra?: Record<string, unknown>; portmap?: boolean; ipam?: Record<string, unknown> } = {}): Record<string, unknown> {
+  const plugin: Record<string, unknown> = { type: 'azure-vnet', mode: opts.mode ?? 'bridge', bridge: 'azure0', ipam: { type: 'azure-vnet-ipam', ...opts.ipam } };
   if (opts.dataplane && opts.dataplane !== 'iptables') plugin.dataplane = opts.dataplane;
   Object.assign(plugin, opts.extra);
   const plugins: unknown[] = [plugin];
