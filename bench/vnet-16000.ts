@@ -75,6 +75,14 @@ function arpCache(): { entries: number; tableFulls: number; forcedGc: number } {
   }
 }
 
+/** IPv4 neighbour entries of one netns: permanent (exempt from gc_thresh) and the rest (counted against it). */
+async function neighCount(netns: string): Promise<{ permanent: number; dynamic: number }> {
+  const res = await run(nsArgv(netns, ['ip', '-4', 'neigh', 'show']), { timeoutMs: 30_000 });
+  const rows = res.code === 0 ? res.stdout.split('\n').filter((l) => l.trim()) : [];
+  const permanent = rows.filter((l) => /\bPERMANENT\b/.test(l)).length;
+  return { permanent, dynamic: rows.length - permanent };
+}
+
 function gcThresh3(): string {
   try {
     return readFileSync('/proc/sys/net/ipv4/neigh/default/gc_thresh3', 'utf8').trim();
@@ -114,7 +122,7 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
     phase['64 daemons start'.replace('64', String(vms.length))] = start.ms / 1000;
     opts.log(`vnet-16000: lab up ${phase['lab up']!.toFixed(1)} s, ${vms.length} daemons in ${(start.ms / 1000).toFixed(1)} s`);
     // The conflist goes in place through VmCni; the ADDs go through one `cniclient batch` per VM.
-    const mode = opts.mode ?? 'bridge';
+    const mode = opts.mode ?? 'transparent';
     for (const vm of vms) new VmCni(lab, vm, vnetConflist(opts.dataplane ?? 'iptables', { daemonSocket: DAEMON_SOCKET, mode }));
     const viaShim = shimBuilt() && process.env.VNET16K_NO_SHIM === undefined;
     const cniPath = viaShim ? `${SHIM_DIR}:${CNI_PATH}` : CNI_PATH;
@@ -213,11 +221,16 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
       }),
     );
     const arpAfterPing = arpCache();
+    // Where the entries are, right after the sample: every VM, the fabric, and a sample of pods (scaled up).
+    const vmNeigh = await mapLimit(vms, 4, (vm) => neighCount(lab.vmNetns(vm)));
+    const fabricNeigh = await neighCount(lab.fabricNs);
+    const podSample = pods.slice().sort(() => Math.random() - 0.5).slice(0, 50);
+    const podNeigh = await mapLimit(podSample, 4, (p) => neighCount(p.netns));
     phase['connectivity sample'] = pingPhase.ms / 1000;
     memory.stop();
 
     const target = opts.vms * opts.podsPerVm;
-    lines.push(`vnet-16000: ${opts.vms} VMs x ${opts.podsPerVm} pods (${target} pods), daemon mode, ${opts.dataplane ?? 'iptables'} dataplane, mode ${opts.mode ?? 'bridge'}, ${IN_FLIGHT} ADDs in flight, one libcni batch client per VM, CNI binary ${viaShimText}, budget ${opts.maxMinutes} min`);
+    lines.push(`vnet-16000: ${opts.vms} VMs x ${opts.podsPerVm} pods (${target} pods), daemon mode, ${opts.dataplane ?? 'iptables'} dataplane, mode ${opts.mode ?? 'transparent'}, ${IN_FLIGHT} ADDs in flight, one libcni batch client per VM, CNI binary ${viaShimText}, budget ${opts.maxMinutes} min`);
     lines.push(`| figure | value |`, `|---|---|`);
     lines.push(`| pods up | ${pods.length} of ${target} (${failed} failed${firstError ? `; first: ${firstError.replace(/\|/g, '/')}` : ''}) |`);
     for (const [name, s] of Object.entries(phase)) lines.push(`| ${name} | ${s.toFixed(1)} s |`);
@@ -235,6 +248,11 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
     lines.push(`| connectivity (${opts.probes} probes per pair, 1 s apart) | ${probed} of ${pairs.length} random cross-VM pairs probed (${pingSkipped} skipped, time): ${firstOk} answered the first ping, ${laterOk} a later one, ${neverOk} none |`);
     const delta = (x: number) => (Number.isFinite(x) ? String(x) : 'unknown');
     lines.push(`| IPv4 neighbour entries, whole kernel (gc_thresh3 ${gcThresh3()}) | after ADDs ${delta(arpAfterAdd.entries)}, peak during the sample ${delta(arpPeakEntries)}, after ${delta(arpAfterPing.entries)} |`);
+    const total = (xs: { permanent: number; dynamic: number }[]) => xs.reduce((a, x) => ({ permanent: a.permanent + x.permanent, dynamic: a.dynamic + x.dynamic }), { permanent: 0, dynamic: 0 });
+    const vmN = total(vmNeigh);
+    const podN = total(podNeigh);
+    const perSampledPod = (n: number) => (podSample.length ? (n / podSample.length).toFixed(2) : '-');
+    lines.push(`| neighbour entries after the sample (ip -4 neigh), permanent / other | VMs ${vmN.permanent} / ${vmN.dynamic}; fabric ${fabricNeigh.permanent} / ${fabricNeigh.dynamic}; pods (${podSample.length} sampled) ${perSampledPod(podN.permanent)} / ${perSampledPod(podN.dynamic)} per pod |`);
     lines.push(`| neighbour table full events / forced GC runs during the sample | ${delta(arpAfterPing.tableFulls - arpAfterAdd.tableFulls)} / ${delta(arpAfterPing.forcedGc - arpAfterAdd.forcedGc)} (/proc/net/stat/arp_cache; all lab VMs share one table) |`);
     lines.push(`| peak RSS, all daemons | ${memory.peakDaemonsMiB.toFixed(0)} MiB (${(memory.peakDaemonsMiB / Math.max(1, daemons.length)).toFixed(0)} MiB per daemon) |`);
     lines.push(`| peak machine memory used | ${memory.peakMachineMiB.toFixed(0)} MiB (baseline ${memory.baselineMachineMiB.toFixed(0)} MiB) |`);

@@ -24,7 +24,7 @@ export interface BenchOptions {
   pairs: number;
   /** --dataplane for --vnet-16000 (default iptables) */
   dataplane?: 'iptables' | 'ebpf';
-  /** --mode for --vnet-16000: the pod shape (default bridge, the plugin's default) */
+  /** --mode for --vnet-16000: the pod shape (default transparent, as upstream's shipped azure-linux.conflist) */
   mode?: 'bridge' | 'transparent';
   /** --probes for --vnet-16000: pings per sampled pair (the first one is reported separately) */
   probes: number;
@@ -50,7 +50,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       'max-minutes': { type: 'string', default: '40' },
       pairs: { type: 'string', default: '1000' },
       dataplane: { type: 'string', default: 'iptables' },
-      mode: { type: 'string', default: 'bridge' },
+      mode: { type: 'string', default: 'transparent' },
       probes: { type: 'string', default: '4' },
       quiet: { type: 'boolean', default: false },
       'bulk-all': { type: 'boolean', default: false },
