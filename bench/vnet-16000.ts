@@ -120,7 +120,7 @@ export async function runVnet16000(opts: BenchOptions): Promise<string> {
     const vms = lab.vmNames;
     const start = await timed(() => mapLimit(vms, 4, async (vm) => daemons.push(await VmDaemon.start(lab, vm, 120_000))));
     phase['64 daemons start'.replace('64', String(vms.length))] = start.ms / 1000;
-    opts.log(`vnet-16000: lab up ${phase['lab up']!.toFixed(1)} s, ${vms.length} daemons in ${(start.ms / 1000).toFixed(1)} s`);
+    opts.log(`vnet-16000: lab up ${phase['lab up'].toFixed(1)} s, ${vms.length} daemons in ${(start.ms / 1000).toFixed(1)} s`);
     // The conflist goes in place through VmCni; the ADDs go through one `cniclient batch` per VM.
     const mode = opts.mode ?? 'transparent';
     for (const vm of vms) new VmCni(lab, vm, vnetConflist(opts.dataplane ?? 'iptables', { daemonSocket: DAEMON_SOCKET, mode }));

@@ -37,6 +37,11 @@ import { parseArgs } from 'node:util';
 import type { AddressInfo, Socket } from 'node:net';
 
 type Json = Record<string, unknown>;
+
+/** A scalar JSON value as text (what field selectors and patch paths compare); '' for anything else. */
+function scalarText(v: unknown): string {
+  return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : '';
+}
 export type Collection = 'nodenetworkconfigs' | 'pods' | 'nodes' | 'namespaces' | 'networkpolicies';
 
 export interface KubeObj {
@@ -126,7 +131,7 @@ function fieldSelector(text: string | undefined): (o: KubeObj) => boolean {
     const [path, value] = t.split(/==?/) as [string, string];
     return { path: path.split('.'), value };
   });
-  return (o) => terms.every(({ path, value }) => String(path.reduce<unknown>((v, k) => (v as Json | undefined)?.[k], o) ?? '') === value);
+  return (o) => terms.every(({ path, value }) => scalarText(path.reduce<unknown>((v, k) => (v as Json | undefined)?.[k], o)) === value);
 }
 
 /** Split on commas outside parentheses (`a in (x,y),b` is two terms). */
@@ -182,7 +187,7 @@ function mergePatch(target: unknown, patch: unknown, byKey?: Record<string, stri
   for (const [k, v] of Object.entries(patch)) {
     if (v === null) delete out[k];
     else if (byKey?.[k] && Array.isArray(v) && Array.isArray(out[k])) {
-      const key = byKey[k]!;
+      const key = byKey[k];
       const merged = [...(out[k] as Json[])].map((e) => ({ ...e }));
       for (const item of v as Json[]) {
         const at = merged.findIndex((e) => e[key] === item[key]);
@@ -200,7 +205,7 @@ function jsonPatch(doc: unknown, ops: unknown): unknown {
   if (!Array.isArray(ops)) throw new Error('JSON patch must be an array of operations');
   let root = clone(doc);
   for (const op of ops as Json[]) {
-    const path = String(op.path ?? '');
+    const path = scalarText(op.path);
     const parts = path.split('/').slice(1).map((p) => p.replaceAll('~1', '/').replaceAll('~0', '~'));
     if (parts.length === 0) {
       if (op.op === 'add' || op.op === 'replace') root = clone(op.value);
@@ -708,7 +713,7 @@ export function runCommand(s: KubeStandin, c: StandinCommand): unknown {
 async function main(argv: string[]): Promise<void> {
   const { values } = parseArgs({ args: argv, options: { port: { type: 'string', default: '0' }, host: { type: 'string', default: '127.0.0.1' }, 'bookmark-ms': { type: 'string', default: '1000' } } });
   const standin = new KubeStandin(Number(values['bookmark-ms']));
-  const port = await standin.listen(Number(values.port), values.host!);
+  const port = await standin.listen(Number(values.port), values.host);
   process.stdout.write(`LISTENING ${port}\n`);
   const lines = createInterface({ input: process.stdin });
   lines.on('line', (line) => {

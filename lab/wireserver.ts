@@ -229,7 +229,7 @@ async function main(): Promise<void> {
   }
   const ownerPid = Number(values['owner-pid']);
   const spec = new SpecFileReader(values.spec);
-  const wire = new Wireserver(spec, values.address!, Number(values.port));
+  const wire = new Wireserver(spec, values.address, Number(values.port));
   const prober = new LbProber(() => spec.read(), values['fabric-netns']);
   await wire.listen();
 

@@ -13,8 +13,10 @@ import { selectNic } from '../ipam/select-nic.js';
 import { allocate, applyPool, release, lookup, poolSummary, allocations } from '../ipam/allocator.js';
 import type { NicPool, PoolSource } from '../ipam/types.js';
 import type { IpamConfig } from '../types.js';
-import type { Dataplane, EndpointPlan, NetworkMode, NodeNetwork } from '../dataplane/types.js';
+import type { Dataplane, EndpointPlan, EndpointPolicyUpdate, NetworkMode, NodeNetwork } from '../dataplane/types.js';
 import { ROUTED_GATEWAY } from '../dataplane/routed.js';
+import type { EndpointPolicy, PolicyProvider } from '../policy/types.js';
+import { defaultDeny, type LocalEndpoint } from '../policy/compile.js';
 import type { LinkInfo } from '../netlink/ip.js';
 import { hostVethName, randomMac } from '../netlink/veth.js';
 import {
@@ -47,6 +49,23 @@ export interface AgentOptions {
   podInfo?: (namespace: string, name: string) => PodInfo | undefined;
   /** Test only (crash and pause points); absent in the product. */
   faults?: FaultHooks;
+  /** The daemon's policy engine: what a new endpoint starts with, and which endpoints exist. */
+  policy?: AgentPolicy;
+}
+
+/** What the agent needs of the policy engine (control/policy/engine.ts implements it). */
+export interface AgentPolicy extends PolicyProvider {
+  /** The endpoint is ready with `programmed` in the kernel. */
+  addEndpoint(ep: LocalEndpoint, programmed?: EndpointPolicy): void;
+  removeEndpoint(address: string): void;
+}
+
+function localEndpointOf(rec: Pick<EndpointRecord, 'ip' | 'podName' | 'podNamespace'>): LocalEndpoint {
+  return {
+    family: 'ipv4',
+    address: rec.ip,
+    ...(rec.podNamespace && rec.podName ? { namespace: rec.podNamespace, name: rec.podName } : {}),
+  };
 }
 
 export interface PodInfo {
@@ -300,7 +319,7 @@ export class Agent implements AgentApi {
     const netnsId = seenNetns.kind === 'id' ? seenNetns.id : undefined;
     const prepared = await this.store.transaction(async (state) => {
       const existing = state.endpoints[key];
-      if (existing?.phase === 'ready' && existing.netns === call.netns) return { rec: existing, reused: true, retry: true, dp: await this.dataplane(existing.mode), node: state.node!.network };
+      if (existing?.phase === 'ready' && existing.netns === call.netns) return { rec: existing, reused: true, retry: true, dp: await this.dataplane(existing.mode), node: state.node!.network, policyEnforced: state.policyEnforced !== undefined };
       await this.refreshPool(state, config, nic.address, false, prefetched);
       const node = await this.nodeNetwork(config, state, nic);
       const dp = await this.ensureNode(state, config, node, readyNode);
@@ -321,7 +340,7 @@ export class Agent implements AgentApi {
         ...(call.args.K8S_POD_NAME && call.args.K8S_POD_NAMESPACE ? podFields(this.opts.podInfo?.(call.args.K8S_POD_NAMESPACE, call.args.K8S_POD_NAME)) : {}),
       };
       state.endpoints[key] = rec;
-      return { rec, reused: false, dp, node, retry: existing !== undefined };
+      return { rec, reused: false, dp, node, retry: existing !== undefined, policyEnforced: state.policyEnforced !== undefined };
     });
 
     const { rec, dp, node } = prepared;
@@ -341,6 +360,9 @@ export class Agent implements AgentApi {
     const undo = new Rollback(log);
     try {
       const plan: EndpointPlan = { ...planOf(rec), freshMacs: !prepared.retry };
+      // Policy goes in with the endpoint, before the pod can send or receive (no window).
+      const policy = this.initialPolicy(rec, prepared.policyEnforced);
+      if (policy) plan.policy = policy;
       if (prepared.reused || prepared.retry) await this.host.deleteHostVeth(plan.hostVeth); // a crashed earlier attempt may have left it
       await this.host.createVethPair(plan);
       undo.push('delete veth', () => this.host.deleteHostVeth(plan.hostVeth));
@@ -363,6 +385,7 @@ export class Agent implements AgentApi {
         cur.phase = 'ready';
         delete cur.owner;
       });
+      this.opts.policy?.addEndpoint(localEndpointOf(rec), policy);
       log.info({ hostVeth: plan.hostVeth, mode: dp.mode, pod: rec.podName, podNamespace: rec.podNamespace }, 'endpoint added');
       return this.resultOf({ ...rec, phase: 'ready' }, config);
     } catch (err) {
@@ -380,6 +403,58 @@ export class Agent implements AgentApi {
       }
       throw err;
     }
+  }
+
+  /**
+   * The policy a new endpoint starts with: the engine's answer when the daemon
+   * runs one; default deny when this node enforces policy but no engine is
+   * here (a standalone ADD while the daemon is down); none otherwise.
+   */
+  private initialPolicy(rec: EndpointRecord, enforced: boolean): EndpointPolicy | undefined {
+    const ep = localEndpointOf(rec);
+    if (this.opts.policy) return this.opts.policy.policyFor(ep);
+    return enforced ? defaultDeny(ep) : undefined;
+  }
+
+  /**
+   * Program new policies for ready endpoints (the engine's changes), under the
+   * node lock: a DEL marks its endpoint 'deleting' under the same lock, so an
+   * endpoint being removed is never given rules again after its detach.
+   * Returns the addresses that had no ready endpoint (skipped).
+   */
+  async applyPolicies(policies: EndpointPolicy[]): Promise<string[]> {
+    return this.store.transaction(async (state) => {
+      const node = state.node?.network;
+      const byIp = new Map(Object.values(state.endpoints).filter((r) => r.phase === 'ready').map((r) => [r.ip, r]));
+      const skipped: string[] = [];
+      const byMode = new Map<DataplaneMode, EndpointPolicyUpdate[]>();
+      for (const policy of policies) {
+        const rec = byIp.get(policy.address);
+        if (!rec || !node) {
+          skipped.push(policy.address);
+          continue;
+        }
+        let l = byMode.get(rec.mode);
+        if (!l) byMode.set(rec.mode, (l = []));
+        l.push({ hostVeth: rec.hostVeth, policy });
+      }
+      for (const [mode, updates] of byMode) await (await this.dataplane(mode)).applyPolicies(node!, updates);
+      return skipped;
+    });
+  }
+
+  /** Mark (or unmark) this node as enforcing policy; see NodeState.policyEnforced. */
+  async setPolicyEnforced(on: boolean): Promise<void> {
+    await this.store.transaction((state) => {
+      if (on) state.policyEnforced ??= { since: new Date().toISOString() };
+      else delete state.policyEnforced;
+    });
+  }
+
+  /** The ready endpoints, as the policy engine tracks them. */
+  async policyEndpoints(): Promise<LocalEndpoint[]> {
+    const state = await this.store.peek();
+    return Object.values(state.endpoints).filter((r) => r.phase === 'ready').map(localEndpointOf);
   }
 
   /**
@@ -437,6 +512,7 @@ export class Agent implements AgentApi {
       return false;
     }
     await this.fault('del:after-mark');
+    if (found) this.opts.policy?.removeEndpoint(found.rec.ip);
     if (found?.node) {
       const dp = await this.dataplane(found.rec.mode);
       try {

@@ -55,7 +55,8 @@ export function roundTrip(sock: net.Socket, req: WireRequest, timeoutMs: number)
         }
       } catch (err) {
         clearTimeout(timer);
-        reject(err);
+        // the codec throws Error subclasses; wrap anything else so callers always see an Error
+        reject(err instanceof Error ? err : new Error(String(err)));
       }
     });
     sock.once('error', (err) => fail(new TryAgainError(`node daemon connection failed: ${err.message}`, { cause: err })));

@@ -245,13 +245,13 @@ function decode(name: MessageName, buf: Uint8Array): Record<string, unknown> {
 }
 
 export function encodeRequest(req: Partial<WireRequest> & Pick<WireRequest, 'verb'>): Buffer {
-  return encode('Request', req as unknown as Record<string, unknown>);
+  return encode('Request', req);
 }
 export function decodeRequest(buf: Uint8Array): WireRequest {
   return decode('Request', buf) as unknown as WireRequest;
 }
 export function encodeResponse(res: Partial<WireResponse> & Pick<WireResponse, 'ok'>): Buffer {
-  return encode('Response', res as unknown as Record<string, unknown>);
+  return encode('Response', res);
 }
 export function decodeResponse(buf: Uint8Array): WireResponse {
   return decode('Response', buf) as unknown as WireResponse;

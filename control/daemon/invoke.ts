@@ -85,7 +85,7 @@ export async function invoke(agent: AgentApi, loggers: CallLoggers, req: WireReq
     stdin: Buffer.from(req.stdin),
     env: { ...req.env },
     stdout: { write: (text: string) => chunks.push(text) },
-    agentFactory: async () => borrowed(agent),
+    agentFactory: () => Promise.resolve(borrowed(agent)),
     loggerFactory: (config, name) => loggers.get(config, name),
   });
   return { stdout: Buffer.from(chunks.join(''), 'utf8'), exitCode };

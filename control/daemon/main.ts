@@ -11,6 +11,9 @@ import { DaemonServer } from './server.js';
 import { assertSafeNetns } from '../agent/safety.js';
 import { InvalidConfigError } from '../errors.js';
 import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } from './metrics.js'; // metrics (control/daemon/metrics.ts)
+import type { Logger } from '../log.js';
+import type { NodePolicy } from '../policy/node.js';
+import type { KubernetesIntegration } from '../k8s/kubernetes.js';
 
 export const DEFAULT_SOCKET = '/run/vnet-cni/daemon.sock';
 
@@ -36,6 +39,9 @@ export const DAEMON_OPTIONS = {
   master: { type: 'string', default: 'eth0' },
   'api-backoff-ms': { type: 'string', default: '500' },
   'api-backoff-max-ms': { type: 'string', default: '30000' },
+  // NetworkPolicy (control/policy, docs/policy.md): from a watched directory, or from the Kubernetes API
+  'policy-dir': { type: 'string' },
+  'network-policy': { type: 'boolean', default: false },
 } as const;
 
 /** Parse `vnetctl daemon` arguments; throws on an unknown flag or a missing value, like the daemon itself. */
@@ -65,6 +71,23 @@ export function forceGc(): NodeJS.MemoryUsage {
   return process.memoryUsage();
 }
 
+/** The policy engine, when asked for: --policy-dir (a watched directory) or --network-policy (the Kubernetes integration's policy source). */
+async function nodePolicy(
+  values: ReturnType<typeof parseDaemonArgs>,
+  k8s: KubernetesIntegration | undefined,
+  logger: Logger,
+  metrics: DaemonMetrics,
+): Promise<NodePolicy | undefined> {
+  if (!values['policy-dir'] && !values['network-policy']) return undefined;
+  const { NodePolicy } = await import('../policy/node.js');
+  if (values['network-policy']) {
+    const source = k8s?.policySource;
+    if (!source) throw new InvalidConfigError('--network-policy needs --node-name (the Kubernetes API)');
+    return new NodePolicy({ kubernetes: source, logger, registry: metrics.registry });
+  }
+  return new NodePolicy({ dir: values['policy-dir']!, logger, registry: metrics.registry });
+}
+
 /** `testHooks`: only test entry points pass them (test/support/faulty-daemon.ts); `vnetctl daemon` never does. */
 export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'faults'> = {}): Promise<number> {
   const values = parseDaemonArgs(argv);
@@ -73,6 +96,8 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
   assertSafeNetns();
   capYoungGeneration();
   const logger = createLogger({ file: values['log-file']!, level: values['log-level']!, name: 'vnet-cni-daemon' });
+  if (values['network-policy'] && values['policy-dir']) throw new InvalidConfigError('--network-policy and --policy-dir are exclusive: policy comes from the Kubernetes API or from a directory');
+  if (values['network-policy'] && !values['node-name']) throw new InvalidConfigError('--network-policy needs --node-name (the Kubernetes API)');
   // Loaded only when asked for, so a daemon without Kubernetes never pays for the client.
   const k8s = values['node-name']
     ? new (await import('../k8s/kubernetes.js')).KubernetesIntegration({
@@ -83,13 +108,21 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
       conditionPeriodMs: Math.max(0.2, Number(values['condition-seconds'])) * 1000,
       master: values.master!,
       backoff: { initialMs: Math.max(10, Number(values['api-backoff-ms'])), maxMs: Math.max(10, Number(values['api-backoff-max-ms'])), maxErrors: 10 },
+      ...(values['network-policy'] ? { networkPolicy: true } : {}),
       logger,
     })
     : undefined;
-  const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger, { ...testHooks, ...(k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {}) });
   // metrics: parse the address before anything else can fail half-started
   const metricsAddr = values['metrics-addr'] ? parseMetricsAddr(values['metrics-addr']) : { socketPath: values['metrics-socket']! };
   const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats, ...(k8s ? { watches: () => k8s.watchHealth() } : {}) }, logger);
+  const policy = await nodePolicy(values, k8s, logger, metrics);
+  const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger, {
+    ...testHooks,
+    ...(k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {}),
+    ...(policy ? { policy: policy.engine } : {}),
+  });
+  if (policy) await policy.start(agent);
+  else await (await import('../policy/node.js')).disableNodePolicy(agent, logger).catch((err: unknown) => logger.error({ err }, 'could not open up the endpoints of a node that enforced policy'));
   try {
     metrics.recordReconcile(await agent.reconcile());
   } catch (err) {
@@ -102,11 +135,11 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
       k8s.afterRequest(verb, ok);
     }
     : metrics.onRequest;
-  // DUMP carries the watches' counters beside the store when Kubernetes is on.
-  const served = k8s
+  // DUMP carries the watches' counters beside the store when Kubernetes is on, and the policy engine's view.
+  const served = k8s || policy
     ? new Proxy(agent, {
       get(target, prop) {
-        if (prop === 'dump') return async () => ({ ...(await target.dump()), kubernetes: k8s.stats() });
+        if (prop === 'dump') return async () => ({ ...(await target.dump()), ...(k8s ? { kubernetes: k8s.stats() } : {}), ...(policy ? { policy: policy.dump() } : {}) });
         const value: unknown = Reflect.get(target, prop);
         return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
       },
@@ -159,6 +192,7 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
   process.off('SIGUSR2', onUsr2);
   await server.close();
   await k8s?.status.flush().catch(() => {});
+  await policy?.stop(); // the kernel keeps the rules: nothing opens up while the daemon is away
   await k8s?.stop();
   await metrics.close();
   logger.info('daemon stopped');

@@ -59,6 +59,11 @@ function parseBpftoolError(stdout: string): string | undefined {
   }
 }
 
+/** A scalar field of bpftool's JSON as text; '' when absent or not a scalar. */
+function text(v: unknown): string {
+  return typeof v === 'string' || typeof v === 'number' || typeof v === 'boolean' ? String(v) : '';
+}
+
 /** `bpftool net show` output: tc programs of every interface of the caller's netns. */
 export function parseNetShow(json: unknown): TcAttachment[] {
   const out: TcAttachment[] = [];
@@ -67,14 +72,14 @@ export function parseNetShow(json: unknown): TcAttachment[] {
     const tc = (block as { tc?: unknown })?.tc;
     if (!Array.isArray(tc)) continue;
     for (const e of tc as Record<string, unknown>[]) {
-      const kind = String(e.kind ?? '');
+      const kind = text(e.kind);
       out.push({
-        ifname: String(e.devname ?? ''),
+        ifname: text(e.devname),
         ifindex: Number(e.ifindex ?? 0),
         direction: kind.startsWith('clsact/') ? kind.slice('clsact/'.length) : kind,
         progId: Number(e.id ?? 0),
         // "from_pod:[1452]": bpftool appends the id to the name
-        progName: String(e.name ?? '').replace(/:\[\d+\]$/, ''),
+        progName: text(e.name).replace(/:\[\d+\]$/, ''),
       });
     }
   }
@@ -83,7 +88,7 @@ export function parseNetShow(json: unknown): TcAttachment[] {
 
 export function parseProgShow(json: unknown): ProgInfo {
   const p = json as Record<string, unknown>;
-  const info: ProgInfo = { id: Number(p.id), name: String(p.name ?? ''), tag: String(p.tag ?? ''), type: String(p.type ?? '') };
+  const info: ProgInfo = { id: Number(p.id), name: text(p.name), tag: text(p.tag), type: text(p.type) };
   if (typeof p.run_cnt === 'number') info.runCnt = p.run_cnt;
   if (typeof p.run_time_ns === 'number') info.runTimeNs = p.run_time_ns;
   return info;

@@ -12,6 +12,7 @@ import { collectIptables, renderIptables } from './views/iptables.js';
 import { collectNat, renderNat } from './views/nat.js';
 import { collectPool, renderPool } from './views/pool.js';
 import { collectKubernetes, renderKubernetes } from './views/kubernetes.js';
+import { collectPolicy, renderPolicy } from './views/policy.js';
 import { collectProgs, renderProgs } from './views/progs.js';
 import { collectSummary, renderSummary, sourceLine } from './views/summary.js';
 
@@ -20,7 +21,8 @@ export const DEFAULT_DAEMON_SOCKET = '/run/vnet-cni/daemon.sock';
 export const DEFAULT_STATE_DIR = '/var/lib/vnet-cni';
 
 interface View {
-  collect(ctx: DebugContext): Promise<unknown>;
+  /** `arg`: the view's optional argument (debug policy [pod]). */
+  collect(ctx: DebugContext, arg?: string): Promise<unknown>;
   render(data: never): string;
   /** false: the view's data does not come from the control plane, so no source line */
   fromStore: boolean;
@@ -32,12 +34,16 @@ const VIEWS: Record<string, View> = {
   nat: { collect: collectNat, render: renderNat, fromStore: false },
   counters: { collect: collectCounters, render: renderCounters, fromStore: false },
   iptables: { collect: (ctx) => collectIptables(ctx.snapshot.state.node?.mode === 'iptables' ? ctx.snapshot.state.node.network : undefined), render: renderIptables, fromStore: false },
-  pool: { collect: async (ctx) => collectPool(ctx.snapshot.state), render: renderPool, fromStore: true },
-  kubernetes: { collect: async (ctx) => collectKubernetes(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon'), render: renderKubernetes, fromStore: true },
+  pool: { collect: (ctx) => Promise.resolve(collectPool(ctx.snapshot.state)), render: renderPool, fromStore: true },
+  kubernetes: { collect: (ctx) => Promise.resolve(collectKubernetes(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon')), render: renderKubernetes, fromStore: true },
+  policy: { collect: (ctx, pod) => Promise.resolve(collectPolicy(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon', pod)), render: renderPolicy, fromStore: true },
   all: { collect: collectSummary, render: renderSummary, fromStore: false },
 };
 
-export const DEBUG_USAGE = `usage: vnetctl debug [progs|endpoints|nat|counters|iptables|pool|kubernetes|all] [--json]
+/** Views that take one argument after their name. */
+const VIEWS_WITH_ARG = new Set(['policy']);
+
+export const DEBUG_USAGE = `usage: vnetctl debug [progs|endpoints|nat|counters|iptables|pool|kubernetes|policy [POD]|all] [--json]
                      [--state-dir D] [--socket P] [--bpf-root R] [--node NAME]
 
   progs      tc programs per interface and hook (bpftool)
@@ -47,6 +53,8 @@ export const DEBUG_USAGE = `usage: vnetctl debug [progs|endpoints|nat|counters|i
   iptables   the plugin's iptables chains and ebtables rules with packet counts
   pool       IPAM pool summary and allocations
   kubernetes the daemon's API watches, status writes and node condition (daemon only)
+  policy     NetworkPolicy: the engine's state and problems; per endpoint (or POD, as
+             namespace/name or address) the policies selecting it and its compiled rules
   all        a summary of everything (the default)
 
   --state-dir D  node state dir (default ${DEFAULT_STATE_DIR})
@@ -58,6 +66,8 @@ export interface DebugRun {
   view: string;
   options: DebugOptions;
   json: boolean;
+  /** The view's argument (debug policy POD). */
+  arg?: string;
 }
 
 export function parseDebugArgs(argv: string[]): DebugRun | 'help' {
@@ -74,20 +84,20 @@ export function parseDebugArgs(argv: string[]): DebugRun | 'help' {
     },
   });
   if (values.help) return 'help';
-  if (positionals.length > 1) throw new InvalidConfigError(`vnetctl debug takes one view; got ${positionals.join(' ')}`);
   const view = positionals[0] ?? 'all';
+  if (positionals.length > (VIEWS_WITH_ARG.has(view) ? 2 : 1)) throw new InvalidConfigError(`vnetctl debug takes one view${VIEWS_WITH_ARG.has(view) ? ' and one argument' : ''}; got ${positionals.join(' ')}`);
   if (!(view in VIEWS)) throw new InvalidConfigError(`unknown view '${view}'; one of ${Object.keys(VIEWS).join(', ')}`);
-  const options: DebugOptions = { stateDir: values['state-dir']!, socket: values.socket! };
+  const options: DebugOptions = { stateDir: values['state-dir'], socket: values.socket };
   if (values['bpf-root']) options.bpfRoot = values['bpf-root'];
   if (values.node) options.node = values.node;
-  return { view, options, json: values.json! };
+  return { view, options, json: values.json, ...(positionals[1] !== undefined ? { arg: positionals[1] } : {}) };
 }
 
 /** Runs one view and returns the text to print (JSON or tables). */
 export async function debugOutput(r: DebugRun): Promise<string> {
   const ctx = await buildContext(r.options);
   const view = VIEWS[r.view]!;
-  const data = await view.collect(ctx);
+  const data = await view.collect(ctx, r.arg);
   if (r.json) return toJson(data);
   const head = view.fromStore ? `${sourceLine(ctx.snapshot.source)}\n` : '';
   return head + view.render(data as never);

@@ -26,9 +26,11 @@ export const DEFAULT_WIRESERVER_TIMEOUT_MS = 10_000;
  */
 export class KubernetesNeedsDaemon implements PoolSource {
   readonly kind = 'kubernetes' as const;
-  async fetch(): Promise<NicPool[]> {
-    throw new PoolSourceError(
-      'ipam.environment "kubernetes" needs the node daemon (vnetctl daemon --node-name NODE): set "daemonSocket" in the conflist and make sure the daemon runs; the plugin does not read the Kubernetes API itself',
+  fetch(): Promise<NicPool[]> {
+    return Promise.reject(
+      new PoolSourceError(
+        'ipam.environment "kubernetes" needs the node daemon (vnetctl daemon --node-name NODE): set "daemonSocket" in the conflist and make sure the daemon runs; the plugin does not read the Kubernetes API itself',
+      ),
     );
   }
 }

@@ -15,9 +15,9 @@ export class StaticSource implements PoolSource {
     this.pool = staticPool(cfg);
   }
 
-  async fetch(signal?: AbortSignal): Promise<NicPool[]> {
-    if (signal?.aborted) throw new PoolSourceError('static pool: read aborted by the caller');
-    return [{ ...this.pool, addresses: [...this.pool.addresses] }];
+  fetch(signal?: AbortSignal): Promise<NicPool[]> {
+    if (signal?.aborted) return Promise.reject(new PoolSourceError('static pool: read aborted by the caller'));
+    return Promise.resolve([{ ...this.pool, addresses: [...this.pool.addresses] }]);
   }
 }
 

@@ -56,6 +56,8 @@ export class WireserverSource implements PoolSource {
 export function getText(url: URL, timeoutMs: number, signal?: AbortSignal): Promise<string> {
   return new Promise((resolve, reject) => {
     let settled = false;
+    // finish() can run before the request exists (signal already aborted); a const would be read in its TDZ
+    // eslint-disable-next-line prefer-const -- assigned once, but read by finish() before that assignment
     let request: http.ClientRequest | undefined;
     const finish = (error: PoolSourceError | undefined, body?: string): void => {
       if (settled) return;

@@ -33,8 +33,8 @@ export class CachedPoolSource implements PoolSource {
     return this.pool;
   }
 
-  async fetch(): Promise<NicPool[]> {
-    if (!this.pool) throw new TryAgainError(`kubernetes pool source: ${this.problem}; retry once the daemon has synced its NodeNetworkConfig`);
-    return [{ ...this.pool, addresses: [...this.pool.addresses] }];
+  fetch(): Promise<NicPool[]> {
+    if (!this.pool) return Promise.reject(new TryAgainError(`kubernetes pool source: ${this.problem}; retry once the daemon has synced its NodeNetworkConfig`));
+    return Promise.resolve([{ ...this.pool, addresses: [...this.pool.addresses] }]);
   }
 }

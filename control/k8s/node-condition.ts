@@ -45,8 +45,9 @@ export class ConditionReporter {
   constructor(private readonly opts: ConditionReporterOptions) {}
 
   start(): void {
-    this.poke();
-    this.timer = setInterval(() => this.poke(), this.opts.periodMs);
+    // tick() catches its own failures, so poke() never rejects
+    void this.poke();
+    this.timer = setInterval(() => void this.poke(), this.opts.periodMs);
     this.timer.unref();
   }
 

@@ -45,6 +45,12 @@ export interface NodeState {
   node?: NodeRecord;
   /** epoch ms of the last successful pool fetch */
   poolFetchedAt?: number;
+  /**
+   * This node enforces NetworkPolicy (set by the daemon when its policy engine
+   * runs). A standalone ADD (daemon down) then starts the endpoint default-deny
+   * both ways until the daemon is back and programs its real policy.
+   */
+  policyEnforced?: { since: string };
 }
 
 export const STATE_FILE = 'state.json';
@@ -63,7 +69,7 @@ function validateState(x: unknown, file: string): NodeState {
   const s = x as Partial<NodeState>;
   if (s.version !== 1) throw new StoreError(`${file}: unsupported state version ${String(s.version)}`);
   if (typeof s.endpoints !== 'object' || s.endpoints === null) throw new StoreError(`${file}: endpoints missing`);
-  return { ...s, version: 1, endpoints: s.endpoints, ipam: validateIpamState(s.ipam) } as NodeState;
+  return { ...s, version: 1, endpoints: s.endpoints, ipam: validateIpamState(s.ipam) };
 }
 
 interface QueuedTransaction {
@@ -122,7 +128,7 @@ export class NodeStore {
    */
   transaction<T>(fn: (state: NodeState) => Promise<T> | T): Promise<T> {
     return new Promise<T>((resolve, reject) => {
-      this.queue.push({ fn, resolve: resolve as (v: unknown) => void, reject });
+      this.queue.push({ fn, resolve: resolve, reject });
       if (!this.draining) void this.drain();
     });
   }

@@ -26,7 +26,7 @@ if (mode === 'udp') {
   socket.on('error', (err: NodeJS.ErrnoException) => finish({ error: err.code ?? err.message }, 1));
   socket.on('message', (msg, rinfo) => finish({ from: rinfo.address, port: rinfo.port, payload: msg.toString('utf8') }));
   socket.bind({ port: 0, ...(values.source ? { address: values.source } : {}) }, () => {
-    socket.send(payload, Number(port), host!, (err) => {
+    socket.send(payload, Number(port), host, (err) => {
       if (err) finish({ error: (err as NodeJS.ErrnoException).code ?? err.message }, 1);
       if (!values.reply) finish({ sent: payload.length });
     });

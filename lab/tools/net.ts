@@ -124,11 +124,24 @@ export async function tcpWhoami(fromNetns: string, ip: string, port: number, opt
 }
 
 /** One ping; true if a reply came back within timeoutSec. */
-export async function ping(fromNetns: string, ip: string, options: { source?: string; timeoutSec?: number; count?: number } = {}): Promise<boolean> {
+/**
+ * Ping from a netns. With no count/timeout given it waits on the condition, not
+ * a clock: one probe a second until the first reply, for up to `deadlineSec`
+ * (default 10 s), so a loaded machine's slow first reply is not a failure.
+ * Pass `timeoutSec`/`count` for an exact probe budget (negative checks, "first
+ * try" checks).
+ */
+export async function ping(
+  fromNetns: string,
+  ip: string,
+  options: { source?: string; timeoutSec?: number; count?: number; deadlineSec?: number } = {},
+): Promise<boolean> {
+  const exact = options.count !== undefined || options.timeoutSec !== undefined;
   const count = options.count ?? 1;
   const timeoutSec = options.timeoutSec ?? 1;
-  const argv = ['ping', '-n', '-q', '-c', String(count), '-W', String(timeoutSec), '-w', String(timeoutSec * count + 1), ...(options.source ? ['-I', options.source] : []), ip];
-  const result = await run(inNetns(fromNetns, argv), { timeoutMs: (timeoutSec * count + 5) * 1000 });
+  const deadline = exact ? timeoutSec * count + 1 : (options.deadlineSec ?? 10);
+  const argv = ['ping', '-n', '-q', '-c', String(count), '-W', String(timeoutSec), '-w', String(deadline), ...(options.source ? ['-I', options.source] : []), ip];
+  const result = await run(inNetns(fromNetns, argv), { timeoutMs: (deadline + 5) * 1000 });
   return result.code === 0;
 }
 

@@ -67,7 +67,7 @@ t.test('counter labels come from the header, in enum order', { skip }, async (t)
 
 t.test('NAT close flags in TS equal the header', async (t) => {
   const header = fs.readFileSync(path.join(repoDir(), 'bpf', 'include', 'vnet_maps.h'), 'utf8');
-  const fromHeader = Object.fromEntries([...header.matchAll(/#define VNET_NAT_F_([A-Z_]+) \(1u << (\d+)\)/g)].map((m) => [m[1], 1 << Number(m[2])]));
+  const fromHeader = Object.fromEntries([...header.matchAll(/#define VNET_NAT_F_([A-Z_]+) \(1u << (\d+)\)/g)].map((m): [string, number] => [m[1] ?? '', 1 << Number(m[2])]));
   t.same(fromHeader, L.NAT_F);
 });
 

@@ -20,10 +20,10 @@ t.before(async () => {
 });
 
 t.test('a verifier rejection carries the verifier log', { skip }, async (t) => {
-  const err = (await native().loadObject(path.join(bpfDir, 'testdata', 'bad_access.bpf.o')).then(
+  const err = await native().loadObject(path.join(bpfDir, 'testdata', 'bad_access.bpf.o')).then<null, NativeError>(
     () => null,
     (e: NativeError) => e,
-  )) as NativeError | null;
+  );
   t.ok(err, 'load rejected');
   t.equal(err!.op, 'bpf_object__load');
   t.equal(err!.code, 'EACCES');

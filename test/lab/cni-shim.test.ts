@@ -26,6 +26,11 @@ const built = fs.existsSync(path.join(SHIM_DIR, 'cni-shim'));
 
 const CALL_ENV = { CNI_CONTAINERID: 'ctr-1', CNI_NETNS: '/proc/self/ns/net', CNI_IFNAME: 'eth0', CNI_PATH: '/usr/lib/cni', CNI_ARGS: 'K8S_POD_NAME=web;K8S_POD_NAMESPACE=prod' };
 
+/** The `code` of a CNI error printed on stdout. */
+function cniCode(stdout: string): unknown {
+  return (JSON.parse(stdout) as { code?: unknown }).code;
+}
+
 function shim(plugin: 'azure-vnet' | 'azure-vnet-ipam', env: Record<string, string>, stdin: string): Promise<ExecResult> {
   return run([path.join(SHIM_DIR, plugin)], { env: { PATH: process.env.PATH ?? '/usr/bin:/bin', VNET_CNI_LAB: '1', ...env }, input: stdin, timeoutMs: 30_000 });
 }
@@ -75,15 +80,15 @@ t.test('the shim is built', { skip: built ? false : 'dist/shim/cni-shim not buil
     await same(t, 'CHECK with prevResult', { env: { ...CALL_ENV, CNI_COMMAND: 'CHECK' }, conf: { ...conf10, prevResult: prev } });
     // Error cases: the daemon validates exactly as the plugin does.
     const badMode = await same(t, 'bad config', { env: { ...CALL_ENV, CNI_COMMAND: 'ADD' }, conf: { ...conf10, mode: 'sideways' } });
-    t.equal(JSON.parse(badMode.stdout).code, 7, 'invalid config: code 7');
+    t.equal(cniCode(badMode.stdout), 7, 'invalid config: code 7');
     const badVersion = await same(t, 'unknown version', { env: { ...CALL_ENV, CNI_COMMAND: 'ADD' }, conf: { ...conf10, cniVersion: '9.9.9' } });
-    t.equal(JSON.parse(badVersion.stdout).code, 1, 'unknown version: code 1');
+    t.equal(cniCode(badVersion.stdout), 1, 'unknown version: code 1');
     await same(t, 'CHECK on 0.3.1', { env: { ...CALL_ENV, CNI_COMMAND: 'CHECK' }, conf: baseConfig(dir, '0.3.1') });
     await same(t, 'bad prevResult', { env: { ...CALL_ENV, CNI_COMMAND: 'CHECK' }, conf: { ...conf10, prevResult: { ips: 5 } } });
     await same(t, 'no CNI_COMMAND', { env: { ...CALL_ENV }, conf: conf10 });
     await same(t, 'bad container id', { env: { ...CALL_ENV, CNI_COMMAND: 'ADD', CNI_CONTAINERID: '../x' }, conf: conf10 });
     const exhausted = await same(t, 'agent error', { env: { ...CALL_ENV, CNI_COMMAND: 'ADD' }, conf: conf10, socket: failing, fakeError: 'PoolExhaustedError:no free IP in the test pool' });
-    t.equal(JSON.parse(exhausted.stdout).code, 100, 'the agent\'s CNI code');
+    t.equal(cniCode(exhausted.stdout), 100, 'the agent\'s CNI code');
 
     const adds = daemon.calls.filter((c) => c.method === 'add');
     t.match(adds[0], { call: { containerId: 'ctr-1', ifName: 'eth0', netns: '/proc/self/ns/net', args: { K8S_POD_NAME: 'web', K8S_POD_NAMESPACE: 'prod' } } }, 'the daemon\'s agent got the call\'s arguments');
@@ -172,7 +177,7 @@ t.test('the shim is built', { skip: built ? false : 'dist/shim/cni-shim not buil
       t.equal(viaShim.code, node.code, `${command}: exit ${node.code}`);
     }
     const add = await shim('azure-vnet', { ...CALL_ENV, CNI_COMMAND: 'ADD' }, big);
-    t.equal(JSON.parse(add.stdout).code, 6, 'ADD: decode failure, code 6');
+    t.equal(cniCode(add.stdout), 6, 'ADD: decode failure, code 6');
   });
 
   /** A fake daemon speaking the frame protocol: `answer` decides what happens to each request. */
@@ -232,7 +237,7 @@ t.test('the shim is built', { skip: built ? false : 'dist/shim/cni-shim not buil
       child.stdin.destroy();
       t.equal(code, 0, `azure-vnet ${args.join(' ')}: exits 0 with stdin still open (${stderr.slice(0, 200)})`);
       if (args[1] === '--help') t.match(stdout, /usage: vnetctl debug/, 'prints the debug usage');
-      else t.doesNotThrow(() => JSON.parse(stdout), 'prints the pool view as JSON');
+      else t.doesNotThrow(() => JSON.parse(stdout) as unknown, 'prints the pool view as JSON');
     }
   });
 });

@@ -12,7 +12,7 @@ import { copyFileSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import type { ChildProcess } from 'node:child_process';
-import { loadAllYaml } from '@kubernetes/client-node';
+import { loadAllYaml, type V1DaemonSet } from '@kubernetes/client-node';
 import { Lab } from '../../lab/lab.js';
 import { defaultSpec } from '../../lab/spec.js';
 import { startChild, stopChild, waitForLine } from '../../lab/children.js';
@@ -22,11 +22,9 @@ import { ping } from '../../lab/tools/net.js';
 import { CNICLIENT, MODES, REPO, VM_CACHE_DIR } from './helpers/cni-harness.js';
 import { StandinProc, VM_KUBECONFIG } from './helpers/kube-standin-proc.js';
 
-type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
-
 const IMAGE_ROOT = '/vnet-cni';
-const dsDoc = (loadAllYaml(readFileSync(path.join(REPO, 'docker', 'manifests', 'daemonset.yaml'), 'utf8')) as Obj[])[0]!;
-const daemonSpec = (dsDoc.spec.template.spec.containers as Obj[]).find((c) => c.name === 'daemon')!;
+const dsDoc = (loadAllYaml(readFileSync(path.join(REPO, 'docker', 'manifests', 'daemonset.yaml'), 'utf8')) as V1DaemonSet[])[0]!;
+const daemonSpec = dsDoc.spec!.template.spec!.containers.find((c) => c.name === 'daemon')!;
 
 /** A manifest command with the image's paths mapped onto this install and $(VAR)s filled in. */
 function fromManifest(argv: string[], binDir: string, vars: Record<string, string>): string[] {
@@ -59,7 +57,7 @@ t.test('cluster install and upgrade without dropping flows', async (t) => {
         return res.stdout;
       };
       const probe = (vm: string, which: 'readinessProbe' | 'livenessProbe') =>
-        lab.execVm(vm, fromManifest(daemonSpec[which].exec.command as string[], binDir, {}), { timeoutMs: 60_000 });
+        lab.execVm(vm, fromManifest(daemonSpec[which]?.exec?.command ?? [], binDir, {}), { timeoutMs: 60_000 });
       // The DaemonSet's daemon talks to the API server (in-cluster credentials there); here each VM gets the
       // stand-in API server on its own loopback, with its Node object, and the daemon its kubeconfig.
       for (const vm of vms) {
@@ -169,7 +167,7 @@ t.test('cluster install and upgrade without dropping flows', async (t) => {
       await new Promise((r) => setTimeout(r, 1500)); // data on the same connections after the upgrade
       client.stdin!.write('stop\n');
       const [, outcome] = await result;
-      const flows = Object.fromEntries(outcome!.split(', ').map((f) => [f.split(' ')[0], f.split(' ').slice(1).join(' ')]));
+      const flows = Object.fromEntries(outcome!.split(', ').map((f): [string, string] => [f.split(' ')[0] ?? '', f.split(' ').slice(1).join(' ')]));
       t.match(flows.inet, /^(\d+)\/\1$/, `pod -> internet through SNAT: every echo came back (${flows.inet})`);
       t.match(flows.pod, /^(\d+)\/\1$/, `pod -> pod across VMs: every echo came back (${flows.pod})`);
       t.ok(Number(flows.inet!.split('/')[0]) >= 30, 'the flows carried data before, during and after the upgrade');

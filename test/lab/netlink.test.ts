@@ -45,9 +45,9 @@ t.test('netlink layer', async (t) => {
       ],
       pod,
     );
-    const seen = JSON.parse((await nsRun(vmNs, ['ip', '-j', '-d', 'link', 'show', 'dev', host])).stdout)[0];
+    const seen = (JSON.parse((await nsRun(vmNs, ['ip', '-j', '-d', 'link', 'show', 'dev', host])).stdout) as unknown[])[0];
     t.match(seen, { ifname: host, mtu: 1400, address: '02:aa:00:00:00:01', linkinfo: { info_kind: 'veth' } }, 'iproute2 sees the host end');
-    const inPod = JSON.parse((await nsRun(pod, ['ip', '-j', 'addr', 'show', 'dev', 'eth0'])).stdout)[0];
+    const inPod = (JSON.parse((await nsRun(pod, ['ip', '-j', 'addr', 'show', 'dev', 'eth0'])).stdout) as unknown[])[0];
     t.match(inPod, { ifname: 'eth0', mtu: 1400, address: '02:aa:00:00:00:02', addr_info: [{ local: '10.250.0.2', prefixlen: 24 }] }, 'and the pod end, in the pod');
     t.match((await nsRun(pod, ['ip', 'route', 'show', 'default'])).stdout, /default via 10\.250\.0\.1 dev eth0 .*onlink/);
     t.equal((await nsRun(pod, ['cat', '/proc/sys/net/ipv4/conf/eth0/accept_local'])).stdout.trim(), '1', 'sysctl written in the pod netns');

@@ -235,10 +235,19 @@ t.test('validateIpamState: corruption is a StoreError', async (t) => {
   t.same(validateIpamState(JSON.parse(JSON.stringify(good))), good);
   t.same(validateIpamState(emptyIpamState()), emptyIpamState());
 
-  // Corrupting a parsed document means writing wrong types into it: untyped on purpose.
-  // eslint-disable-next-line @typescript-eslint/no-explicit-any
-  const corrupt = (name: string, mutate: (s: any) => void, message: RegExp): void => {
-    const s = JSON.parse(JSON.stringify(good));
+  // Corrupting a parsed document means writing wrong types into it: the fields the cases touch are unknown.
+  interface LooseQueue { items: unknown[]; head: unknown }
+  interface LooseDoc {
+    version: unknown;
+    unused: LooseQueue;
+    released?: LooseQueue;
+    used: unknown;
+    orphaned: unknown;
+    holdings: Record<string, Record<string, unknown>>;
+    nic: Record<string, unknown> | null;
+  }
+  const corrupt = (name: string, mutate: (s: LooseDoc) => void, message: RegExp): void => {
+    const s = JSON.parse(JSON.stringify(good)) as LooseDoc;
     mutate(s);
     t.throws(() => validateIpamState(s), { name: 'StoreError', message }, name);
   };
@@ -246,17 +255,17 @@ t.test('validateIpamState: corruption is a StoreError', async (t) => {
   t.throws(() => validateIpamState([]), StoreError);
   corrupt('version', (s) => (s.version = 2), /unsupported version 2/);
   corrupt('duplicate free and held', (s) => s.unused.items.push('10.240.0.5'), /10.240.0.5 appears twice/);
-  corrupt('duplicate holdings', (s) => (s.holdings['b/eth0'].ip = '10.240.0.5'), /appears twice/);
-  corrupt('bad address', (s) => (s.holdings['a/eth0'].ip = 'x'), /"x" is not an IPv4 address/);
-  corrupt('free outside subnet', (s) => s.released.items.push('10.250.0.1'), /outside the pool subnet/);
+  corrupt('duplicate holdings', (s) => (s.holdings['b/eth0']!.ip = '10.240.0.5'), /appears twice/);
+  corrupt('bad address', (s) => (s.holdings['a/eth0']!.ip = 'x'), /"x" is not an IPv4 address/);
+  corrupt('free outside subnet', (s) => s.released!.items.push('10.250.0.1'), /outside the pool subnet/);
   corrupt('head past the end', (s) => (s.unused.head = 99), /unused.head 99 is out of range/);
   corrupt('queue missing', (s) => delete s.released, /released is not a queue/);
   corrupt('used counter', (s) => (s.used = 7), /used is 7 but 2 addresses are held/);
   corrupt('orphaned counter', (s) => (s.orphaned = 1), /orphaned is 1 but 0 holdings are orphaned/);
-  corrupt('orphaned flag', (s) => (s.holdings['a/eth0'].orphaned = false), /orphaned must be true or absent/);
+  corrupt('orphaned flag', (s) => (s.holdings['a/eth0']!.orphaned = false), /orphaned must be true or absent/);
   corrupt('bad key', (s) => (s.holdings['noslash'] = { ip: '10.240.0.9' }), /holding key "noslash"/);
-  corrupt('pod name type', (s) => (s.holdings['a/eth0'].podName = 3), /podName is not a string/);
-  corrupt('nic subnet', (s) => (s.nic.subnet = '10.240.0.1/16'), /nic: subnet "10.240.0.1\/16"/);
-  corrupt('nic mac', (s) => (s.nic.mac = 'AA:BB'), /nic: mac "AA:BB"/);
+  corrupt('pod name type', (s) => (s.holdings['a/eth0']!.podName = 3), /podName is not a string/);
+  corrupt('nic subnet', (s) => (s.nic!.subnet = '10.240.0.1/16'), /nic: subnet "10.240.0.1\/16"/);
+  corrupt('nic mac', (s) => (s.nic!.mac = 'AA:BB'), /nic: mac "AA:BB"/);
   corrupt('free without a nic', (s) => (s.nic = null), /outside the pool subnet/);
 });

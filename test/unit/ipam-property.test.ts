@@ -58,7 +58,8 @@ class NaiveModel {
     for (const ip of next) if (!this.lastRelease.has(ip)) this.lastRelease.set(ip, -1);
     this.pool = new Set(next);
   }
-  allocate(key: string, maxPods: number): string | 'exhausted' {
+  /** The IP the key holds or gets, or 'exhausted'. */
+  allocate(key: string, maxPods: number): string {
     const mine = this.held.get(key);
     if (mine !== undefined) return mine;
     if (this.held.size >= maxPods) return 'exhausted';
@@ -150,11 +151,11 @@ for (const seed of SEEDS) {
           addresses: [...next].sort(() => random() - 0.5),
         });
         const expectOrphaned = [...heldBefore].filter((ip) => wasInPool.has(ip) && !next.has(ip)).sort((a, b) => ipNumber(a) - ipNumber(b));
-        if (change.orphaned.map((o) => o.ip).join() !== expectOrphaned.join()) failure = `${where}: orphaned ${JSON.stringify(change.orphaned)} != ${expectOrphaned}`;
+        if (change.orphaned.map((o) => o.ip).join() !== expectOrphaned.join()) failure = `${where}: orphaned ${JSON.stringify(change.orphaned)} != ${expectOrphaned.join()}`;
         const expectRemoved = [...wasInPool].filter((ip) => !next.has(ip) && !heldBefore.has(ip)).sort((a, b) => ipNumber(a) - ipNumber(b));
-        if (change.removed.join() !== expectRemoved.join()) failure = `${where}: removed ${change.removed} != ${expectRemoved}`;
+        if (change.removed.join() !== expectRemoved.join()) failure = `${where}: removed ${change.removed.join()} != ${expectRemoved.join()}`;
         const expectAdded = [...next].filter((ip) => !wasInPool.has(ip)).sort((a, b) => ipNumber(a) - ipNumber(b));
-        if (change.added.join() !== expectAdded.join()) failure = `${where}: added ${change.added} != ${expectAdded}`;
+        if (change.added.join() !== expectAdded.join()) failure = `${where}: added ${change.added.join()} != ${expectAdded.join()}`;
         counts.refreshes++;
         counts.orphaned += change.orphaned.length;
       } else {

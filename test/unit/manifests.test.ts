@@ -11,6 +11,17 @@ import { existsSync, readFileSync, readdirSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { loadAllYaml } from '@kubernetes/client-node';
+import type {
+  KubernetesObject,
+  V1ClusterRole,
+  V1ClusterRoleBinding,
+  V1ConfigMap,
+  V1Container,
+  V1CustomResourceDefinition,
+  V1DaemonSet,
+  V1ServiceAccount,
+  V1VolumeMount,
+} from '@kubernetes/client-node';
 import { parseDaemonArgs } from '../../control/daemon/main.js';
 import { loadPluginConfig, runStatusCli } from '../../control/cli/status.js';
 
@@ -22,31 +33,39 @@ const IMAGE = `vnet-cni:v${PKG_VERSION}`;
 /** Where the Dockerfile puts the tree (WORKDIR); /vnet-cni/<x> in the image is <repo>/<x> here. */
 const IMAGE_ROOT = '/vnet-cni';
 
-type Obj = Record<string, any>; // eslint-disable-line @typescript-eslint/no-explicit-any
+/** The kinds the manifests ship, by `kind`: the client's models describe their JSON. */
+interface Kinds {
+  DaemonSet: V1DaemonSet;
+  ServiceAccount: V1ServiceAccount;
+  ClusterRole: V1ClusterRole;
+  ClusterRoleBinding: V1ClusterRoleBinding;
+  ConfigMap: V1ConfigMap;
+  CustomResourceDefinition: V1CustomResourceDefinition;
+}
 
 /** Every document of every manifest file, as plain JSON (the client's model classes serialised back). */
-function loadManifests(): { file: string; doc: Obj }[] {
-  const out: { file: string; doc: Obj }[] = [];
+function loadManifests(): { file: string; doc: KubernetesObject }[] {
+  const out: { file: string; doc: KubernetesObject }[] = [];
   for (const name of readdirSync(MANIFESTS).filter((f) => /\.ya?ml$/.test(f)).sort()) {
     const docs = loadAllYaml(readFileSync(path.join(MANIFESTS, name), 'utf8')) as unknown[];
-    for (const d of docs) if (d) out.push({ file: name, doc: JSON.parse(JSON.stringify(d)) as Obj });
+    for (const d of docs) if (d) out.push({ file: name, doc: JSON.parse(JSON.stringify(d)) as KubernetesObject });
   }
   return out;
 }
 
 const docs = loadManifests();
-const byKind = (kind: string): Obj[] => docs.filter((d) => d.doc.kind === kind).map((d) => d.doc);
+const byKind = <K extends keyof Kinds>(kind: K): Kinds[K][] => docs.filter((d) => d.doc.kind === kind).map((d) => d.doc as Kinds[K]);
 const ds = byKind('DaemonSet')[0]!;
-const pod = ds?.spec?.template?.spec as Obj;
-const daemon = (pod?.containers as Obj[])?.find((c) => c.name === 'daemon') as Obj;
-const init = (pod?.initContainers as Obj[])?.find((c) => c.name === 'install-cni') as Obj;
+const pod = ds.spec!.template.spec!;
+const daemon = pod.containers.find((c) => c.name === 'daemon')!;
+const init = pod.initContainers!.find((c) => c.name === 'install-cni')!;
 const conflistFiles = [path.join(REPO, 'docker', '10-azure.conflist'), ...readdirSync(path.join(REPO, 'docker', 'conflists')).map((f) => path.join(REPO, 'docker', 'conflists', f))];
 const k8sConflists = conflistFiles.filter((f) => f.includes(`${path.sep}conflists${path.sep}`));
 
 /** The host path behind a container path: the mount that covers it (longest prefix), or undefined. */
-function hostPathOf(container: Obj, p: string): { host: string; mount: Obj } | undefined {
-  const volumes = new Map((pod.volumes as Obj[]).map((v) => [v.name as string, v]));
-  const mounts = (container.volumeMounts as Obj[]).filter((m) => p === m.mountPath || p.startsWith(`${m.mountPath}/`));
+function hostPathOf(container: V1Container, p: string): { host: string; mount: V1VolumeMount } | undefined {
+  const volumes = new Map((pod.volumes ?? []).map((v) => [v.name, v]));
+  const mounts = (container.volumeMounts ?? []).filter((m) => p === m.mountPath || p.startsWith(`${m.mountPath}/`));
   const m = mounts.sort((a, b) => b.mountPath.length - a.mountPath.length)[0];
   const vol = m ? volumes.get(m.name) : undefined;
   if (!m || !vol?.hostPath) return undefined;
@@ -54,9 +73,9 @@ function hostPathOf(container: Obj, p: string): { host: string; mount: Obj } | u
 }
 
 /** A container's command with $(VAR) replaced by what its env sets (downward API fields as <fieldPath>). */
-function expandedCommand(c: Obj): string[] {
-  const env = new Map((c.env as Obj[] ?? []).map((e) => [e.name as string, e.value ?? `<${e.valueFrom?.fieldRef?.fieldPath ?? e.valueFrom?.configMapKeyRef?.key}>`]));
-  return (c.command as string[]).map((a) => a.replace(/\$\((\w+)\)/g, (_, v: string) => {
+function expandedCommand(c: V1Container): string[] {
+  const env = new Map((c.env ?? []).map((e) => [e.name, e.value ?? `<${e.valueFrom?.fieldRef?.fieldPath ?? e.valueFrom?.configMapKeyRef?.key}>`]));
+  return (c.command ?? []).map((a) => a.replace(/\$\((\w+)\)/g, (_, v: string) => {
     if (!env.has(v)) throw new Error(`${c.name}: $(${v}) is not set in env`);
     return env.get(v)!;
   }));
@@ -66,21 +85,21 @@ t.test('every manifest parses and has its required fields', async (t) => {
   t.ok(docs.length >= 5, `${docs.length} documents`);
   for (const { file, doc } of docs) {
     t.ok(doc.apiVersion && doc.kind && doc.metadata?.name, `${file}: ${doc.kind}/${doc.metadata?.name} has apiVersion, kind, metadata.name`);
-    const clusterScoped = ['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'Namespace'].includes(doc.kind);
-    if (!clusterScoped) t.equal(doc.metadata.namespace, 'kube-system', `${file}: ${doc.kind} lives in kube-system`);
+    const clusterScoped = ['ClusterRole', 'ClusterRoleBinding', 'CustomResourceDefinition', 'Namespace'].includes(doc.kind ?? '');
+    if (!clusterScoped) t.equal(doc.metadata?.namespace, 'kube-system', `${file}: ${doc.kind} lives in kube-system`);
   }
-  for (const kind of ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet']) t.equal(byKind(kind).length, 1, `one ${kind}`);
-  t.same(ds.spec.selector.matchLabels, ds.spec.template.metadata.labels, 'the selector matches the pod labels');
-  t.equal(pod.serviceAccountName, byKind('ServiceAccount')[0]!.metadata.name, 'the pods run as the ServiceAccount');
+  for (const kind of ['ServiceAccount', 'ClusterRole', 'ClusterRoleBinding', 'ConfigMap', 'DaemonSet'] as const) t.equal(byKind(kind).length, 1, `one ${kind}`);
+  t.same(ds.spec!.selector.matchLabels, ds.spec!.template.metadata?.labels, 'the selector matches the pod labels');
+  t.equal(pod.serviceAccountName, byKind('ServiceAccount')[0]!.metadata?.name, 'the pods run as the ServiceAccount');
   t.equal(pod.hostNetwork, true, 'hostNetwork');
   t.equal(pod.priorityClassName, 'system-node-critical');
   t.same(pod.tolerations, [{ operator: 'Exists' }], 'tolerates every taint');
-  t.equal(ds.spec.updateStrategy.type, 'RollingUpdate');
-  t.equal(daemon.securityContext.privileged, true, 'the daemon is privileged');
+  t.equal(ds.spec!.updateStrategy?.type, 'RollingUpdate');
+  t.equal(daemon.securityContext?.privileged, true, 'the daemon is privileged');
 });
 
 t.test('one image name:tag everywhere, matching package.json and the Dockerfile', async (t) => {
-  const images = [...(pod.initContainers as Obj[]), ...(pod.containers as Obj[])].map((c) => c.image as string);
+  const images = [...(pod.initContainers ?? []), ...pod.containers].map((c) => c.image);
   t.same([...new Set(images)], [IMAGE], `every container runs ${IMAGE}`);
   const dockerfile = readFileSync(path.join(REPO, 'docker', 'Dockerfile'), 'utf8');
   t.match(dockerfile, `-t ${IMAGE} `, 'the Dockerfile builds the same tag');
@@ -89,17 +108,17 @@ t.test('one image name:tag everywhere, matching package.json and the Dockerfile'
 });
 
 t.test('the initContainer runs the installer with mounts at the same host paths', async (t) => {
-  const cmd = init.command as string[];
+  const cmd = init.command ?? [];
   t.equal(cmd[0], `${IMAGE_ROOT}/docker/node-install.sh`);
   t.ok(statSync(path.join(REPO, 'docker', 'node-install.sh')).mode & 0o111, 'node-install.sh exists and is executable');
-  const env = new Map((init.env as Obj[]).map((e) => [e.name as string, e]));
+  const env = new Map((init.env ?? []).map((e) => [e.name, e]));
   for (const name of ['CNI_BIN_DIR', 'CNI_CONF_DIR', 'VNET_APP_DIR']) {
-    const dir = env.get(name)?.value as string;
+    const dir = env.get(name)?.value ?? '';
     t.equal(hostPathOf(init, dir)?.host, dir, `${name} ${dir} is the host's ${dir}`);
   }
   const cm = byKind('ConfigMap')[0]!;
-  t.equal(env.get('VNET_DATAPLANE')?.valueFrom?.configMapKeyRef?.name, cm.metadata.name, 'the dataplane comes from the ConfigMap');
-  t.ok(existsSync(path.join(REPO, 'docker', 'conflists', `10-azure-${cm.data.dataplane}.conflist`)), `the ConfigMap's dataplane '${cm.data.dataplane}' has a conflist`);
+  t.equal(env.get('VNET_DATAPLANE')?.valueFrom?.configMapKeyRef?.name, cm.metadata?.name, 'the dataplane comes from the ConfigMap');
+  t.ok(existsSync(path.join(REPO, 'docker', 'conflists', `10-azure-${cm.data?.dataplane}.conflist`)), `the ConfigMap's dataplane '${cm.data?.dataplane}' has a conflist`);
 });
 
 t.test('the daemon: its real parser accepts the command, and its paths are mounted', async (t) => {
@@ -114,10 +133,10 @@ t.test('the daemon: its real parser accepts the command, and its paths are mount
     ['bpffs', '/sys/fs/bpf', 'Bidirectional'],
     ['pod netns', '/run/netns', 'HostToContainer'],
     ['pod netns', '/var/run/netns', 'HostToContainer'],
-    ['state dir', flags['state-dir']!, undefined],
-    ['daemon log', path.dirname(flags['log-file']!), undefined],
-    ['daemon socket', path.dirname(flags.socket!), undefined],
-    ['metrics socket', path.dirname(flags['metrics-socket']!), undefined],
+    ['state dir', flags['state-dir'], undefined],
+    ['daemon log', path.dirname(flags['log-file']), undefined],
+    ['daemon socket', path.dirname(flags.socket), undefined],
+    ['metrics socket', path.dirname(flags['metrics-socket']), undefined],
     ['xtables lock', '/run/xtables.lock', undefined],
     ['kernel modules', '/lib/modules', undefined],
     ['installed conflist', '/etc/cni/net.d', undefined],
@@ -137,7 +156,7 @@ t.test('every shipped conflist validates; the Kubernetes ones agree with the dae
     const cfg = loadPluginConfig(file); // cni/config.ts parseNetConf: throws InvalidConfigError on any bad key
     t.equal(cfg.type, 'azure-vnet', `${name}: azure-vnet`);
     t.equal(cfg.ipam.type, 'azure-vnet-ipam', `${name}: azure-vnet-ipam`);
-    const list = JSON.parse(readFileSync(file, 'utf8')) as { plugins: Obj[] };
+    const list = JSON.parse(readFileSync(file, 'utf8')) as { plugins: { type: string; capabilities?: { portMappings?: boolean } }[] };
     t.ok(list.plugins.some((p) => p.type === 'portmap' && p.capabilities?.portMappings), `${name}: portmap chained`);
     if (!k8sConflists.includes(file)) continue;
     t.equal(cfg.dataplane, path.basename(file).replace(/^10-azure-|\.conflist$/g, ''), `${name}: dataplane matches the file name`);
@@ -150,8 +169,8 @@ t.test('every shipped conflist validates; the Kubernetes ones agree with the dae
 });
 
 t.test('the probes run `vnetctl status`, which exists and reports a missing daemon as not ready', async (t) => {
-  const readiness = daemon.readinessProbe.exec.command as string[];
-  const liveness = daemon.livenessProbe.exec.command as string[];
+  const readiness = daemon.readinessProbe?.exec?.command ?? [];
+  const liveness = daemon.livenessProbe?.exec?.command ?? [];
   t.same(readiness.slice(0, 2), [`${IMAGE_ROOT}/bin/vnetctl`, 'status']);
   t.same(liveness.slice(0, 2), [`${IMAGE_ROOT}/bin/vnetctl`, 'status']);
   t.ok(liveness.includes('--live'), 'liveness only asks the daemon to answer');
@@ -172,8 +191,8 @@ t.test('RBAC covers the contract', async (t) => {
   const role = byKind('ClusterRole')[0]!;
   const binding = byKind('ClusterRoleBinding')[0]!;
   const sa = byKind('ServiceAccount')[0]!;
-  t.equal(binding.roleRef.name, role.metadata.name);
-  t.same(binding.subjects, [{ kind: 'ServiceAccount', name: sa.metadata.name, namespace: sa.metadata.namespace }]);
+  t.equal(binding.roleRef.name, role.metadata?.name);
+  t.same(binding.subjects, [{ kind: 'ServiceAccount', name: sa.metadata?.name, namespace: sa.metadata?.namespace }]);
   const need: [string, string, string[]][] = [
     ['vnetcni.dev', 'nodenetworkconfigs', ['get', 'list', 'watch']],
     ['vnetcni.dev', 'nodenetworkconfigs/status', ['get', 'update', 'patch']],
@@ -186,7 +205,7 @@ t.test('RBAC covers the contract', async (t) => {
   ];
   for (const [group, resource, verbs] of need) {
     for (const verb of verbs) {
-      const ok = (role.rules as Obj[]).some((r) => r.apiGroups.includes(group) && r.resources.includes(resource) && (r.verbs.includes(verb) || r.verbs.includes('*')));
+      const ok = (role.rules ?? []).some((r) => (r.apiGroups ?? []).includes(group) && (r.resources ?? []).includes(resource) && (r.verbs.includes(verb) || r.verbs.includes('*')));
       t.ok(ok, `${group || 'core'}/${resource}: ${verb}`);
     }
   }
@@ -195,13 +214,13 @@ t.test('RBAC covers the contract', async (t) => {
 t.test('the CRD matches the contract', { skip: existsSync(CRD_FILE) ? false : 'docker/manifests/crd-nodenetworkconfig.yaml is not on this branch (the k8s helper writes it)' }, async (t) => {
   const crd = byKind('CustomResourceDefinition')[0]!;
   t.equal(crd.spec.group, 'vnetcni.dev');
-  t.equal(crd.metadata.name, 'nodenetworkconfigs.vnetcni.dev');
+  t.equal(crd.metadata?.name, 'nodenetworkconfigs.vnetcni.dev');
   t.equal(crd.spec.scope, 'Namespaced');
   t.same(
     { kind: crd.spec.names.kind, plural: crd.spec.names.plural, singular: crd.spec.names.singular, short: crd.spec.names.shortNames },
     { kind: 'NodeNetworkConfig', plural: 'nodenetworkconfigs', singular: 'nodenetworkconfig', short: ['nnc'] },
   );
-  const v = (crd.spec.versions as Obj[]).find((x) => x.name === 'v1alpha1');
+  const v = crd.spec.versions.find((x) => x.name === 'v1alpha1');
   t.ok(v?.served && v?.storage, 'v1alpha1 served and stored');
   t.ok(v?.subresources?.status !== undefined, 'status subresource on');
 });

@@ -55,7 +55,7 @@ t.test('a failing transaction in a batch leaves no trace; the others commit', as
 t.test('results are private copies: a later transaction does not change an earlier result', async (t) => {
   const { store } = tmpStore(t);
   const [first] = await Promise.all([
-    store.transaction((s) => { s.endpoints['x/eth0'] = ep('x'); return s.endpoints['x/eth0']!; }),
+    store.transaction((s) => { s.endpoints['x/eth0'] = ep('x'); return s.endpoints['x/eth0']; }),
     store.transaction((s) => { s.endpoints['x/eth0']!.ip = '10.0.0.99'; }),
   ]);
   t.equal(first.ip, '10.0.0.1');

@@ -28,11 +28,18 @@ function watchLine(w: WatchHealth): string {
   return `watch ${w.resource}: ${state}, last event ${last}, failure streak ${w.failures}\n`;
 }
 
+/** One DUMP stat: scalars as they are, anything structured as JSON, absent as '-'. */
+function statText(x: unknown): string {
+  if (x === undefined) return '-';
+  if (typeof x === 'string' || typeof x === 'number' || typeof x === 'boolean' || typeof x === 'bigint' || x === null) return String(x);
+  return JSON.stringify(x) ?? '-';
+}
+
 export function renderKubernetes(v: KubernetesView): string {
   if (!v.enabled) return `kubernetes: off (${v.why})\n`;
   let out = '';
   for (const [part, fields] of Object.entries(v.stats ?? {})) {
-    out += `${part}: ${Object.entries(fields).map(([k, x]) => `${k}=${x === undefined ? '-' : String(x)}`).join(' ')}\n`;
+    out += `${part}: ${Object.entries(fields).map(([k, x]) => `${k}=${statText(x)}`).join(' ')}\n`;
   }
   for (const w of v.watches ?? []) out += watchLine(w);
   return out;

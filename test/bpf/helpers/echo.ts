@@ -31,7 +31,7 @@ if (role === 'server' && proto === 'tcp') {
   };
   if (proto === 'tcp') {
     let got = '';
-    const sock = net.connect(Number(b), a!);
+    const sock = net.connect(Number(b), a);
     sock.on('data', (d) => (got += d.toString()));
     sock.on('end', () => done(got));
     sock.on('error', (e) => {
@@ -41,7 +41,7 @@ if (role === 'server' && proto === 'tcp') {
   } else {
     const sock = dgram.createSocket('udp4');
     sock.on('message', (m) => done(m.toString()));
-    sock.send('hi', Number(b), a!);
+    sock.send('hi', Number(b), a);
   }
 } else {
   console.error('usage: echo.js server tcp|udp PORT | client tcp|udp HOST PORT');

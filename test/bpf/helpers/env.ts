@@ -133,8 +133,8 @@ export class Background {
           resolve();
         }
       };
-      child.stdout!.on('data', onData);
-      child.stderr!.on('data', (d: Buffer) => (bg.output += d.toString()));
+      child.stdout.on('data', onData);
+      child.stderr.on('data', (d: Buffer) => (bg.output += d.toString()));
       child.on('exit', (code) => {
         clearTimeout(timer);
         reject(new Error(`${argv.join(' ')} exited ${code}: ${bg.output}`));

@@ -41,7 +41,7 @@ export function seedConfigs(dir: string, version: string): Array<Record<string, 
   ];
 }
 
-const JUNK: unknown[] = [null, 0, -1, 1.5, 1e309, true, false, '', ' ', 'x', '../../etc', '\n', '\u0000', 'é', [], [1], {}, { a: 1 }, '🙂'.repeat(3)];
+const JUNK: unknown[] = [null, 0, -1, 1.5, Infinity, true, false, '', ' ', 'x', '../../etc', '\n', '\u0000', 'é', [], [1], {}, { a: 1 }, '🙂'.repeat(3)];
 
 /** Candidate values per key: some valid, some not; the oracle decides, not these lists. */
 function candidates(key: string, dir: string): unknown[] {

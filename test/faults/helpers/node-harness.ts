@@ -25,7 +25,7 @@ export function sleep(ms: number): Promise<void> {
 }
 
 export async function inParallel<T, R>(items: readonly T[], limit: number, fn: (item: T, index: number) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
+  const out = new Array<R>(items.length);
   let next = 0;
   await Promise.all(
     Array.from({ length: Math.min(limit, items.length) }, async () => {
@@ -71,10 +71,10 @@ export function spawnGroup(argv: readonly string[], opts: { env?: Record<string,
   const child = spawn(file!, args, { detached: true, stdio: ['pipe', 'pipe', 'pipe'], env: { ...process.env, ...opts.env } });
   const out: Buffer[] = [];
   const err: Buffer[] = [];
-  child.stdout!.on('data', (b: Buffer) => out.push(b));
-  child.stderr!.on('data', (b: Buffer) => err.push(b));
-  child.stdin!.on('error', () => {});
-  if (opts.input !== undefined) child.stdin!.end(opts.input);
+  child.stdout.on('data', (b: Buffer) => out.push(b));
+  child.stderr.on('data', (b: Buffer) => err.push(b));
+  child.stdin.on('error', () => {});
+  if (opts.input !== undefined) child.stdin.end(opts.input);
   let finished = false;
   const killGroup = (): boolean => {
     const wasRunning = !finished;

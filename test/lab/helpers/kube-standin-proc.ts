@@ -55,7 +55,7 @@ export class StandinProc {
   cmd<T = unknown>(c: StandinCommand): Promise<T> {
     const id = this.nextId++;
     return new Promise<T>((resolve, reject) => {
-      this.waiting.set(id, { resolve: resolve as (v: unknown) => void, reject });
+      this.waiting.set(id, { resolve: resolve, reject });
       this.child.stdin!.write(`${JSON.stringify({ ...c, id })}\n`);
     });
   }

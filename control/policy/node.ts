@@ -1,0 +1,97 @@
+// The daemon's policy wiring: the source (a watched directory, or the
+// Kubernetes watches), the engine, the agent, the metrics and the DUMP view.
+//
+// Order at start: the node state is marked as enforcing policy (so a
+// standalone ADD while the daemon is down starts default-deny), the ready
+// endpoints of the store are registered with the engine as "kernel state
+// unknown", then the source starts: its first sync programs every endpoint's
+// policy (the reconcile with the kernel). Stopping leaves the kernel's rules
+// in place: nothing opens up while the daemon is away.
+import type { Logger } from 'pino';
+import type { Registry } from 'prom-client';
+import type { Agent } from '../agent/agent.js';
+import { createDirectoryPolicySource } from './dir-source.js';
+import { PolicyEngine } from './engine.js';
+import { registerPolicyMetrics } from './metrics.js';
+import type { PolicyDump } from '../debug/views/policy.js';
+import type { EndpointPolicy, PolicyProblem, PolicySource } from './types.js';
+
+export interface NodePolicyOptions {
+  /** --policy-dir */
+  dir?: string;
+  /** The Kubernetes source (--network-policy), started and stopped by its owner. */
+  kubernetes?: PolicySource;
+  logger: Logger;
+  registry: Registry;
+}
+
+export class NodePolicy {
+  readonly engine: PolicyEngine;
+  private agent: Agent | undefined;
+  private readonly log: Logger;
+  private readonly sourceName: string;
+
+  constructor(opts: NodePolicyOptions) {
+    this.log = opts.logger.child({ part: 'policy' });
+    const logProblems = (problems: PolicyProblem[]): void => {
+      for (const p of problems) this.log.warn({ policy: p.policy }, `policy problem: ${p.message}`);
+    };
+    const source: PolicySource = opts.kubernetes ?? createDirectoryPolicySource({ dir: opts.dir!, onProblems: logProblems });
+    this.sourceName = opts.kubernetes ? 'kubernetes' : `directory ${opts.dir}`;
+    const metrics = registerPolicyMetrics(opts.registry, () => this.engine);
+    this.engine = new PolicyEngine({
+      source,
+      ownsSource: !opts.kubernetes,
+      apply: (changed) => this.apply(changed),
+      onSyncLatency: (seconds, n) => {
+        metrics.observeSync(seconds);
+        this.log.info({ endpoints: n, ms: Math.round(seconds * 1000) }, 'policy programmed');
+      },
+      onProblems: opts.kubernetes ? logProblems : (problems) => logProblems(problems.filter((p) => p.policy.includes('/'))),
+      onError: (err) => this.log.error({ err }, 'policy sync failed; retrying'),
+    });
+  }
+
+  private async apply(changed: EndpointPolicy[]): Promise<void> {
+    if (!this.agent) throw new Error('policy engine started before the agent');
+    const skipped = await this.agent.applyPolicies(changed);
+    if (skipped.length > 0) this.log.debug({ skipped }, 'policy for endpoints not ready (being added or deleted) skipped');
+  }
+
+  async start(agent: Agent): Promise<void> {
+    this.agent = agent;
+    await agent.setPolicyEnforced(true);
+    for (const ep of await agent.policyEndpoints()) this.engine.addEndpoint(ep);
+    await this.engine.start();
+    this.log.info({ source: this.sourceName, endpoints: this.engine.endpoints().length }, 'policy engine started');
+  }
+
+  async stop(): Promise<void> {
+    await this.engine.stop();
+  }
+
+  /** For the daemon's DUMP (vnetctl debug policy). */
+  dump(): PolicyDump {
+    return { status: this.engine.status(), source: this.sourceName, endpoints: this.engine.view() };
+  }
+}
+
+/**
+ * The daemon runs without policy: if the node enforced policy before, open
+ * every endpoint up (not isolated) and clear the mark, so that turning policy
+ * off does not leave pods behind their last rules.
+ */
+export async function disableNodePolicy(agent: Agent, log: Logger): Promise<void> {
+  const state = await agent.store.peek();
+  if (!state.policyEnforced) return;
+  const open = (await agent.policyEndpoints()).map((ep): EndpointPolicy => ({
+    family: ep.family,
+    address: ep.address,
+    ...(ep.namespace && ep.name ? { pod: `${ep.namespace}/${ep.name}` } : {}),
+    ingress: { isolated: false, rules: [] },
+    egress: { isolated: false, rules: [] },
+  }));
+  await agent.applyPolicies(open);
+  await agent.setPolicyEnforced(false);
+  log.info({ endpoints: open.length }, 'policy is off: endpoints opened up and the node no longer marked as enforcing');
+}
