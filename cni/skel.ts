@@ -28,7 +28,7 @@ export async function readStdin(stdin: Buffer | string | NodeJS.ReadableStream):
   const chunks: Buffer[] = [];
   let size = 0;
   for await (const chunk of stdin) {
-    const b = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk as Buffer);
+    const b = typeof chunk === 'string' ? Buffer.from(chunk) : (chunk);
     size += b.length;
     // Stop reading as soon as the limit is passed; decodeStdin reports it.
     if (size > MAX_STDIN_BYTES) return Buffer.concat([...chunks, b]);

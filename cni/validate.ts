@@ -16,7 +16,7 @@ export function shown(v: unknown): string {
     const cut = v.length > 80 ? `${v.slice(0, 80)}...` : v;
     return `'${JSON.stringify(cut).slice(1, -1)}'`;
   }
-  const text = JSON.stringify(v) ?? String(v);
+  const text = JSON.stringify(v) ?? typeof v; // undefined, a function or a symbol
   return text.length > 100 ? `${text.slice(0, 100)}...` : text;
 }
 

@@ -56,7 +56,7 @@ export function parseOptions(argv: string[]): BenchOptions {
       'bulk-all': { type: 'boolean', default: false },
     },
   });
-  const quick = values.quick!;
+  const quick = values.quick;
   const only = (values.only ?? []).flatMap((s) => s.split(',')).filter(Boolean) as ScenarioName[];
   for (const name of only) {
     if (!(SCENARIOS as readonly string[]).includes(name) && name !== 'vnet-16000') throw new Error(`--only: unknown scenario '${name}' (known: ${SCENARIOS.join(', ')}, vnet-16000)`);
@@ -74,7 +74,7 @@ export function parseOptions(argv: string[]): BenchOptions {
     seconds: int(values.seconds, quick ? 2 : 3, '--seconds'),
     roundTrips: quick ? 5000 : 20000,
     bulkPods: quick ? 64 : 250,
-    bulkAll: values['bulk-all']!,
+    bulkAll: values['bulk-all'],
     vms: int(values.vms, 64, '--vms'),
     podsPerVm: int(values['pods-per-vm'], 250, '--pods-per-vm'),
     maxMinutes: int(values['max-minutes'], 40, '--max-minutes'),

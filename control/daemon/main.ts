@@ -95,7 +95,7 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
   if (!Number.isFinite(reclaimSeconds) || reclaimSeconds <= 0) throw new InvalidConfigError(`--reclaim-seconds must be a positive number of seconds; got '${values['reclaim-seconds']}'`);
   assertSafeNetns();
   capYoungGeneration();
-  const logger = createLogger({ file: values['log-file']!, level: values['log-level']!, name: 'vnet-cni-daemon' });
+  const logger = createLogger({ file: values['log-file'], level: values['log-level'], name: 'vnet-cni-daemon' });
   if (values['network-policy'] && values['policy-dir']) throw new InvalidConfigError('--network-policy and --policy-dir are exclusive: policy comes from the Kubernetes API or from a directory');
   if (values['network-policy'] && !values['node-name']) throw new InvalidConfigError('--network-policy needs --node-name (the Kubernetes API)');
   // Loaded only when asked for, so a daemon without Kubernetes never pays for the client.
@@ -106,17 +106,17 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
       ...(values['nnc-namespace'] ? { namespace: values['nnc-namespace'] } : {}),
       statusDebounceMs: Math.max(0, Number(values['status-debounce-ms'])),
       conditionPeriodMs: Math.max(0.2, Number(values['condition-seconds'])) * 1000,
-      master: values.master!,
+      master: values.master,
       backoff: { initialMs: Math.max(10, Number(values['api-backoff-ms'])), maxMs: Math.max(10, Number(values['api-backoff-max-ms'])), maxErrors: 10 },
       ...(values['network-policy'] ? { networkPolicy: true } : {}),
       logger,
     })
     : undefined;
   // metrics: parse the address before anything else can fail half-started
-  const metricsAddr = values['metrics-addr'] ? parseMetricsAddr(values['metrics-addr']) : { socketPath: values['metrics-socket']! };
+  const metricsAddr = values['metrics-addr'] ? parseMetricsAddr(values['metrics-addr']) : { socketPath: values['metrics-socket'] };
   const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats, ...(k8s ? { watches: () => k8s.watchHealth() } : {}) }, logger);
   const policy = await nodePolicy(values, k8s, logger, metrics);
-  const agent = createLocalAgent({ stateDir: values['state-dir']! }, logger, {
+  const agent = createLocalAgent({ stateDir: values['state-dir'] }, logger, {
     ...testHooks,
     ...(k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {}),
     ...(policy ? { policy: policy.engine } : {}),
@@ -145,7 +145,7 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
       },
     })
     : agent;
-  const server = new DaemonServer({ socketPath: values.socket!, agent: served, logger, onRequest });
+  const server = new DaemonServer({ socketPath: values.socket, agent: served, logger, onRequest });
   await server.listen();
   k8s?.start(agent);
   await metrics.listen(metricsAddr);

@@ -54,7 +54,7 @@ function answer(query: Buffer): { reply: Buffer; name: string } {
   rr.writeUInt16BE(1, 4); // IN
   rr.writeUInt32BE(30, 6);
   rr.writeUInt16BE(4, 10);
-  values.answer!.split('.').forEach((b, k) => rr.writeUInt8(Number(b), 12 + k));
+  values.answer.split('.').forEach((b, k) => rr.writeUInt8(Number(b), 12 + k));
   return { reply: Buffer.concat([header, query.subarray(12, q.end), rr]), name: q.name };
 }
 
@@ -108,14 +108,14 @@ function query(): void {
   header.writeUInt16BE(id, 0);
   header.writeUInt16BE(0x0100, 2);
   header.writeUInt16BE(1, 4);
-  const q = Buffer.concat([header, encodeName(values.name!), Buffer.from([0, 1, 0, 1])]);
+  const q = Buffer.concat([header, encodeName(values.name), Buffer.from([0, 1, 0, 1])]);
   const done = (out: Record<string, string>): void => {
     process.stdout.write(JSON.stringify(out) + '\n');
     process.exit(0);
   };
   setTimeout(() => done({ error: 'timeout' }), Number(values.timeout)).unref();
   if (values.tcp) {
-    const sock = net.connect(port, values.server!, () => {
+    const sock = net.connect(port, values.server, () => {
       const len = Buffer.alloc(2);
       len.writeUInt16BE(q.length);
       sock.write(Buffer.concat([len, q]));
@@ -133,7 +133,7 @@ function query(): void {
     if (msg.readUInt16BE(0) === id) done({ answer: parseAnswer(msg) });
   });
   udp.on('error', (err) => done({ error: err.message }));
-  udp.send(q, port, values.server!);
+  udp.send(q, port, values.server);
 }
 
 if (positionals[0] === 'serve') serve();

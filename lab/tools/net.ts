@@ -239,7 +239,7 @@ export async function startDns(netns: string, bind: string, answer: string, port
 
 /** One A query from `fromNetns` to server:port; resolves with the answer's address, rejects on error or timeout. */
 export async function dnsQuery(fromNetns: string, server: string, options: { tcp?: boolean; port?: number; name?: string; timeoutMs?: number } = {}): Promise<string> {
-  const timeoutMs = options.timeoutMs ?? 3000;
+  const timeoutMs = options.timeoutMs ?? 10_000; // a verdict, not a speed check: generous under load
   const argv = [process.execPath, tool('dns'), 'query', '--server', server, '--port', String(options.port ?? 53), '--name', options.name ?? 'node-local.test', '--timeout', String(timeoutMs)];
   if (options.tcp) argv.push('--tcp');
   const result = await run(inNetns(fromNetns, argv), { timeoutMs: timeoutMs + 5000 });

@@ -170,7 +170,7 @@ for (const mode of MODES) {
             } else {
               // ebpf: one node state for both modes; only the pods differ.
               const p = await other.addPod(`${px}other`);
-              t.ok(await ping(p.netns, a.ip), 'a transparent pod next to bridge-mode pods reaches them');
+              t.ok(await ping(p.netns, a.ip, { timeoutSec: 5 }), 'a transparent pod next to bridge-mode pods reaches them');
               await other.del(p);
             }
           });

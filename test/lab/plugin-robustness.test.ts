@@ -21,7 +21,7 @@ const IN_FLIGHT = Number(process.env.VNET_TEST_IN_FLIGHT ?? 32);
 const TRANSPARENT_PODS = 8;
 
 async function inParallel<T, R>(items: T[], limit: number, fn: (item: T) => Promise<R>): Promise<R[]> {
-  const out: R[] = new Array(items.length);
+  const out: R[] = new Array<R>(items.length);
   let next = 0;
   const workers = Array.from({ length: Math.min(limit, items.length) }, async () => {
     while (next < items.length) {

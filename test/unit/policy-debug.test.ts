@@ -52,8 +52,8 @@ t.test('the view: state, problems, and per pod the selecting policies and rules'
   const text = renderPolicy(one);
   t.match(text, /^policy: source directory \/etc\/vnet-cni\/policy, synced, 2\/2 policies, 1 rules, 1 peers, 3 selectors, pending 0/);
   t.match(text, /problem: shop\/bad: spec.ingress\[0\].ports\[0\]: unknown protocol "ICMP"/);
-  t.match(text, /shop\/web 10\.0\.0\.5\n  selected by: shop\/bad, shop\/web-from-db\n  ingress:\n    allow TCP\/5432 UDP\/any peers 10\.0\.0\.6\/32   \[shop\/web-from-db\]\n  egress: not isolated \(all allowed\)\n/);
-  t.match(renderPolicy(collectPolicy(state, true, 'shop/db')), /shop\/db 10\.0\.0\.6\n  selected by: shop\/bad\n  ingress: deny all\n/);
+  t.match(text, /shop\/web 10\.0\.0\.5\n {2}selected by: shop\/bad, shop\/web-from-db\n {2}ingress:\n {4}allow TCP\/5432 UDP\/any peers 10\.0\.0\.6\/32 {3}\[shop\/web-from-db\]\n {2}egress: not isolated \(all allowed\)\n/);
+  t.match(renderPolicy(collectPolicy(state, true, 'shop/db')), /shop\/db 10\.0\.0\.6\n {2}selected by: shop\/bad\n {2}ingress: deny all\n/);
 });
 
 t.test('without policy: says why', async (t) => {

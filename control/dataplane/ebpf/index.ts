@@ -7,12 +7,12 @@
 // a short-lived CNI call edits them without interrupting traffic.
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { linkInfo, listLinks, netlink, setSysctl } from '../../netlink/ip.js';
+import { linkInfo, listLinks, setSysctl } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork, EndpointPolicyUpdate } from '../types.js';
 import { EbpfPrograms, probeKernel, type EbpfConfig } from './programs.js';
 import { onBpffs } from './probe.js';
-import { checkRoutedHost, routedHostOps } from '../routed.js';
+import { attachRoutedHost, checkRoutedHost } from '../routed.js';
 
 function configOf(node: NodeNetwork): EbpfConfig {
   const config: EbpfConfig = { primaryIp: node.primaryIp, nicName: node.nic, nicMac: node.nicMac, noSnatCidrs: node.noSnatCidrs };
@@ -85,8 +85,8 @@ export class EbpfDataplane implements Dataplane {
       // comes next) and before from_pod forwards for it (it drops sources without an endpoint entry until setEndpoint).
       await p.setPolicies([{ ip: ep.ip, policy: ep.policy ?? null }]);
       const ifindex = await p.attachPod(ep.hostVeth);
-      // The host side (routed.ts): proxy ARP and the /32 route.
-      await netlink(routedHostOps(ep, node.primaryIp));
+      // The routed endpoint's host side (proxy ARP, link up, /32 route): shared with iptables transparent mode.
+      await attachRoutedHost(ep, node);
       p.setEndpoint(ep.ip, { ifindex, podMac: ep.podMac, hostMac: ep.hostMac });
     });
   }

@@ -270,7 +270,7 @@ export class EbpfPrograms {
   /** from_nic on ingress and to_nic on egress of the NIC (default: the configured one). Idempotent. */
   async attachNic(ifname?: string): Promise<void> {
     this.assertSafeTarget();
-    const target = await this.nicTarget(ifname);
+    const target = this.nicTarget(ifname);
     const ingress = await native().tcAttach(this.progs.from_nic, { ...target, direction: 'ingress', replace: true });
     await native().tcAttach(this.progs.to_nic, { ...target, direction: 'egress', replace: true });
     if (ingress.createdHook) this.setCtlFlag(CTL_F.NIC_HOOK_CREATED, true);
@@ -278,7 +278,7 @@ export class EbpfPrograms {
 
   /** Remove our NIC programs; the clsact qdisc goes too, but only if we created it. */
   async detachNic(ifname?: string): Promise<void> {
-    const target = await this.nicTarget(ifname);
+    const target = this.nicTarget(ifname);
     await native().tcDetach({ ...target, direction: 'ingress' });
     await native().tcDetach({ ...target, direction: 'egress' });
     if ((this.config()?.ctlFlags ?? 0) & CTL_F.NIC_HOOK_CREATED) {
@@ -539,12 +539,13 @@ export class EbpfPrograms {
       await native().tcDetach({ ...this.filter(hook.ifindex), direction: hook.direction });
     }
     if (createdNicHook && nicIfindex) await native().tcDestroyHook({ ifindex: nicIfindex, netns: this.netns, direction: 'both' });
-    await withPinLock(this.pinRoot, async () => {
+    await withPinLock(this.pinRoot, () => {
       for (const dir of ['progs', 'maps']) {
         const d = path.join(this.pinRoot, dir);
         for (const name of safeReaddir(d)) fs.unlinkSync(path.join(d, name));
         rmdirIfPresent(d);
       }
+      return Promise.resolve();
     });
     rmdirIfPresent(this.pinRoot);
     this.close();
@@ -579,7 +580,7 @@ export class EbpfPrograms {
     return typeof iface === 'number' ? { ...base, ifindex: iface } : { ...base, ifname: iface };
   }
 
-  private async nicTarget(ifname?: string): Promise<Omit<TcTarget, 'direction'>> {
+  private nicTarget(ifname?: string): Omit<TcTarget, 'direction'> {
     if (ifname) return this.filter(ifname);
     const nic = this.config()?.nicIfindex;
     if (!nic) throw new DataplaneError('attachNic: no NIC configured and none named');

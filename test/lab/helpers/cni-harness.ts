@@ -114,7 +114,7 @@ export class VmCni {
     const result = JSON.parse(out) as { ips?: { address: string }[] };
     const ip = result.ips?.[0]?.address.split('/')[0];
     if (!ip) throw new Error(`ADD result has no IP: ${out}`);
-    return { name: pod, containerId, netns, ifName, ip, result: result as Record<string, unknown> };
+    return { name: pod, containerId, netns, ifName, ip, result: result };
   }
 
   async del(p: Pick<PodHandle, 'containerId' | 'netns' | 'ifName'>, capabilityArgs?: unknown): Promise<void> {
@@ -129,7 +129,7 @@ export class VmCni {
 
   /** The VM's node state file, as the plugin wrote it. */
   state(): { endpoints: Record<string, { ip: string; hostVeth: string; phase: string; podName?: string }>; ipam: unknown } {
-    return JSON.parse(readFileSync(path.join(this.lab.vmPaths(this.vm).varLib, 'state.json'), 'utf8'));
+    return JSON.parse(readFileSync(path.join(this.lab.vmPaths(this.vm).varLib, 'state.json'), 'utf8')) as ReturnType<VmCni['state']>;
   }
 
   log(): string {
