@@ -24,7 +24,16 @@ export interface BenchOptions {
   pairs: number;
   /** --dataplane for --vnet-16000 (default iptables) */
   dataplane?: 'iptables' | 'ebpf';
+  /** --mode for --vnet-16000: the pod shape (default transparent, as upstream's shipped azure-linux.conflist) */
+  mode?: 'bridge' | 'transparent';
+  /** --probes for --vnet-16000: pings per sampled pair (the first one is reported separately) */
+  probes: number;
   log: (line: string) => void;
+}
+
+function podMode(v: string | undefined): 'bridge' | 'transparent' {
+  if (v === 'bridge' || v === 'transparent') return v;
+  throw new Error(`--mode must be bridge or transparent; got '${v}'`);
 }
 
 export function parseOptions(argv: string[]): BenchOptions {
@@ -41,6 +50,8 @@ export function parseOptions(argv: string[]): BenchOptions {
       'max-minutes': { type: 'string', default: '40' },
       pairs: { type: 'string', default: '1000' },
       dataplane: { type: 'string', default: 'iptables' },
+      mode: { type: 'string', default: 'transparent' },
+      probes: { type: 'string', default: '4' },
       quiet: { type: 'boolean', default: false },
       'bulk-all': { type: 'boolean', default: false },
     },
@@ -69,6 +80,8 @@ export function parseOptions(argv: string[]): BenchOptions {
     maxMinutes: int(values['max-minutes'], 40, '--max-minutes'),
     pairs: int(values.pairs, 1000, '--pairs'),
     dataplane: values.dataplane === 'ebpf' ? 'ebpf' : 'iptables',
+    mode: podMode(values.mode),
+    probes: int(values.probes, 4, '--probes'),
     log: values.quiet ? () => {} : (line: string) => process.stderr.write(`[bench ${new Date().toISOString().slice(11, 19)}] ${line}\n`),
   };
 }
