@@ -12,7 +12,7 @@ import { collectIptables, renderIptables } from './views/iptables.js';
 import { collectNat, renderNat } from './views/nat.js';
 import { collectPool, renderPool } from './views/pool.js';
 import { collectKubernetes, renderKubernetes } from './views/kubernetes.js';
-import { collectPolicy, renderPolicy } from './views/policy.js';
+import { collectPolicyWithKernel, renderPolicy } from './views/policy.js';
 import { collectProgs, renderProgs } from './views/progs.js';
 import { collectSummary, renderSummary, sourceLine } from './views/summary.js';
 
@@ -36,7 +36,7 @@ const VIEWS: Record<string, View> = {
   iptables: { collect: (ctx) => collectIptables(ctx.snapshot.state.node?.mode === 'iptables' ? ctx.snapshot.state.node.network : undefined), render: renderIptables, fromStore: false },
   pool: { collect: (ctx) => Promise.resolve(collectPool(ctx.snapshot.state)), render: renderPool, fromStore: true },
   kubernetes: { collect: (ctx) => Promise.resolve(collectKubernetes(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon')), render: renderKubernetes, fromStore: true },
-  policy: { collect: (ctx, pod) => Promise.resolve(collectPolicy(ctx.snapshot.state, ctx.snapshot.source.kind === 'daemon', pod)), render: renderPolicy, fromStore: true },
+  policy: { collect: collectPolicyWithKernel, render: renderPolicy, fromStore: true },
   all: { collect: collectSummary, render: renderSummary, fromStore: false },
 };
 
@@ -54,7 +54,9 @@ export const DEBUG_USAGE = `usage: vnetctl debug [progs|endpoints|nat|counters|i
   pool       IPAM pool summary and allocations
   kubernetes the daemon's API watches, status writes and node condition (daemon only)
   policy     NetworkPolicy: the engine's state and problems; per endpoint (or POD, as
-             namespace/name or address) the policies selecting it and its compiled rules
+             namespace/name or address) the policies selecting it and its compiled rules,
+             and every difference between those and what the kernel holds (maps or
+             chains and ipsets); without a daemon, the kernel's own consistency
   all        a summary of everything (the default)
 
   --state-dir D  node state dir (default ${DEFAULT_STATE_DIR})

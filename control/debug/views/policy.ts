@@ -1,9 +1,12 @@
 // `debug policy [pod]`: from the daemon's DUMP, the policy engine's state
 // (synced, problems, counts) and, per endpoint (or the one pod asked for),
 // the policies selecting it and its compiled rules, with a flag when what
-// was last applied differs from what compiles now. A diff against what the
-// kernel holds needs the dataplanes' read-back (not there yet).
+// was last applied differs from what compiles now; and every difference
+// between what the control plane computed and what the kernel holds
+// (policy-diff.ts). Without a daemon, only the kernel's own consistency.
 import type { NodeState } from '../../store/node-store.js';
+import type { DebugContext } from '../context.js';
+import { collectPolicyKernel, type ExpectedEndpoint, type PolicyKernelDiff } from './policy-diff.js';
 import type { EndpointPolicyView, PolicyEngineStatus } from '../../policy/engine.js';
 import type { CompiledRule, DirectionPolicy } from '../../policy/types.js';
 
@@ -17,6 +20,8 @@ export interface PolicyView {
   enabled: boolean;
   why?: string;
   dump?: PolicyDump;
+  /** the kernel against the computed policy (undefined: the node records no dataplane) */
+  kernel?: PolicyKernelDiff;
 }
 
 export function collectPolicy(state: NodeState, fromDaemon: boolean, pod?: string): PolicyView {
@@ -29,6 +34,30 @@ export function collectPolicy(state: NodeState, fromDaemon: boolean, pod?: strin
   }
   if (pod === undefined) return { enabled: true, dump };
   return { enabled: true, dump: { ...dump, endpoints: dump.endpoints.filter((e) => e.endpoint.address === pod || `${e.endpoint.namespace}/${e.endpoint.name}` === pod) } };
+}
+
+/** The view plus the kernel diff, scoped to the pod asked for (node-wide issues always shown). */
+export async function collectPolicyWithKernel(ctx: DebugContext, pod?: string): Promise<PolicyView> {
+  const { state } = ctx.snapshot;
+  const view = collectPolicy(state, ctx.snapshot.source.kind === 'daemon', pod);
+  const full = (state as NodeState & { policy?: PolicyDump }).policy;
+  const veths = new Map(Object.values(state.endpoints).map((r) => [r.ip, r.hostVeth]));
+  const expected: ExpectedEndpoint[] | undefined = full?.endpoints.map((e) => ({
+    address: e.endpoint.address,
+    policy: e.policy,
+    ...(veths.has(e.endpoint.address) ? { hostVeth: veths.get(e.endpoint.address)! } : {}),
+  }));
+  const kernel = await collectPolicyKernel(ctx, expected);
+  if (!kernel) return view;
+  if (pod === undefined) return { ...view, kernel };
+  const addresses = new Set(view.dump ? view.dump.endpoints.map((e) => e.endpoint.address) : Object.values(state.endpoints).filter((r) => r.ip === pod || `${r.podNamespace}/${r.podName}` === pod).map((r) => r.ip));
+  return { ...view, kernel: { ...kernel, issues: kernel.issues.filter((i) => i.endpoint === '-' || addresses.has(i.endpoint)) } };
+}
+
+function kernelText(k: PolicyKernelDiff): string {
+  const head = `kernel (${k.dataplane}): ${k.compared ? 'compared with the computed policy' : 'no daemon: only the kernel\'s own consistency checked'}\n`;
+  if (k.issues.length === 0) return `${head}differences: none\n`;
+  return `${head}differences (${k.issues.length + k.more}):\n${k.issues.map((i) => `  ! ${i.endpoint} ${i.kind}: ${i.detail}\n`).join('')}${k.more ? `  ... ${k.more} more\n` : ''}`;
 }
 
 function ruleText(r: CompiledRule): string {
@@ -44,7 +73,7 @@ function directionText(name: string, d: DirectionPolicy): string {
 }
 
 export function renderPolicy(v: PolicyView): string {
-  if (!v.enabled || !v.dump) return `policy: off (${v.why})\n`;
+  if (!v.enabled || !v.dump) return `policy: off (${v.why})\n${v.kernel ? kernelText(v.kernel) : ''}`;
   const { status, source, endpoints } = v.dump;
   const s = status.stats;
   let out = `policy: source ${source}, ${status.synced ? 'synced' : 'NOT SYNCED (new endpoints start default-deny)'}, ${s ? `${s.validPolicies}/${s.policies} policies, ${s.rules} rules, ${s.peers} peers, ${s.selectors} selectors` : 'nothing compiled yet'}, pending ${status.pending}, last sync ${status.lastSyncLatencySeconds === undefined ? '-' : `${(status.lastSyncLatencySeconds * 1000).toFixed(1)} ms`}\n`;
@@ -55,5 +84,6 @@ export function renderPolicy(v: PolicyView): string {
     out += `\n${pod} ${e.endpoint.address}${stale}\n  selected by: ${e.selectedBy.length ? e.selectedBy.join(', ') : '(none)'}\n`;
     out += directionText('ingress', e.policy.ingress) + directionText('egress', e.policy.egress);
   }
+  if (v.kernel) out += `\n${kernelText(v.kernel)}`;
   return out;
 }
