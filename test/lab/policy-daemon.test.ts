@@ -3,8 +3,10 @@
 // into the directory. Pod names come from CNI_ARGS, labels from Pod objects in
 // the directory. Checks: traffic stops once the policy is in, a new pod
 // selected by it is isolated from its first packet, removing the file opens
-// up again, `vnetctl debug policy` shows the pod's rules, and the metrics
-// count rules and sync latency.
+// up again, `vnetctl debug policy` shows the pod's rules and no difference
+// with the kernel on a clean node, then flags one policy map entry (ebpf,
+// bpftool) or one rule (iptables -D) deleted behind the daemon's back, and the
+// metrics count rules and sync latency.
 import t from 'tap';
 import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -34,6 +36,14 @@ metadata: { name: web-isolated, namespace: default }
 spec:
   podSelector: { matchLabels: { app: web } }
   ingress: [ { from: [ { podSelector: { matchLabels: { app: nobody } } } ] } ]
+`;
+
+const DB_FROM_WEB = `
+kind: NetworkPolicy
+metadata: { name: db-from-web, namespace: default }
+spec:
+  podSelector: { matchLabels: { app: db } }
+  ingress: [ { from: [ { podSelector: { matchLabels: { app: web } } } ], ports: [ { protocol: TCP, port: 5432 } ] } ]
 `;
 
 function put(dir: string, name: string, text: string): void {
@@ -70,6 +80,36 @@ for (const mode of MODES) t.test(`daemon --policy-dir in ${mode} mode`, async (t
   t.equal(dbg.code, 0, dbg.stderr);
   t.match(dbg.stdout, /policy: source directory .*, synced, 1\/1 policies/);
   t.match(dbg.stdout, new RegExp(`default/web ${web.ip.replace(/\./g, '\\.')}\\n  selected by: default/web-isolated\\n  ingress: deny all\\n`));
+
+  // The kernel against the computed policy: db's ingress has peer and port entries (or rules) to compare.
+  const dbView = async (): Promise<string> => (await lab.execVm('vm1', [...vnetctl, 'debug', 'policy', 'default/db'])).stdout;
+  put(policyDir, 'db.yaml', DB_FROM_WEB);
+  const clean = await pollUntil(async () => {
+    const out = await dbView();
+    return /allow TCP\/5432 peers/.test(out) && !/not programmed yet|PROGRAMMED RULES DIFFER/.test(out) ? out : undefined;
+  }, 30_000, 100, 'db-from-web to be programmed');
+  t.match(clean, new RegExp(`kernel \\(${mode}\\): compared with the computed policy\\ndifferences: none\\n`), 'a clean node: no difference');
+  const all = await lab.execVm('vm1', [...vnetctl, 'debug', 'policy']);
+  t.match(all.stdout, /\ndifferences: none\n/, 'the whole node: no difference either');
+  const dbIp = db.ip.replace(/\./g, '\\.');
+  if (mode === 'ebpf') {
+    const host = (await lab.execVm('vm1', ['hostname'])).stdout.trim();
+    const pin = `/sys/fs/bpf/vnet-cni/${host}/maps/vnet_pol_cidrs`;
+    const dump = await lab.execVm('vm1', ['bpftool', '-j', 'map', 'dump', 'pinned', pin]);
+    t.equal(dump.code, 0, dump.stderr);
+    const first = (JSON.parse(dump.stdout) as { key: string[] }[])[0]!;
+    const del = await lab.execVm('vm1', ['bpftool', 'map', 'delete', 'pinned', pin, 'key', ...first.key]);
+    t.equal(del.code, 0, `bpftool map delete: ${del.stderr}`);
+    t.match(await dbView(), new RegExp(`\\n {2}! ${dbIp} missing: ingress id \\d+: peer entry \\S+ -> port set 1 missing\\n`), 'the deleted map entry is flagged');
+  } else {
+    const saved = await lab.execVm('vm1', ['iptables-save', '-t', 'filter']);
+    const chain = /^-A (VNET-POLI-\S+) .*5432.* -j RETURN$/m.exec(saved.stdout)?.[1];
+    t.ok(chain, 'db has an ingress chain with the 5432 rule');
+    const del = await lab.execVm('vm1', ['iptables', '-w', '-D', chain!, '1']);
+    t.equal(del.code, 0, `iptables -D: ${del.stderr}`);
+    t.match(await dbView(), new RegExp(`\\n {2}! ${dbIp} missing: ${chain}: missing -A ${chain} .*5432.* -j RETURN\\n`), 'the deleted rule is flagged');
+  }
+  rmSync(path.join(policyDir, 'db.yaml'));
 
   rmSync(path.join(policyDir, 'web.yaml'));
   await pollUntil(async () => ((await ping(db.netns, web.ip)) ? true : undefined), 30_000, 100, 'the policy removal to open web');
