@@ -177,4 +177,5 @@ t.test('the rendered view: bounded, and says what was compared', async (t) => {
   t.match(text, /^policy: off \(no daemon answered\)\nkernel \(ebpf\): no daemon: only the kernel's own consistency checked\ndifferences \(205\):\n {2}! - unused-id: policy id 0\n/);
   t.match(text, / {2}\.\.\. 5 more\n$/);
   t.match(renderPolicy({ enabled: false, why: 'x', kernel: capIssues('iptables', true, []) }), /kernel \(iptables\): compared with the computed policy\ndifferences: none\n$/);
+  t.match(renderPolicy({ enabled: false, why: 'x', kernel: { ...capIssues('ebpf', true, []), unavailable: 'bpftool: not found' } }), /kernel \(ebpf\): unavailable: bpftool: not found\n$/);
 });

@@ -28,6 +28,8 @@ export interface PolicyKernelDiff {
   issues: PolicyIssue[];
   /** issues beyond the cap, not listed */
   more: number;
+  /** the kernel could not be read (no bpftool, maps of an older build): why */
+  unavailable?: string;
 }
 
 /** The cap on listed issues: a node whose kernel state is gone says so in a screenful. */
@@ -259,6 +261,15 @@ export function capIssues(dataplane: PolicyKernelDiff['dataplane'], compared: bo
 /** undefined: the node has no dataplane recorded (nothing to compare). `expected` undefined: no daemon. */
 export async function collectPolicyKernel(ctx: DebugContext, expected: ExpectedEndpoint[] | undefined): Promise<PolicyKernelDiff | undefined> {
   const mode = ctx.snapshot.state.node?.mode;
+  try {
+    return await readAndDiff(ctx, mode, expected);
+  } catch (err) {
+    // The rest of the view (the computed rules) still prints.
+    return { dataplane: mode === 'iptables' ? 'iptables' : 'ebpf', compared: expected !== undefined, issues: [], more: 0, unavailable: (err as Error).message };
+  }
+}
+
+async function readAndDiff(ctx: DebugContext, mode: string | undefined, expected: ExpectedEndpoint[] | undefined): Promise<PolicyKernelDiff | undefined> {
   if (mode === 'ebpf') {
     if (!ctx.pinned) return capIssues('ebpf', expected !== undefined, [{ endpoint: '-', kind: 'missing', detail: `no pinned maps under ${ctx.pinRoot}` }]);
     return capIssues('ebpf', expected !== undefined, diffEbpfPolicy(expected, await readEbpf(ctx)));

@@ -55,6 +55,7 @@ export async function collectPolicyWithKernel(ctx: DebugContext, pod?: string): 
 }
 
 function kernelText(k: PolicyKernelDiff): string {
+  if (k.unavailable !== undefined) return `kernel (${k.dataplane}): unavailable: ${k.unavailable}\n`;
   const head = `kernel (${k.dataplane}): ${k.compared ? 'compared with the computed policy' : 'no daemon: only the kernel\'s own consistency checked'}\n`;
   if (k.issues.length === 0) return `${head}differences: none\n`;
   return `${head}differences (${k.issues.length + k.more}):\n${k.issues.map((i) => `  ! ${i.endpoint} ${i.kind}: ${i.detail}\n`).join('')}${k.more ? `  ... ${k.more} more\n` : ''}`;
