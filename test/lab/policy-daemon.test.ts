@@ -91,6 +91,10 @@ for (const mode of MODES) t.test(`daemon --policy-dir in ${mode} mode`, async (t
   t.match(clean, new RegExp(`kernel \\(${mode}\\): compared with the computed policy\\ndifferences: none\\n`), 'a clean node: no difference');
   const all = await lab.execVm('vm1', [...vnetctl, 'debug', 'policy']);
   t.match(all.stdout, /\ndifferences: none\n/, 'the whole node: no difference either');
+  // No daemon answering (another socket): from the state file, only the kernel's own consistency.
+  const noDaemon = await lab.execVm('vm1', [...vnetctl, 'debug', 'policy', '--socket', '/run/vnet-cni/none.sock']);
+  t.equal(noDaemon.code, 0, noDaemon.stderr);
+  t.match(noDaemon.stdout, new RegExp(`^control plane: state file .*\\npolicy: off \\(no daemon answered; this node enforces policy .*\\)\\nkernel \\(${mode}\\): no daemon: only the kernel's own consistency checked\\ndifferences: none\\n$`));
   const dbIp = db.ip.replace(/\./g, '\\.');
   if (mode === 'ebpf') {
     const host = (await lab.execVm('vm1', ['hostname'])).stdout.trim();
