@@ -13,30 +13,38 @@ extern struct nf_conn *bpf_skb_ct_lookup(struct __sk_buff *skb, struct bpf_sock_
 					 struct bpf_ct_opts *opts, __u32 opts_sz) __ksym;
 extern void bpf_ct_release(struct nf_conn *ct) __ksym;
 
-/* True if kernel conntrack holds this TCP/UDP flow (either direction) with
- * NAT applied. No entry (or conntrack unused in this netns) is the common,
- * cheap case. */
-static __always_inline int ct_v4_is_natted(struct __sk_buff *skb, const struct vnet_pkt *p)
+/* The status bits kernel conntrack holds for the TCP/UDP tuple s -> d, or 0
+ * when it has no entry (or conntrack is unused in this netns: the common,
+ * cheap case). The entry is released before returning. */
+static __always_inline __u32 ct_v4_status(struct __sk_buff *skb, const struct vnet_pkt *p, __be32 saddr, __be32 daddr,
+					  __be16 sport, __be16 dport)
 {
 	struct bpf_sock_tuple tuple = {};
 	struct bpf_ct_opts opts = {};
 	struct nf_conn *ct;
-	int natted;
+	__u32 status;
 
 	if (!p->has_l4 || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP))
 		return 0;
-	tuple.ipv4.saddr = p->saddr;
-	tuple.ipv4.daddr = p->daddr;
-	tuple.ipv4.sport = p->sport;
-	tuple.ipv4.dport = p->dport;
+	tuple.ipv4.saddr = saddr;
+	tuple.ipv4.daddr = daddr;
+	tuple.ipv4.sport = sport;
+	tuple.ipv4.dport = dport;
 	opts.netns_id = BPF_F_CURRENT_NETNS;
 	opts.l4proto = p->proto;
 	ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
 	if (!ct)
 		return 0;
-	natted = (ct->status & (IPS_SRC_NAT | IPS_DST_NAT)) != 0;
+	status = ct->status;
 	bpf_ct_release(ct);
-	return natted;
+	return status;
+}
+
+/* True if kernel conntrack holds this TCP/UDP flow (either direction) with
+ * NAT applied. */
+static __always_inline int ct_v4_is_natted(struct __sk_buff *skb, const struct vnet_pkt *p)
+{
+	return (ct_v4_status(skb, p, p->saddr, p->daddr, p->sport, p->dport) & (IPS_SRC_NAT | IPS_DST_NAT)) != 0;
 }
 
 /* True if p travels the reply direction of a connection netfilter DNATed:
@@ -46,25 +54,7 @@ static __always_inline int ct_v4_is_natted(struct __sk_buff *skb, const struct v
  * of ours knows (they hold the backend). */
 static __always_inline int ct_v4_is_dnat_reply(struct __sk_buff *skb, const struct vnet_pkt *p)
 {
-	struct bpf_sock_tuple tuple = {};
-	struct bpf_ct_opts opts = {};
-	struct nf_conn *ct;
-	int natted;
-
-	if (!p->has_l4 || (p->proto != IPPROTO_TCP && p->proto != IPPROTO_UDP))
-		return 0;
-	tuple.ipv4.saddr = p->daddr;
-	tuple.ipv4.daddr = p->saddr;
-	tuple.ipv4.sport = p->dport;
-	tuple.ipv4.dport = p->sport;
-	opts.netns_id = BPF_F_CURRENT_NETNS;
-	opts.l4proto = p->proto;
-	ct = bpf_skb_ct_lookup(skb, &tuple, sizeof(tuple.ipv4), &opts, sizeof(opts));
-	if (!ct)
-		return 0;
-	natted = (ct->status & IPS_DST_NAT) != 0;
-	bpf_ct_release(ct);
-	return natted;
+	return (ct_v4_status(skb, p, p->daddr, p->saddr, p->dport, p->sport) & IPS_DST_NAT) != 0;
 }
 
 #endif
