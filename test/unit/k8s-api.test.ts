@@ -4,23 +4,24 @@
 // dropped connection from the last resourceVersion, relist after 410 Gone in
 // both forms, backoff on 500s), the coalesced status write-back, the node
 // condition patch (kubelet's conditions kept) and the pod cache.
-import t, { type Test } from 'tap';
+import t from 'tap';
 import { pino } from 'pino';
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { KubeConfig, loadYaml } from '@kubernetes/client-node';
+import { loadYaml } from '@kubernetes/client-node';
 import { K8S_GROUP, K8S_VERSION, NNC_KIND, NNC_PLURAL } from '../../control/k8s/constants.js';
 import { CniCode, PoolSourceError, TryAgainError } from '../../control/errors.js';
 import { poolFromNnc, type NncObject } from '../../control/k8s/nnc-pool.js';
-import { KubeApi, type KubeObject } from '../../control/k8s/kube-api.js';
+import type { KubeObject } from '../../control/k8s/kube-api.js';
 import { Reflector } from '../../control/k8s/reflector.js';
 import { StatusWriter, type NncStatus } from '../../control/k8s/status-writer.js';
 import { ConditionReporter } from '../../control/k8s/node-condition.js';
 import { CachedPoolSource } from '../../control/k8s/cached-pool-source.js';
 import { PodCache } from '../../control/k8s/pod-cache.js';
 import { Backoff } from '../../control/k8s/backoff.js';
-import { KubeStandin, type KubeObj } from '../../lab/kube-standin.js';
+import type { KubeObj } from '../../lab/kube-standin.js';
+import { startStandin, waitFor } from './k8s-standin-helper.js';
 
 const log = pino({ level: 'silent' });
 const FAST = { initialMs: 40, maxMs: 320, maxErrors: 4 };
@@ -32,30 +33,6 @@ function nnc(secondaryIPs: string[], extra: Record<string, unknown> = {}): KubeO
     apiVersion: 'vnetcni.dev/v1alpha1', kind: 'NodeNetworkConfig', metadata: { name: NODE, namespace: NS },
     spec: { primaryIP: '10.240.0.4', subnet: '10.240.0.0/16', secondaryIPs, ...extra },
   };
-}
-
-async function waitFor<T>(what: string, probe: () => T | undefined | false, timeoutMs = 20_000): Promise<T> {
-  const end = Date.now() + timeoutMs;
-  for (;;) {
-    const v = probe();
-    if (v !== undefined && v !== false) return v;
-    if (Date.now() > end) throw new Error(`timed out waiting for ${what}`);
-    await new Promise((r) => setTimeout(r, 20));
-  }
-}
-
-async function standin(t: Test): Promise<{ s: KubeStandin; api: KubeApi }> {
-  const s = new KubeStandin(0);
-  const port = await s.listen();
-  t.teardown(() => s.close());
-  const kc = new KubeConfig();
-  kc.loadFromOptions({
-    clusters: [{ name: 'standin', server: `http://127.0.0.1:${port}`, skipTLSVerify: true }],
-    users: [{ name: 'daemon', token: 'test' }],
-    contexts: [{ name: 'standin', cluster: 'standin', user: 'daemon' }],
-    currentContext: 'standin',
-  });
-  return { s, api: new KubeApi(kc, 5_000) };
 }
 
 t.test('NodeNetworkConfig -> pool: the same rules as the other sources', async (t) => {
@@ -99,7 +76,7 @@ t.test('backoff doubles with jitter up to the cap', async (t) => {
 });
 
 t.test('reflector: list, live updates, resume after a drop, relist after 410, backoff on 500s', async (t) => {
-  const { s, api } = await standin(t);
+  const { s, api } = await startStandin(t);
   s.put(nnc(['10.240.0.5']));
   let seen: string[] = [];
   const r = new Reflector({
@@ -173,7 +150,7 @@ t.test('reflector: list, live updates, resume after a drop, relist after 410, ba
 });
 
 t.test('status write-back: coalesced, JSON patch on the status subresource, retried on failure', async (t) => {
-  const { s, api } = await standin(t);
+  const { s, api } = await startStandin(t);
   s.put(nnc(['10.240.0.5', '10.240.0.6']));
   let current: NncStatus = { allocated: 0, free: 2, allocations: [] };
   const w = new StatusWriter({ debounceMs: 100, logger: log, backoff: FAST, compute: async () => current, write: (st) => api.patchNncStatus(NS, NODE, st) });
@@ -205,7 +182,7 @@ t.test('status write-back: coalesced, JSON patch on the status subresource, retr
 });
 
 t.test('node condition: strategic merge keeps kubelet\'s conditions; flips on readiness changes only', async (t) => {
-  const { s, api } = await standin(t);
+  const { s, api } = await startStandin(t);
   s.put({ apiVersion: 'v1', kind: 'Node', metadata: { name: NODE }, spec: {}, status: { conditions: [{ type: 'Ready', status: 'True', reason: 'KubeletReady', message: 'kubelet is posting ready status' }] } });
   let ready = true;
   const c = new ConditionReporter({ periodMs: 60_000, logger: log, check: async () => ({ ready, message: ready ? '' : 'host interface eth0 not found' }), patch: (cond) => api.patchNodeCondition(NODE, cond) });
@@ -233,7 +210,7 @@ t.test('node condition: strategic merge keeps kubelet\'s conditions; flips on re
 });
 
 t.test('pod cache: only this node\'s pods, UID and labels, updates live', async (t) => {
-  const { s, api } = await standin(t);
+  const { s, api } = await startStandin(t);
   const pod = (name: string, node: string, labels: Record<string, string>): KubeObj => ({ apiVersion: 'v1', kind: 'Pod', metadata: { name, namespace: 'web', labels }, spec: { nodeName: node } });
   const a = s.put(pod('a', NODE, { app: 'a' }));
   s.put(pod('b', 'node-b', { app: 'b' }));
