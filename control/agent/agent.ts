@@ -430,7 +430,11 @@ export class Agent implements AgentApi {
       const byMode = new Map<DataplaneMode, EndpointPolicyUpdate[]>();
       for (const policy of policies) {
         const rec = byIp.get(policy.address);
-        if (!rec || !node) {
+        // Compiled for another pod that held this address (a DEL and an ADD
+        // reusing the IP raced the engine's compile): never program its rules
+        // onto the new pod; the engine recompiles for the new one.
+        const otherPod = rec && policy.pod !== undefined && rec.podName !== undefined && policy.pod !== `${rec.podNamespace ?? ''}/${rec.podName}`;
+        if (!rec || !node || otherPod) {
           skipped.push(policy.address);
           continue;
         }

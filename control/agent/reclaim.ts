@@ -39,12 +39,6 @@ export function seeNetns(path: string, stat: (p: string) => { dev: bigint; ino: 
   }
 }
 
-/** The identity to record at ADD, or undefined if the path cannot be stat'ed (the ADD fails later anyway). */
-export function netnsIdentity(path: string): string | undefined {
-  const seen = seeNetns(path);
-  return seen.kind === 'id' ? seen.id : undefined;
-}
-
 /**
  * May this endpoint's IP be released? `seen` is what its netns path names now,
  * `hostVethPresent` whether the host end of its veth still exists. Pure, so

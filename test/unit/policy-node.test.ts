@@ -117,3 +117,17 @@ t.test('a standalone ADD on a node that enforces policy starts default-deny; pol
   await next.agent.add(call('after'));
   t.equal(attached('after')!.policy, undefined, 'no longer enforcing: no policy at ADD');
 });
+
+t.test("a policy compiled for an address's previous pod is never programmed onto the pod that reuses it", async (t) => {
+  const { node, calls, call } = setup(t);
+  const { agent } = node.agent();
+  await agent.add(call('web'));
+  const ip = Object.values(node.store.snapshot().endpoints)[0]!.ip;
+  const deny = { isolated: true, rules: [] };
+  const stale = await agent.applyPolicies([{ family: 'ipv4', address: ip, pod: 'shop/gone', ingress: deny, egress: deny }]);
+  t.same(stale, [ip], "another pod's policy for this address is skipped");
+  t.same(calls, [], 'nothing reached the dataplane');
+  const own = await agent.applyPolicies([{ family: 'ipv4', address: ip, pod: 'shop/web', ingress: deny, egress: deny }]);
+  t.same(own, [], "the pod's own policy is programmed");
+  t.same(calls.map((c) => c.map((u) => u.hostVeth)), [[hostVethName('web', 'eth0')]]);
+});
