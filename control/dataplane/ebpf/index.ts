@@ -7,7 +7,7 @@
 // a short-lived CNI call edits them without interrupting traffic.
 import { existsSync, mkdirSync } from 'node:fs';
 import path from 'node:path';
-import { linkInfo, listLinks, setSysctl } from '../../netlink/ip.js';
+import { linkInfo, listLinks, netlink, setSysctl } from '../../netlink/ip.js';
 import { DataplaneError, DataplaneUnavailableError } from '../../errors.js';
 import type { Dataplane, EndpointPlan, NodeNetwork, EndpointPolicyUpdate } from '../types.js';
 import { EbpfPrograms, probeKernel, type EbpfConfig } from './programs.js';
@@ -114,6 +114,9 @@ export class EbpfDataplane implements Dataplane {
     // now serves another pod (this endpoint's record was dropped and the IP
     // reused while an ADD was rolling back); that pod's entry stays.
     if (entry && host && entry.ifindex !== host.ifindex && (await linkIndexExists(entry.ifindex))) return;
+    // Down first: deleting the entry drops the pod's policy, and the stack
+    // must not deliver to it unpoliced while the veth still exists.
+    if (host) await netlink([{ op: 'linkSet', dev: ep.hostVeth, up: false }]).catch(() => undefined);
     await withPins(node, (p) => p.deleteEndpoint(ep.ip));
     // The /32 route and the tc hook go with the veth itself.
   }

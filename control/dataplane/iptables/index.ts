@@ -194,6 +194,8 @@ export class IptablesDataplane implements Dataplane {
   }
 
   async checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
+    // Policy first: it applies to both pod shapes.
+    if (ep.policy) await this.policy.check(ep.hostVeth, ep.policy);
     if (transparent(ep)) {
       await checkRoutedHost(ep);
       return;
@@ -203,7 +205,6 @@ export class IptablesDataplane implements Dataplane {
     if (host.master !== node.bridge) throw new DataplaneError(`host veth ${ep.hostVeth} is not a port of ${node.bridge}`);
     const r = ebtablesEndpointRule(node, ep);
     if ((await ebtables(['--check', r.chain, ...r.spec])).code !== 0) throw new DataplaneError(`ebtables rule for ${ep.ip} missing from ${r.chain}`);
-    if (ep.policy) await this.policy.check(ep.hostVeth, ep.policy);
   }
 
   async teardownNode(node: NodeNetwork): Promise<void> {
