@@ -450,7 +450,7 @@ export class Agent implements AgentApi {
   /** Mark (or unmark) this node as enforcing policy; see NodeState.policyEnforced. */
   async setPolicyEnforced(on: boolean): Promise<void> {
     await this.store.transaction((state) => {
-      if (on) state.policyEnforced ??= { since: new Date().toISOString() };
+      if (on) state.policyEnforced ??= { since: new Date(this.ports.now()).toISOString() };
       else delete state.policyEnforced;
     });
   }
