@@ -1,6 +1,6 @@
 // `npm run bench`: every scenario, one table. Flags:
 //   --quick              1 repeat, shorter runs, 64 pods instead of 250
-//   --only <name>[,...]  throughput, latency, ebpf-policy, snat-cps, cni-latency, iptables-policy, cri-sandbox, policy-compile (repeatable)
+//   --only <name>[,...]  throughput, latency, ebpf-policy, snat-cps, cni-latency, iptables-policy, iptables-policy-cni, cri-sandbox, policy-compile (repeatable)
 //   --repeats N --seconds N
 //   --bulk-all           also bring 250 pods up/down in vnet standalone mode (slow)
 //   --vnet-16000         the scale run instead (see bench/vnet-16000.ts and
@@ -11,6 +11,7 @@ import { runCniLatency } from './cni-latency.js';
 import { runCriSandbox } from './cri-sandbox.js';
 import { buildDataplaneLab, type DataplaneLab } from './lib/dataplane-lab.js';
 import { runIptablesPolicy } from './iptables-policy.js';
+import { runIptablesPolicyCni } from './iptables-policy-cni.js';
 import { LoadTools } from './lib/load.js';
 import { parseOptions, type BenchOptions } from './lib/options.js';
 import { renderTable, type Row } from './lib/table.js';
@@ -51,6 +52,7 @@ async function main(): Promise<void> {
   }
   const rows = await dataplaneScenarios(opts);
   if (opts.only.includes('cni-latency')) rows.push(...(await runCniLatency(opts)));
+  if (opts.only.includes('iptables-policy-cni')) rows.push(...(await runIptablesPolicyCni(opts)));
   if (opts.only.includes('cri-sandbox')) rows.push(...(await runCriSandbox(opts)));
   if (opts.only.includes('policy-compile')) rows.push(...runPolicyCompile(opts));
   const minutes = ((Date.now() - started) / 60_000).toFixed(1);
