@@ -10,7 +10,7 @@ import type { AgentOptions } from '../agent/agent.js';
 import { DaemonServer } from './server.js';
 import { assertSafeNetns } from '../agent/safety.js';
 import { InvalidConfigError } from '../errors.js';
-import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } from './metrics.js'; // metrics (control/daemon/metrics.ts)
+import { DaemonMetrics, DEFAULT_METRICS_SOCKET, dataplaneStats, parseMetricsAddr } from './metrics.js'; // metrics (control/daemon/metrics.ts)
 import type { Logger } from '../log.js';
 import type { NodePolicy } from '../policy/node.js';
 import type { KubernetesIntegration } from '../k8s/kubernetes.js';
@@ -114,7 +114,7 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
     : undefined;
   // metrics: parse the address before anything else can fail half-started
   const metricsAddr = values['metrics-addr'] ? parseMetricsAddr(values['metrics-addr']) : { socketPath: values['metrics-socket'] };
-  const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: ebpfStats, ...(k8s ? { watches: () => k8s.watchHealth() } : {}) }, logger);
+  const metrics = new DaemonMetrics({ state: () => agent.dump(), dataplane: dataplaneStats, ...(k8s ? { watches: () => k8s.watchHealth() } : {}) }, logger);
   const policy = await nodePolicy(values, k8s, logger, metrics);
   const agent = createLocalAgent({ stateDir: values['state-dir'] }, logger, {
     ...testHooks,

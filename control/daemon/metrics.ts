@@ -20,11 +20,11 @@ export const DEFAULT_METRICS_SOCKET = '/run/vnet-cni/metrics.sock';
 /** Where to serve: a unix socket path, or a loopback host:port. */
 export type MetricsAddress = { socketPath: string } | { host: string; port: number };
 
-/** What the metrics read from the dataplane at scrape time (ebpf mode). */
+/** What the metrics read from the dataplane at scrape time (ebpf: all of it; iptables: the policy drops). */
 export interface DataplaneStats {
-  natEntries: number;
+  natEntries?: number;
   /** reason label -> packets, summed over CPUs */
-  counters: Record<string, bigint>;
+  counters?: Record<string, bigint>;
   /** NetworkPolicy drops per endpoint address and direction (absent: none recorded). */
   policyDrops?: Array<{ ip: string; direction: 'ingress' | 'egress'; packets: bigint }>;
 }
@@ -32,7 +32,7 @@ export interface DataplaneStats {
 export interface MetricsSources {
   /** The node state, as the daemon's DUMP returns it. */
   state(): Promise<NodeState>;
-  /** ebpf counters and NAT entries; undefined when the node is not in ebpf mode. */
+  /** ebpf counters and NAT entries, policy drops (both dataplanes); undefined when the node has no dataplane yet. */
   dataplane?(state: NodeState): Promise<DataplaneStats | undefined>;
   /** The Kubernetes watches' health (daemon with --node-name). */
   watches?(): WatchHealth[];
@@ -76,7 +76,7 @@ export class DaemonMetrics {
   private readonly natFailures = new Counter({ name: 'vnet_cni_nat_allocation_failures_total', help: 'Packets dropped because no SNAT port was free (ebpf)', registers: [this.registry] });
   private readonly drops = new Counter({ name: 'vnet_cni_dataplane_drops_total', help: 'Packets the ebpf dataplane dropped, by reason', labelNames: ['reason'], registers: [this.registry] });
   private readonly packets = new Counter({ name: 'vnet_cni_dataplane_packets_total', help: 'Packets the ebpf dataplane handled, by reason (drops included)', labelNames: ['reason'], registers: [this.registry] });
-  private readonly policyDrops = new Counter({ name: 'vnet_cni_policy_drops_total', help: 'Packets NetworkPolicy dropped (ebpf), by pod ("namespace/name", or the IP if unknown) and direction', labelNames: ['pod', 'direction'], registers: [this.registry] });
+  private readonly policyDrops = new Counter({ name: 'vnet_cni_policy_drops_total', help: 'Packets NetworkPolicy dropped, by pod ("namespace/name", or the IP if unknown) and direction', labelNames: ['pod', 'direction'], registers: [this.registry] });
   private readonly reconcileRuns = new Counter({ name: 'vnet_cni_reconcile_runs_total', help: 'Reconcile runs by result', labelNames: ['result'], registers: [this.registry] });
   private readonly reconcileFixes = new Counter({ name: 'vnet_cni_reconcile_fixes_total', help: 'Things reconcile fixed, by kind', labelNames: ['kind'], registers: [this.registry] });
   private readonly memory = new Gauge({ name: 'vnet_cni_daemon_memory_bytes', help: 'The daemon process memory at scrape time: rss, heap_used, heap_total (V8), external and array_buffers (native memory V8 objects hold)', labelNames: ['kind'], registers: [this.registry] });
@@ -156,12 +156,12 @@ export class DaemonMetrics {
   }
 
   private setDataplane(dp: DataplaneStats, state: NodeState): void {
-    this.natEntries.set(dp.natEntries);
+    if (dp.natEntries !== undefined) this.natEntries.set(dp.natEntries);
     // The kernel's counters are the truth: reset and set, so a daemon restart never double counts.
     this.drops.reset();
     this.packets.reset();
     this.natFailures.reset();
-    for (const [reason, n] of Object.entries(dp.counters)) {
+    for (const [reason, n] of Object.entries(dp.counters ?? {})) {
       const v = Number(n);
       this.packets.inc({ reason }, v);
       if (reason.startsWith('drop-')) this.drops.inc({ reason }, v);
@@ -245,4 +245,27 @@ export async function ebpfStats(state: NodeState): Promise<DataplaneStats | unde
   } finally {
     programs.close();
   }
+}
+
+let iptables: import('../dataplane/iptables/index.js').IptablesDataplane | undefined;
+
+/**
+ * iptables mode: NetworkPolicy drops per endpoint and direction, the DROP counters closing each
+ * endpoint's policy chains (one iptables-save -c per scrape), keyed by the endpoint's address.
+ */
+export async function iptablesStats(state: NodeState): Promise<DataplaneStats | undefined> {
+  if (state.node?.mode !== 'iptables') return undefined;
+  if (!iptables) {
+    const { IptablesDataplane } = await import('../dataplane/iptables/index.js');
+    iptables = new IptablesDataplane();
+  }
+  const ipOf = new Map(Object.values(state.endpoints).map((e) => [e.hostVeth, e.ip]));
+  const drops = await iptables.policyDrops();
+  // A chain of a veth no endpoint has (being removed) counts for nobody.
+  return { policyDrops: drops.flatMap((d) => (ipOf.has(d.hostVeth) ? [{ ip: ipOf.get(d.hostVeth)!, direction: d.direction, packets: d.packets }] : [])) };
+}
+
+/** The dataplane's scrape-time values, whichever the node runs. */
+export async function dataplaneStats(state: NodeState): Promise<DataplaneStats | undefined> {
+  return state.node?.mode === 'iptables' ? iptablesStats(state) : ebpfStats(state);
 }

@@ -6,7 +6,7 @@
 // up again, `vnetctl debug policy` shows the pod's rules and no difference
 // with the kernel on a clean node, then flags one policy map entry (ebpf,
 // bpftool) or one rule (iptables -D) deleted behind the daemon's back, and the
-// metrics count rules and sync latency.
+// metrics count drops per pod and direction, rules and sync latency.
 import t from 'tap';
 import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -75,6 +75,17 @@ for (const mode of MODES) t.test(`daemon --policy-dir in ${mode} mode`, async (t
   // A new pod the policy selects is isolated from its first packet (its rules go in with the ADD).
   const web2 = await cni.addPod('web2');
   t.notOk(await ping(db.netns, web2.ip, { count: 3 }), 'the new web pod never answers db');
+
+  // Drops per pod and direction, the same metric in both dataplanes (ebpf: its drop map; iptables: the
+  // DROP closing the pod's chain): a denied ping raises web's ingress count.
+  const webDrops = async (): Promise<number> => {
+    const text = (await lab.execVm('vm1', ['curl', '-s', '--unix-socket', '/run/vnet-cni/metrics.sock', 'http://x/metrics'])).stdout;
+    return Number(/^vnet_cni_policy_drops_total\{pod="default\/web",direction="ingress"\} (\d+)$/m.exec(text)?.[1] ?? -1);
+  };
+  const dropsBefore = await webDrops();
+  t.notOk(await ping(db.netns, web.ip), 'db -> web denied');
+  const dropsAfter = await webDrops();
+  t.ok(dropsBefore >= 0 && dropsAfter > dropsBefore, `vnet_cni_policy_drops_total{pod="default/web",direction="ingress"} rose: ${dropsBefore} -> ${dropsAfter}`);
 
   const dbg = await lab.execVm('vm1', [...vnetctl, 'debug', 'policy', 'default/web']);
   t.equal(dbg.code, 0, dbg.stderr);

@@ -3,8 +3,8 @@
 // one change computed from an iptables-save of the state before it.
 import t from 'tap';
 import {
-  changeTouches, parsePolicySave, peerSets, planPolicyChange, renderEndpoint, renderPolicyTeardown, renderSetDestroy,
-  type KernelPolicy,
+  chainsToRead, changeTouches, parseChainListings, parsePolicyDrops, parsePolicySave, peerSets, planPolicyChange, renderEndpoint,
+  renderPolicyTeardown, renderSetDestroy, type KernelPolicy,
 } from '../../control/dataplane/iptables/policy-rules.js';
 import { renderIptablesRestore } from '../../control/dataplane/iptables/rules.js';
 import type { NodeNetwork } from '../../control/dataplane/types.js';
@@ -36,6 +36,13 @@ function savedAfter(restore: string, base = ''): string {
       if (a) chains.get(a[1]!)!.push(line);
       const i = /^-I (\S+) 1 (.*)$/.exec(line);
       if (i) chains.get(i[1]!)!.unshift(`-A ${i[1]} ${i[2]}`);
+      const del = /^-D (\S+) (.*)$/.exec(line);
+      if (del) {
+        const lines = chains.get(del[1]!)!;
+        const at = lines.indexOf(`-A ${del[1]} ${del[2]}`);
+        if (at < 0) throw new Error(`iptables-restore would fail: ${line} matches no rule`);
+        lines.splice(at, 1);
+      }
       const x = /^-X (\S+)$/.exec(line);
       if (x) {
         chains.delete(x[1]!);
@@ -85,7 +92,6 @@ t.test('egress is dispatched by the bridge port, rules match peers x ports, in i
   ]);
   t.same(r.dispatch, [
     '-A VNET-POL-FWD -m physdev --physdev-in azvb -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azvb',
-    '-A VNET-POL-FWD -i azvb -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azvb',
   ]);
   const ingress = renderEndpoint('azvb', policy('10.240.1.5', { isolated: true, rules: [rule([peer('10.240.2.0/24')], null)] }));
   t.same(ingress.chains[0]!.lines[0], `-A VNET-POLI-azvb -m set --match-set ${set} src -j RETURN`, 'ingress matches the remote as the source; ports null = any protocol');
@@ -158,19 +164,17 @@ t.test('a new policy: sets filled under a temporary name, chains and dispatch in
   ].join('\n'));
   t.equal(plan.iptablesRestore, [
     '*filter',
-    ':VNET-POL-FWD - [0:0]',
     ':VNET-POLE-azva - [0:0]',
     ':VNET-POLI-azva - [0:0]',
-    '-A VNET-POL-FWD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "vnet-cni: replies of allowed flows" -j RETURN',
-    '-A VNET-POL-FWD -m physdev --physdev-in azva -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azva',
-    '-A VNET-POL-FWD -i azva -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azva',
-    '-A VNET-POL-FWD -d 10.240.1.4/32 -m comment --comment "vnet-cni: default/a ingress" -j VNET-POLI-azva',
+    '-I VNET-POL-FWD 1 -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "vnet-cni: replies of allowed flows" -j RETURN',
     '-A VNET-POLE-azva -m comment --comment "vnet-cni: default/a egress not allowed by policy" -j DROP',
     `-A VNET-POLI-azva -p tcp -m set --match-set ${set} src -m multiport --dports 80 -j RETURN`,
     '-A VNET-POLI-azva -m comment --comment "vnet-cni: default/a ingress not allowed by policy" -j DROP',
+    '-A VNET-POL-FWD -m physdev --physdev-in azva -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azva',
+    '-A VNET-POL-FWD -d 10.240.1.4/32 -m comment --comment "vnet-cni: default/a ingress" -j VNET-POLI-azva',
     'COMMIT',
     '',
-  ].join('\n'));
+  ].join('\n'), 'VNET-POL-FWD is not redeclared (that would flush every other endpoint): the replies line goes first, the dispatch lines are appended');
   t.same(plan.staleSets, [], 'other tools\' sets are never ours to destroy');
 
   // Applied: the same policy again is no transaction at all.
@@ -192,15 +196,17 @@ t.test('an update names only its endpoints: the others keep their lines and sets
   const update = planPolicyChange(parsePolicySave(state1), [{ hostVeth: 'azva', policy: pa2 }], new Set([setA, setB, `${setA}-t`]));
   t.match(update.ipsetRestore, new RegExp(`rename ${setA2}-t ${setA2}`));
   t.notMatch(update.iptablesRestore, /:VNET-POLI-azvb/, 'the untouched endpoint\'s chain is not redeclared');
-  t.match(update.iptablesRestore, /-A VNET-POL-FWD -d 10\.240\.1\.5\/32 .* -j VNET-POLI-azvb/, 'its dispatch line is kept');
+  t.notMatch(update.iptablesRestore, /azvb/, 'nothing of the untouched endpoint is in the restore: its dispatch line stays as it is');
+  t.notMatch(update.iptablesRestore, /-[AD] VNET-POL-FWD/, 'the updated endpoint\'s dispatch is unchanged: no dispatch line touched');
   t.same(update.staleSets.sort(), [setA, `${setA}-t`].sort(), 'the replaced set and a crash leftover are destroyed after the swap; B\'s set stays');
 
   // Unisolated = removal: the chain is flushed and deleted in the same commit, after the dispatch no longer names it.
   const state2 = savedAfter(update.iptablesRestore, state1);
   const removal = planPolicyChange(parsePolicySave(state2), [{ hostVeth: 'azvb', policy: policy('10.240.1.5', open) }], new Set([setA2, setB]));
   const lines = removal.iptablesRestore.split('\n');
-  t.ok(lines.includes(':VNET-POLI-azvb - [0:0]') && lines.indexOf('-X VNET-POLI-azvb') > lines.indexOf(':VNET-POL-FWD - [0:0]'));
-  t.notMatch(removal.iptablesRestore, /-j VNET-POLI-azvb/);
+  t.ok(lines.includes(':VNET-POLI-azvb - [0:0]') && lines.indexOf('-X VNET-POLI-azvb') > lines.indexOf('-D VNET-POL-FWD -d 10.240.1.5/32 -m comment --comment "vnet-cni: default/a ingress" -j VNET-POLI-azvb'));
+  t.notMatch(removal.iptablesRestore, /-A VNET-POL-FWD .*-j VNET-POLI-azvb/);
+  t.notMatch(removal.iptablesRestore, /VNET-POLI-azva/, 'the other endpoint is not touched at all');
   t.same(removal.staleSets, [setB]);
 
   // Detach of an endpoint without policy: nothing to do, without even listing sets.
@@ -215,7 +221,9 @@ t.test('an address another veth still holds (a crash left it) is taken over whol
   t.ok(changeTouches(kernel, [{ hostVeth: 'azvnew', policy: policy('10.240.1.4', open) }]), 'even a pod no policy selects clears the stale chains of its address');
   const plan = planPolicyChange(kernel, [{ hostVeth: 'azvnew', policy: policy('10.240.1.4', open) }], new Set());
   t.match(plan.iptablesRestore, /-X VNET-POLI-azvold/);
-  t.notMatch(plan.iptablesRestore, /-j VNET-POLI-/);
+  t.match(plan.iptablesRestore, /^-D VNET-POL-FWD -d 10\.240\.1\.4\/32 .*-j VNET-POLI-azvold$/m, 'its dispatch line goes');
+  t.notMatch(plan.iptablesRestore, /^-[AI] .*-j VNET-POLI-/m, 'and no new one comes');
+  t.notMatch(savedAfter(plan.iptablesRestore, savedAfter(old.iptablesRestore, NODE_SAVE)), /VNET-POL[IE]-|conntrack/, 'nothing of the old endpoint is left, nor the replies line');
 });
 
 t.test('a missing or misplaced policy jump is repaired in the same commit', async (t) => {
@@ -265,4 +273,87 @@ t.test('the node chain starts with the policy jump, before the pod traffic ACCEP
   const first = lines.findIndex((l) => l.startsWith('-A VNET-FORWARD'));
   t.equal(lines[first], '-A VNET-FORWARD -m comment --comment "vnet-cni: policy" -j VNET-POL-FWD');
   t.notOk(lines.some((l) => l.startsWith(':VNET-POL-FWD')), 'never declared there: that would flush every policy');
+});
+
+t.test('the egress dispatch matches the pod\'s shape: the bridge port in mode bridge, the veth when routed', async (t) => {
+  const p = policy('10.240.1.4', open, deny);
+  t.same(renderEndpoint('azva', p).dispatch, ['-A VNET-POL-FWD -m physdev --physdev-in azva -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azva'], 'absent mode = bridge');
+  t.same(renderEndpoint('azva', p, 'bridge').dispatch, renderEndpoint('azva', p).dispatch);
+  t.same(renderEndpoint('azva', p, 'transparent').dispatch, ['-A VNET-POL-FWD -i azva -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azva']);
+  // An endpoint programmed before (both lines): the next change of it deletes the line its shape never matches.
+  const both = `${NODE_SAVE.replace('COMMIT\n', '')}:VNET-POLE-azva - [0:0]
+-A VNET-POL-FWD -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "vnet-cni: replies of allowed flows" -j RETURN
+-A VNET-POL-FWD -m physdev --physdev-in azva -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azva
+-A VNET-POL-FWD -i azva -m comment --comment "vnet-cni: default/a egress" -j VNET-POLE-azva
+-A VNET-POLE-azva -m comment --comment "vnet-cni: default/a egress not allowed by policy" -j DROP
+COMMIT
+`;
+  const plan = planPolicyChange(parsePolicySave(both), [{ hostVeth: 'azva', policy: p, mode: 'transparent' }], new Set());
+  t.match(plan.iptablesRestore, /^-D VNET-POL-FWD -m physdev --physdev-in azva .*-j VNET-POLE-azva$/m);
+  t.notMatch(plan.iptablesRestore, /^-[AD] VNET-POL-FWD -i azva/m, 'the routed line stays');
+  const after = parsePolicySave(savedAfter(plan.iptablesRestore, both));
+  t.same(planPolicyChange(after, [{ hostVeth: 'azva', policy: p, mode: 'transparent' }], new Set()).iptablesRestore, '', 'then idempotent');
+});
+
+t.test('a partial read (iptables -S of the node chain, the dispatch chain and the named endpoint\'s chains) plans the same change', async (t) => {
+  const pa = policy('10.240.1.4', { isolated: true, rules: [rule([peer('10.240.1.5/32')], null)] });
+  const pb = policy('10.240.1.5', { isolated: true, rules: [rule([peer('10.240.1.6/32')], null)] });
+  const state = savedAfter(planPolicyChange(parsePolicySave(NODE_SAVE), [{ hostVeth: 'azva', policy: pa }, { hostVeth: 'azvb', policy: pb }], new Set()).iptablesRestore, NODE_SAVE);
+  const setA = renderEndpoint('azva', pa).sets[0]!.name;
+  const setB = renderEndpoint('azvb', pb).sets[0]!.name;
+  t.same(chainsToRead([{ hostVeth: 'azva', policy: null }]), ['VNET-POLE-azva', 'VNET-POLI-azva']);
+  /** `iptables -S <chain>` as the tool prints it ('' for a chain that does not exist). */
+  const listing = (chain: string): string => {
+    const lines = state.split('\n');
+    if (!lines.includes(`:${chain} - [0:0]`)) return '';
+    return [`-N ${chain}`, ...lines.filter((l) => l.startsWith(`-A ${chain} `))].join('\n') + '\n';
+  };
+  const partial = parseChainListings(['VNET-FORWARD', 'VNET-POL-FWD', ...chainsToRead([{ hostVeth: 'azva', policy: null }])].map(listing));
+  t.notOk(partial.complete);
+  t.ok(partial.jumpFirst && partial.dispatchChain && partial.replies === 'first');
+  t.same([...partial.endpoints.keys()].sort(), ['azva', 'azvb'], 'every dispatched endpoint is known');
+  t.same(partial.endpoints.get('azvb')!.chains.get('VNET-POLI-azvb'), [], 'another endpoint\'s chain: by name only');
+  const full = parsePolicySave(state);
+  const del = [{ hostVeth: 'azva', policy: null }];
+  t.equal(planPolicyChange(partial, del, new Set([setA, setB])).iptablesRestore, planPolicyChange(full, del, new Set([setA, setB])).iptablesRestore, 'the same restore as from the whole table');
+  t.same(planPolicyChange(partial, del, new Set([setA, setB, `${setB}-t`])).staleSets.sort(), [setA, `${setB}-t`].sort(), 'stale candidates: the endpoint\'s old sets and fill leftovers (the kernel\'s reference count decides)');
+  t.same(planPolicyChange(partial, [{ hostVeth: 'azva', policy: pa }], new Set([setA, setB])), { ipsetRestore: '', iptablesRestore: '', staleSets: [] }, 'a re-apply from a partial read is no transaction');
+  // A stale endpoint holding the address (known only from its dispatch line) is removed by name.
+  const takeover = planPolicyChange(partial, [{ hostVeth: 'azvnew', policy: policy('10.240.1.5', deny) }], new Set([setA, setB]));
+  t.match(takeover.iptablesRestore, /^:VNET-POLI-azvb - \[0:0\]$/m);
+  t.match(takeover.iptablesRestore, /^-X VNET-POLI-azvb$/m);
+  t.match(takeover.iptablesRestore, /^-D VNET-POL-FWD -d 10\.240\.1\.5\/32 .*-j VNET-POLI-azvb$/m);
+  t.doesNotThrow(() => savedAfter(takeover.iptablesRestore, state), 'every -D names a rule that exists');
+});
+
+t.test('the last endpoint out takes the replies line with it; the first one in puts it first', async (t) => {
+  const pa = policy('10.240.1.4', deny);
+  const first = planPolicyChange(parsePolicySave(NODE_SAVE), [{ hostVeth: 'azva', policy: pa }], new Set());
+  const state = savedAfter(first.iptablesRestore, NODE_SAVE);
+  t.match(state, /:VNET-POL-FWD - \[0:0\]\n(?:.*\n)*?-A VNET-POL-FWD -m conntrack/);
+  t.equal(parsePolicySave(state).replies, 'first');
+  const last = planPolicyChange(parsePolicySave(state), [{ hostVeth: 'azva', policy: null }], new Set());
+  const after = savedAfter(last.iptablesRestore, state);
+  t.notMatch(after, /-A VNET-POL-FWD/, 'VNET-POL-FWD is empty again');
+  t.match(after, /:VNET-POL-FWD - \[0:0\]/, 'and still exists (VNET-FORWARD jumps to it)');
+});
+
+t.test('drop counters per endpoint and direction from iptables-save -c', async (t) => {
+  const save = `*nat
+[5:300] -A VNET-POLI-fake -j DROP
+COMMIT
+*filter
+[9:756] -A VNET-FORWARD -m comment --comment "vnet-cni: policy" -j VNET-POL-FWD
+[3:252] -A VNET-POL-FWD -d 10.240.1.4/32 -m comment --comment "vnet-cni: default/a ingress" -j VNET-POLI-azva
+[1:84] -A VNET-POLI-azva -p tcp -m set --match-set VNET-P4-0011223344556677 src -m multiport --dports 80 -j RETURN
+[2:168] -A VNET-POLI-azva -m comment --comment "vnet-cni: default/a ingress not allowed by policy" -j DROP
+[0:0] -A VNET-POLE-azva -m comment --comment "vnet-cni: default/a egress not allowed by policy" -j DROP
+[12345678901:0] -A VNET-POLE-azvb -m comment --comment "vnet-cni: default/b egress not allowed by policy" -j DROP
+COMMIT
+`;
+  t.same(parsePolicyDrops(save), [
+    { hostVeth: 'azva', direction: 'ingress', packets: 2n },
+    { hostVeth: 'azva', direction: 'egress', packets: 0n },
+    { hostVeth: 'azvb', direction: 'egress', packets: 12345678901n },
+  ]);
 });

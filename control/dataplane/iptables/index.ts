@@ -13,6 +13,7 @@ import type { Dataplane, EndpointPlan, NodeNetwork, EndpointPolicyUpdate } from 
 import { XTABLES_WAIT_S, busyError, detectIptablesBackend, onPath, xtablesBusy, type IptablesTools } from './backend.js';
 import { ensureBridge, restoreNic } from './bridge.js';
 import { IptablesPolicy } from './policy.js';
+import type { PolicyDrop } from './policy-rules.js';
 import { attachRoutedHost, checkRoutedHost } from '../routed.js';
 import {
   EB_POST_CHAIN, EB_PRE_CHAIN, EB_VIAHOST_CHAIN, FORWARD_CHAIN, POLICY_FWD_CHAIN, SNAT_CHAIN,
@@ -153,7 +154,7 @@ export class IptablesDataplane implements Dataplane {
   async attachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     // Policy first: its chains match the veth by name and the pod by address, so they hold
     // before the port joins the bridge (or, routed, the veth comes up): the pod cannot send or receive until then.
-    if (ep.policy) await this.policy.apply([{ hostVeth: ep.hostVeth, policy: ep.policy }]);
+    if (ep.policy) await this.policy.apply([{ hostVeth: ep.hostVeth, policy: ep.policy, mode: ep.netMode }]);
     try {
       if (transparent(ep)) {
         // No garp: nothing shares an L2 segment with the pod but its own host veth, made with it.
@@ -179,8 +180,14 @@ export class IptablesDataplane implements Dataplane {
     await netlink([{ op: 'garp', dev: ep.ifName, address: ep.ip, mac: ep.podMac }], ep.netns).catch(() => undefined);
   }
 
-  async applyPolicies(_node: NodeNetwork, updates: EndpointPolicyUpdate[]): Promise<void> {
-    await this.policy.apply(updates.map((u) => ({ hostVeth: u.hostVeth, policy: u.policy })));
+  async applyPolicies(node: NodeNetwork, updates: EndpointPolicyUpdate[]): Promise<void> {
+    // The node's pods all have its shape (a node changes mode only once drained).
+    await this.policy.apply(updates.map((u) => ({ hostVeth: u.hostVeth, policy: u.policy, mode: node.netMode })));
+  }
+
+  /** NetworkPolicy drops per endpoint (host veth) and direction: the chains' DROP counters (metrics). */
+  policyDrops(): Promise<PolicyDrop[]> {
+    return this.policy.drops();
   }
 
   async detachEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
@@ -195,7 +202,7 @@ export class IptablesDataplane implements Dataplane {
 
   async checkEndpoint(node: NodeNetwork, ep: EndpointPlan): Promise<void> {
     // Policy first: it applies to both pod shapes.
-    if (ep.policy) await this.policy.check(ep.hostVeth, ep.policy);
+    if (ep.policy) await this.policy.check(ep.hostVeth, ep.policy, ep.netMode);
     if (transparent(ep)) {
       await checkRoutedHost(ep);
       return;

@@ -5,21 +5,24 @@
 //
 // Shape (filter table, all chains ours):
 //   VNET-FORWARD (node chain)  -j VNET-POL-FWD first, then the ACCEPTs of pod traffic
-//   VNET-POL-FWD               ESTABLISHED,RELATED -> RETURN (replies, stateful);
-//                              per endpoint: --physdev-in <hostVeth>, and -i <hostVeth> (routed, mode
-//                                            transparent)  -> VNET-POLE-<hostVeth> (egress)
-//                                            -d <pod>/32           -> VNET-POLI-<hostVeth> (ingress)
+//   VNET-POL-FWD               ESTABLISHED,RELATED -> RETURN (replies, stateful), first;
+//                              per endpoint: --physdev-in <hostVeth> (mode bridge) or -i <hostVeth>
+//                                            (routed, mode transparent) -> VNET-POLE-<hostVeth> (egress)
+//                                            -d <pod>/32                -> VNET-POLI-<hostVeth> (ingress)
 //   VNET-POLE-/VNET-POLI-...   one line per compiled rule x peer set x protocol x port chunk, RETURN
 //                              on a match; the last line DROPs (its counter counts the drops)
 // A chain only ever RETURNs or DROPs: the accept stays with VNET-FORWARD, so a
-// same-VM packet passes its sender's egress chain and its receiver's ingress chain.
+// same-VM packet passes its sender's egress chain and its receiver's ingress chain,
+// and the order of the endpoints' dispatch lines does not matter: a change adds
+// and deletes its own endpoints' lines and leaves the others' alone.
 import { createHash } from 'node:crypto';
 import { DataplaneError } from '../../errors.js';
 import type { CompiledRule, DirectionPolicy, EndpointPolicy, IpFamily, L4Protocol, PeerCidr, PortRange } from '../../policy/types.js';
+import type { NetworkMode } from '../types.js';
 import { COMMENT, FORWARD_CHAIN, POLICY_FWD_CHAIN, POLICY_JUMP_SPEC } from './rules.js';
 import { formatIPv4, parseCidr, prefixMask } from '../../../cni/ip.js';
 
-export { POLICY_FWD_CHAIN, POLICY_JUMP_SPEC };
+export { FORWARD_CHAIN, POLICY_FWD_CHAIN, POLICY_JUMP_SPEC };
 export const INGRESS_PREFIX = 'VNET-POLI-';
 export const EGRESS_PREFIX = 'VNET-POLE-';
 /** Every policy chain name starts with this (and nothing else of ours does). */
@@ -254,8 +257,11 @@ export function mergeRules(rules: readonly CompiledRule[]): CompiledRule[] {
   return [...byPorts.values()];
 }
 
-/** Everything one endpoint's policy needs. */
-export function renderEndpoint(hostVeth: string, policy: EndpointPolicy): EndpointChains {
+/** The first line of VNET-POL-FWD while any endpoint is dispatched: replies of allowed flows skip every chain. */
+export const REPLIES_LINE = `-A ${POLICY_FWD_CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "${COMMENT}: replies of allowed flows" -j RETURN`;
+
+/** Everything one endpoint's policy needs; `mode` is the pod's shape (absent = bridge), which decides the egress match. */
+export function renderEndpoint(hostVeth: string, policy: EndpointPolicy, mode?: NetworkMode): EndpointChains {
   if (policy.family !== 'ipv4') throw new DataplaneError(`policy family ${String(policy.family)} is not supported by the iptables dataplane yet`);
   const address = v4Text(parseV4(policy.address));
   if (!address.endsWith('/32')) throw new DataplaneError(`policy address ${policy.address} is not a single IPv4 address`);
@@ -270,16 +276,17 @@ export function renderEndpoint(hostVeth: string, policy: EndpointPolicy): Endpoi
     const lines = mergeRules(dp.rules).flatMap((r) => ruleLines(name, direction, r, sets));
     lines.push(dropLine(name, who, direction));
     chains.push({ name, direction, lines });
-    // Egress by the pod's port: bridged (mode bridge, physdev) or routed (mode transparent, the veth is the
-    // in-interface). Each line matches only in its own mode, so both are always there.
-    const matches = direction === 'egress' ? [`-m physdev --physdev-in ${hostVeth} `, `-i ${hostVeth} `] : [`-d ${address} `];
-    for (const match of matches) dispatch.push(`-A ${POLICY_FWD_CHAIN} ${match}-m comment --comment "${commentText(`${COMMENT}: ${who} ${direction}`)}" -j ${name}`);
+    // Egress by the pod's port: bridged (mode bridge: the bridge port, physdev) or routed (mode transparent:
+    // the veth is the in-interface). Only the line of the pod's own shape: the other never matches.
+    const match = direction === 'ingress' ? `-d ${address} ` : mode === 'transparent' ? `-i ${hostVeth} ` : `-m physdev --physdev-in ${hostVeth} `;
+    dispatch.push(`-A ${POLICY_FWD_CHAIN} ${match}-m comment --comment "${commentText(`${COMMENT}: ${who} ${direction}`)}" -j ${name}`);
   }
   return { hostVeth, address, chains, dispatch, sets: [...sets.values()] };
 }
 
 // ---------------------------------------------------------------------------
-// What the kernel holds (iptables-save -t filter)
+// What the kernel holds: iptables-save -t filter (the whole table), or
+// `iptables -S` of a few chains (an endpoint's own change or check)
 // ---------------------------------------------------------------------------
 
 export interface KernelPolicyEndpoint {
@@ -302,6 +309,14 @@ export interface KernelPolicy {
   chainNames: Set<string>;
   /** ipsets referenced by each policy chain. */
   setRefs: Map<string, Set<string>>;
+  /** Where VNET-POL-FWD has the replies line: first (as it must be), elsewhere, or not at all. */
+  replies: 'first' | 'elsewhere' | 'absent';
+  /**
+   * The whole table was read. Otherwise only VNET-FORWARD, VNET-POL-FWD and the chains of the
+   * endpoints a change names: other endpoints' chains are known by name (their dispatch targets),
+   * not by content, and the sets they reference are unknown.
+   */
+  complete: boolean;
 }
 
 /** Strip iptables-save -c counters ("[1:2] -A ..."). */
@@ -309,10 +324,32 @@ function stripCounters(line: string): string {
   return line.replace(/^\[\d+:\d+\] /, '');
 }
 
+/**
+ * `iptables -S <chain>` output of some chains (each "-N chain" then its "-A" lines, as
+ * iptables-save prints them) as the partial KernelPolicy of parsePolicySave.
+ */
+export function parseChainListings(listings: readonly string[]): KernelPolicy {
+  const lines = ['*filter'];
+  for (const text of listings) {
+    for (const raw of text.split('\n')) {
+      const line = raw.trim();
+      const decl = /^-N (\S+)$/.exec(line);
+      if (decl) lines.push(`:${decl[1]} - [0:0]`);
+      else if (line.startsWith('-A ')) lines.push(line);
+    }
+  }
+  lines.push('COMMIT');
+  return { ...parsePolicySave(lines.join('\n')), complete: false };
+}
+
 export function parsePolicySave(text: string): KernelPolicy {
-  const out: KernelPolicy = { forwardChain: false, jumpFirst: false, jumpPresent: false, dispatchChain: false, endpoints: new Map(), chainNames: new Set(), setRefs: new Map() };
+  const out: KernelPolicy = {
+    forwardChain: false, jumpFirst: false, jumpPresent: false, dispatchChain: false, endpoints: new Map(), chainNames: new Set(), setRefs: new Map(),
+    replies: 'absent', complete: true,
+  };
   let table = '';
   let forwardRules = 0;
+  let dispatchRules = 0;
   const endpoint = (hostVeth: string): KernelPolicyEndpoint => {
     let e = out.endpoints.get(hostVeth);
     if (!e) out.endpoints.set(hostVeth, (e = { hostVeth, dispatch: [], chains: new Map() }));
@@ -352,11 +389,16 @@ export function parsePolicySave(text: string): KernelPolicy {
       refs.add(m[1]!);
     }
     if (chain === POLICY_FWD_CHAIN) {
+      if (line === REPLIES_LINE) out.replies = dispatchRules === 0 ? 'first' : 'elsewhere';
+      dispatchRules++;
       const target = /-j (\S+)$/.exec(body)?.[1];
       const veth = target ? vethOf(target) : undefined;
       if (!veth) continue;
       const e = endpoint(veth);
       e.dispatch.push(line);
+      // A jump's target exists: a partial read knows the chain by name even if it did not list it.
+      if (!e.chains.has(target!)) e.chains.set(target!, []);
+      out.chainNames.add(target!);
       if (target!.startsWith(INGRESS_PREFIX)) {
         const d = /(?:^| )-d (\S+)/.exec(body)?.[1];
         if (d) e.address = d.includes('/') ? d : `${d}/32`;
@@ -385,8 +427,11 @@ export interface PolicyPlan {
   staleSets: string[];
 }
 
-/** Wanted per endpoint: a policy to program, or null to remove whatever the endpoint has. */
-export type PolicyChange = { hostVeth: string; policy: EndpointPolicy | null };
+/**
+ * Wanted per endpoint: a policy to program, or null to remove whatever the endpoint has; `mode` is the
+ * pod's shape (absent = bridge).
+ */
+export type PolicyChange = { hostVeth: string; policy: EndpointPolicy | null; mode?: NetworkMode };
 
 function ipsetCreate(s: PeerSet): string[] {
   const tmp = s.name + SET_TMP_SUFFIX;
@@ -398,14 +443,6 @@ function ipsetCreate(s: PeerSet): string[] {
   ];
 }
 
-/**
- * The whole change as one ipset restore and one iptables-restore: the
- * dispatch chain is rewritten whole (endpoints not named keep their saved
- * lines), named endpoints' chains are redeclared (flushed and refilled in the
- * same commit) or flushed and deleted. A policy that isolates nothing is a
- * removal. A named endpoint's address taken over from another veth (a stale
- * endpoint a crash left) removes that endpoint's policy too.
- */
 function addressOf(p: EndpointPolicy): string {
   return v4Text(parseV4(p.address));
 }
@@ -419,56 +456,92 @@ export function changeTouches(kernel: KernelPolicy, changes: readonly PolicyChan
     (c.policy !== null && endpoints.some((e) => e.address === addressOf(c.policy!))));
 }
 
+/** The chains a change reads besides VNET-FORWARD and VNET-POL-FWD: the named endpoints' own. */
+export function chainsToRead(changes: readonly PolicyChange[]): string[] {
+  return changes.flatMap((c) => [chainName('egress', c.hostVeth), chainName('ingress', c.hostVeth)]);
+}
+
+/**
+ * The whole change as one ipset restore and one iptables-restore that touch
+ * only the named endpoints: their chains are redeclared (flushed and refilled
+ * in the same commit) or flushed and deleted, their dispatch lines that
+ * differ deleted (-D) and the missing ones appended; the replies line is
+ * kept first while any endpoint is dispatched. A policy that isolates
+ * nothing is a removal. A named endpoint's address taken over from another
+ * veth (a stale endpoint a crash left) removes that endpoint's policy too.
+ * `kernel` may be partial (parseChainListings of VNET-FORWARD, VNET-POL-FWD
+ * and chainsToRead): then the stale sets are those the named endpoints' old
+ * chains referenced (the caller destroys only the ones no chain still uses).
+ */
 export function planPolicyChange(kernel: KernelPolicy, changes: readonly PolicyChange[], existingSets: ReadonlySet<string>): PolicyPlan {
   const named = new Map<string, EndpointChains | null>();
   for (const c of changes) {
-    const r = c.policy ? renderEndpoint(c.hostVeth, c.policy) : null;
+    const r = c.policy ? renderEndpoint(c.hostVeth, c.policy, c.mode) : null;
     named.set(c.hostVeth, r && r.chains.length ? r : null);
   }
   const taken = new Set(changes.flatMap((c) => (c.policy ? [addressOf(c.policy)] : [])));
   for (const e of kernel.endpoints.values()) {
     if (!named.has(e.hostVeth) && e.address && taken.has(e.address)) named.set(e.hostVeth, null);
   }
-  const dispatch: string[] = [];
+  let keptDispatch = 0;
   const keptRefs = new Set<string>();
   for (const e of kernel.endpoints.values()) {
     if (named.has(e.hostVeth)) continue;
-    dispatch.push(...e.dispatch);
+    keptDispatch += e.dispatch.length;
     for (const chain of e.chains.keys()) for (const s of kernel.setRefs.get(chain) ?? []) keptRefs.add(s);
   }
   const declare = new Map<string, string[]>();
   const remove: string[] = [];
   const newSets = new Map<string, PeerSet>();
+  const delDispatch: string[] = [];
+  const addDispatch: string[] = [];
+  const oldRefs = new Set<string>();
   for (const [hostVeth, r] of named) {
+    const k = kernel.endpoints.get(hostVeth);
     const wanted = new Set(r?.chains.map((c) => c.name) ?? []);
     for (const c of r?.chains ?? []) declare.set(c.name, c.lines);
     for (const s of r?.sets ?? []) newSets.set(s.name, s);
-    dispatch.push(...(r?.dispatch ?? []));
-    for (const chain of kernel.endpoints.get(hostVeth)?.chains.keys() ?? []) if (!wanted.has(chain)) remove.push(chain);
+    const want = new Set(r?.dispatch ?? []);
+    const have = new Set(k?.dispatch ?? []);
+    delDispatch.push(...[...have].filter((l) => !want.has(l)));
+    addDispatch.push(...[...want].filter((l) => !have.has(l)));
+    for (const chain of k?.chains.keys() ?? []) {
+      if (!wanted.has(chain)) remove.push(chain);
+      for (const s of kernel.setRefs.get(chain) ?? []) oldRefs.add(s);
+    }
   }
+  const dispatched = keptDispatch + [...named.values()].reduce((n, r) => n + (r?.dispatch.length ?? 0), 0) > 0;
   // Unchanged content and nothing else to do: no transaction at all (an idempotent re-apply).
   const unchanged =
-    kernel.dispatchChain && kernel.jumpFirst && remove.length === 0 &&
+    kernel.dispatchChain && kernel.jumpFirst && remove.length === 0 && (kernel.replies === 'first') === dispatched &&
     [...named].every(([hostVeth, r]) => {
       const k = kernel.endpoints.get(hostVeth);
       if (!r) return !k || (k.chains.size === 0 && k.dispatch.length === 0);
       return k !== undefined && sameLines(k.dispatch, r.dispatch) && r.chains.every((c) => sameLines(k.chains.get(c.name) ?? [], c.lines)) && k.chains.size === r.chains.length;
     });
-  // What the chains reference once this is in; our other sets (and fill leftovers of a crash) go.
+  // What the chains reference once this is in; with the whole table read, our other sets (and fill
+  // leftovers of a crash) go; otherwise the named endpoints' old sets and fill leftovers are candidates.
   const referenced = new Set([...keptRefs, ...newSets.keys()]);
-  const staleSets = [...existingSets].filter((s) => s.startsWith(SET_PREFIX.ipv4) && !referenced.has(s));
+  const ours = (s: string): boolean => s.startsWith(SET_PREFIX.ipv4);
+  const staleSets = kernel.complete
+    ? [...existingSets].filter((s) => ours(s) && !referenced.has(s))
+    : [...new Set([...oldRefs, ...[...existingSets].filter((s) => s.endsWith(SET_TMP_SUFFIX))])].filter((s) => ours(s) && !newSets.has(s) && existingSets.has(s));
   if (unchanged) return { ipsetRestore: '', iptablesRestore: '', staleSets };
   const create = [...newSets.values()].filter((s) => !existingSets.has(s.name));
-  const lines = ['*filter', `:${POLICY_FWD_CHAIN} - [0:0]`];
+  // Declaring VNET-POL-FWD would flush every endpoint's dispatch: only when it does not exist.
+  const lines = ['*filter'];
+  if (!kernel.dispatchChain) lines.push(`:${POLICY_FWD_CHAIN} - [0:0]`);
   for (const name of declare.keys()) lines.push(`:${name} - [0:0]`);
   for (const name of remove) lines.push(`:${name} - [0:0]`);
   if (!kernel.jumpFirst) {
     if (kernel.jumpPresent) lines.push(`-D ${FORWARD_CHAIN} ${POLICY_JUMP_SPEC}`);
     lines.push(`-I ${FORWARD_CHAIN} 1 ${POLICY_JUMP_SPEC}`);
   }
-  if (dispatch.length) lines.push(`-A ${POLICY_FWD_CHAIN} -m conntrack --ctstate RELATED,ESTABLISHED -m comment --comment "${COMMENT}: replies of allowed flows" -j RETURN`);
-  lines.push(...dispatch);
+  for (const l of delDispatch) lines.push(`-D${l.slice(2)}`);
+  if (kernel.replies !== 'absent' && (!dispatched || kernel.replies === 'elsewhere')) lines.push(`-D${REPLIES_LINE.slice(2)}`);
+  if (dispatched && kernel.replies !== 'first') lines.push(`-I ${POLICY_FWD_CHAIN} 1${REPLIES_LINE.slice(`-A ${POLICY_FWD_CHAIN}`.length)}`);
   for (const chainLines of declare.values()) lines.push(...chainLines);
+  lines.push(...addDispatch);
   for (const name of remove) lines.push(`-X ${name}`);
   lines.push('COMMIT', '');
   return {
@@ -480,6 +553,27 @@ export function planPolicyChange(kernel: KernelPolicy, changes: readonly PolicyC
 
 function sameLines(a: readonly string[], b: readonly string[]): boolean {
   return a.length === b.length && a.every((l, i) => l === b[i]);
+}
+
+export interface PolicyDrop {
+  hostVeth: string;
+  direction: Direction;
+  packets: bigint;
+}
+
+/** The DROP counters of every policy chain, from `iptables-save -c -t filter`. */
+export function parsePolicyDrops(text: string): PolicyDrop[] {
+  const out: PolicyDrop[] = [];
+  let table = '';
+  for (const raw of text.split('\n')) {
+    const line = raw.trim();
+    if (line.startsWith('*')) table = line.slice(1);
+    if (table !== 'filter') continue;
+    const m = /^\[(\d+):\d+\] -A (VNET-POL[IE]-(\S+)) .*-j DROP$/.exec(line);
+    if (!m) continue;
+    out.push({ hostVeth: m[3]!, direction: m[2]!.startsWith(INGRESS_PREFIX) ? 'ingress' : 'egress', packets: BigInt(m[1]!) });
+  }
+  return out;
 }
 
 /** iptables-restore input that removes every policy chain (node teardown), given what the kernel has. */

@@ -1,10 +1,16 @@
 // Programs NetworkPolicy in the iptables dataplane (policy-rules.ts renders
-// it). One change = read what the kernel holds (iptables-save -t filter,
-// ipset list -n), create the new peer sets (ipset restore: filled under a
-// temporary name and renamed, so a set is whole or absent), swap the chains
-// (one iptables-restore --noflush: one atomic commit in both backends), then
-// destroy the sets nothing references any more. Rules never disappear before
-// their replacements exist: no window.
+// it). One change = read what the kernel holds, create the new peer sets
+// (ipset restore: filled under a temporary name and renamed, so a set is
+// whole or absent), swap the chains (one iptables-restore --noflush: one
+// atomic commit in both backends), then destroy the sets nothing references
+// any more. Rules never disappear before their replacements exist: no window.
+//
+// The read is what the change touches, not the table: a change of a few
+// endpoints (ADD, DEL, CHECK, a policy update) lists VNET-FORWARD,
+// VNET-POL-FWD and those endpoints' chains (`iptables -S <chain>`, in
+// parallel), so its cost does not grow with the node's other rules (the
+// kube-proxy rules, other pods' chains). A batch (the daemon's first sync)
+// reads the table once (iptables-save).
 //
 // Changes are read-modify-write of the shared dispatch chain, so they are
 // serialised: in this process by a promise chain, across processes (a
@@ -16,14 +22,17 @@ import { DataplaneError, DataplaneUnavailableError, TryAgainError } from '../../
 import { acquireLock } from '../../store/lock.js';
 import type { EndpointPolicy } from '../../policy/types.js';
 import { XTABLES_WAIT_S, busyError, onPath, xtablesBusy, type IptablesTools } from './backend.js';
+import type { NetworkMode } from '../types.js';
 import {
-  changeTouches, parsePolicySave, planPolicyChange, renderEndpoint, renderPolicyTeardown, renderSetDestroy,
-  SET_PREFIX, type KernelPolicy, type PolicyChange,
+  chainName, chainsToRead, changeTouches, parseChainListings, parsePolicyDrops, parsePolicySave, planPolicyChange, renderEndpoint,
+  renderPolicyTeardown, renderSetDestroy, FORWARD_CHAIN, POLICY_FWD_CHAIN, SET_PREFIX, type KernelPolicy, type PolicyChange, type PolicyDrop,
 } from './policy-rules.js';
 
 export const DEFAULT_POLICY_LOCK = '/run/vnet-cni/iptables-policy.lock';
 const LOCK_TIMEOUT_MS = 30_000;
 const BRIDGE_NF = '/proc/sys/net/bridge/bridge-nf-call-iptables';
+/** Up to this many endpoints in one change, read their chains one by one; more, read the whole table once. */
+const PARTIAL_READ_MAX = 4;
 
 /**
  * Same-VM pod traffic is bridged, and a bridged frame only passes iptables
@@ -76,6 +85,26 @@ export class IptablesPolicy {
     return parsePolicySave(res.stdout);
   }
 
+  /** `iptables -S` of one chain: its lines, or '' if the chain does not exist. */
+  private async listChain(tools: IptablesTools, chain: string): Promise<string> {
+    const res = await run([tools.iptables, '-w', String(XTABLES_WAIT_S), '-t', 'filter', '-S', chain], { timeoutMs: 30_000 });
+    if (res.code === 0) return res.stdout;
+    if (xtablesBusy(res.stderr)) throw busyError(`listing ${chain}`, res.stderr);
+    // legacy: "No chain/target/match by that name"; nft: "chain `X' in table `filter' does not exist" (wording varies by version).
+    if (/no chain|does not exist|not found/i.test(res.stderr)) return '';
+    throw new DataplaneError(`${tools.iptables} -S ${chain} failed: ${res.stderr.trim() || `exit ${res.code}`}`);
+  }
+
+  /** The node chain, the dispatch chain and these chains, listed in parallel (a partial KernelPolicy). */
+  private async readChains(tools: IptablesTools, chains: string[]): Promise<KernelPolicy> {
+    return parseChainListings(await Promise.all([FORWARD_CHAIN, POLICY_FWD_CHAIN, ...chains].map((c) => this.listChain(tools, c))));
+  }
+
+  /** What a change of these endpoints needs to know. */
+  private readFor(tools: IptablesTools, changes: readonly PolicyChange[]): Promise<KernelPolicy> {
+    return changes.length <= PARTIAL_READ_MAX ? this.readChains(tools, chainsToRead(changes)) : this.readKernel(tools);
+  }
+
   private async ipset(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
     if (!onPath('ipset')) throw new DataplaneUnavailableError('NetworkPolicy in the iptables dataplane needs the ipset tool on the node; install ipset');
     return run(['ipset', ...args], { timeoutMs: 60_000, ...(input === undefined ? {} : { input }) });
@@ -85,6 +114,22 @@ export class IptablesPolicy {
     const res = await this.ipset(['list', '-n']);
     if (res.code !== 0) throw new DataplaneError(`ipset list -n failed: ${res.stderr.trim() || `exit ${res.code}`}`);
     return new Set(res.stdout.split('\n').map((l) => l.trim()).filter(Boolean));
+  }
+
+  /** Of these sets, the ones no rule references (`ipset list -t`: the kernel's reference count). */
+  private async unreferenced(names: string[]): Promise<string[]> {
+    if (!names.length) return [];
+    const res = await this.ipset(['list', '-t']);
+    if (res.code !== 0) return [];
+    const refs = new Map<string, number>();
+    let name = '';
+    for (const line of res.stdout.split('\n')) {
+      const n = /^Name: (\S+)/.exec(line);
+      if (n) name = n[1]!;
+      const r = /^References: (\d+)/.exec(line);
+      if (r && name) refs.set(name, Number(r[1]));
+    }
+    return names.filter((s) => refs.get(s) === 0);
   }
 
   private async restore(tools: IptablesTools, input: string, what: string): Promise<void> {
@@ -111,29 +156,32 @@ export class IptablesPolicy {
     for (const c of changes) if (c.policy) renderEndpoint(c.hostVeth, c.policy);
     if (changes.some((c) => isolates(c.policy))) await ensureBridgeNetfilter();
     const tools = await this.tools();
+    const setsNeeded = changes.some((c) => isolates(c.policy));
     await this.exclusive(async () => {
-      const kernel = await this.readKernel(tools);
+      // The set names are read beside the chains when the change adds rules (it may need new sets).
+      const [kernel, listed] = await Promise.all([this.readFor(tools, changes), setsNeeded ? this.listSets() : undefined]);
       // Removing what is not there (a DEL of a pod without policy, a pod no policy selects): one read.
       if (!changeTouches(kernel, changes)) return;
-      if (changes.some((c) => isolates(c.policy)) && !kernel.forwardChain) {
+      if (setsNeeded && !kernel.forwardChain) {
         throw new DataplaneError('the node chain VNET-FORWARD is missing: the node is not set up for the iptables dataplane');
       }
-      const sets = await this.listSets();
+      const sets = listed ?? (await this.listSets());
       const plan = planPolicyChange(kernel, changes, sets);
       if (plan.ipsetRestore) {
         const res = await this.ipset(['-exist', 'restore'], plan.ipsetRestore);
         if (res.code !== 0) throw new DataplaneError(`creating policy ipsets failed: ${res.stderr.trim().slice(0, 1000)}`);
       }
       if (plan.iptablesRestore) await this.restore(tools, plan.iptablesRestore, 'programming NetworkPolicy chains');
-      await this.destroySets(plan.staleSets);
+      // A partial read does not know who else uses the old sets: the kernel's reference count does.
+      await this.destroySets(kernel.complete ? plan.staleSets : await this.unreferenced(plan.staleSets));
     });
   }
 
   /** Throws DataplaneError naming the first difference between the kernel and this endpoint's policy. */
-  async check(hostVeth: string, policy: EndpointPolicy): Promise<void> {
+  async check(hostVeth: string, policy: EndpointPolicy, mode?: NetworkMode): Promise<void> {
     const tools = await this.tools();
-    const kernel = await this.readKernel(tools);
-    const want = renderEndpoint(hostVeth, policy);
+    const kernel = await this.readChains(tools, [chainName('egress', hostVeth), chainName('ingress', hostVeth)]);
+    const want = renderEndpoint(hostVeth, policy, mode);
     const have = kernel.endpoints.get(hostVeth);
     for (const c of want.chains) {
       const lines = have?.chains.get(c.name);
@@ -147,6 +195,17 @@ export class IptablesPolicy {
       if (!want.chains.some((c) => c.name === name)) throw new DataplaneError(`policy chain ${name} is programmed but the policy does not isolate that direction`);
     }
     if (want.chains.length && !kernel.jumpFirst) throw new DataplaneError('VNET-FORWARD does not start with the jump to VNET-POL-FWD: policy is bypassed');
+  }
+
+  /**
+   * Packets each endpoint's policy dropped, per direction: the counters of the DROP closing its chains
+   * (one `iptables-save -c -t filter`; a scrape, not a CNI call). A chain swap by an update starts them at 0.
+   */
+  async drops(): Promise<PolicyDrop[]> {
+    const tools = await this.tools();
+    const res = await run([tools.save, '-c', '-t', 'filter'], { timeoutMs: 30_000 });
+    if (res.code !== 0) throw new DataplaneError(`${tools.save} -c -t filter failed: ${res.stderr.trim() || `exit ${res.code}`}`);
+    return parsePolicyDrops(res.stdout);
   }
 
   /** Remove every policy chain and set (node teardown). Safe to rerun. */

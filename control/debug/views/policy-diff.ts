@@ -9,6 +9,7 @@ import { MAPS, POL_F, decodePolCidrKey, decodePolEp, decodePolEpKey, decodePolId
 import { parsePolicySave, renderEndpoint, SET_PREFIX, type KernelPolicy } from '../../dataplane/iptables/policy-rules.js';
 import { detectIptablesBackend, onPath } from '../../dataplane/iptables/backend.js';
 import type { DirectionPolicy, EndpointPolicy } from '../../policy/types.js';
+import type { NetworkMode } from '../../dataplane/types.js';
 import { run } from '../../exec.js';
 import { DataplaneError } from '../../errors.js';
 import { dumpPinnedMap } from '../bpftool.js';
@@ -179,8 +180,8 @@ function lineDiff(where: string, want: readonly string[], have: readonly string[
   return out;
 }
 
-/** Expected endpoints need `hostVeth` (the store's record); those without one are skipped. */
-export function diffIptablesPolicy(expected: readonly ExpectedEndpoint[] | undefined, kernel: KernelPolicy, sets: Map<string, Set<string>>): PolicyIssue[] {
+/** Expected endpoints need `hostVeth` (the store's record); those without one are skipped. `mode`: the node's pod shape (absent = bridge). */
+export function diffIptablesPolicy(expected: readonly ExpectedEndpoint[] | undefined, kernel: KernelPolicy, sets: Map<string, Set<string>>, mode?: NetworkMode): PolicyIssue[] {
   const issues: PolicyIssue[] = [];
   const byVeth = new Map<string, ExpectedEndpoint>();
   for (const e of expected ?? []) if (e.hostVeth) byVeth.set(e.hostVeth, e);
@@ -201,7 +202,7 @@ export function diffIptablesPolicy(expected: readonly ExpectedEndpoint[] | undef
     if (exp) {
       let want;
       try {
-        want = renderEndpoint(veth, exp.policy);
+        want = renderEndpoint(veth, exp.policy, mode);
       } catch (err) {
         issues.push({ endpoint: ip, kind: 'different', detail: `the computed rules do not render (${(err as Error).message})` });
         continue;
@@ -276,7 +277,7 @@ async function readAndDiff(ctx: DebugContext, mode: string | undefined, expected
   }
   if (mode === 'iptables') {
     const { kernel, sets } = await readIptables();
-    return capIssues('iptables', expected !== undefined, diffIptablesPolicy(expected, kernel, sets));
+    return capIssues('iptables', expected !== undefined, diffIptablesPolicy(expected, kernel, sets, ctx.snapshot.state.node?.network.netMode));
   }
   return undefined;
 }
