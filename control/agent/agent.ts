@@ -37,6 +37,9 @@ const JUST_ENSURED_MS = 2_000;
 /** A pool fetched before taking the node lock, so a slow source never holds it. */
 type Prefetched = { pool: NicPool } | { err: unknown };
 
+/** How long a reclaim pass that released nothing spares pool-exhausted ADDs another pass (see Agent.add). */
+export const RECLAIM_RETRY_MS = 10_000;
+
 function poolStale(state: NodeState, now: number): boolean {
   return state.poolFetchedAt === undefined || now - state.poolFetchedAt >= POOL_MAX_AGE_MS;
 }
@@ -127,6 +130,8 @@ export class Agent implements AgentApi {
   private readonly dataplanes = new Map<DataplaneMode, Promise<Dataplane>>();
   /** The node state this process last set up in full, and when (see ensureNode). */
   private lastEnsured: { mode: DataplaneMode; node: NodeNetwork; at: number } | undefined;
+  /** When a reclaim pass last released nothing (ports.now()); cleared by one that released something. */
+  private lastFruitlessReclaim: number | undefined;
   private readonly log: Logger;
   readonly store: StateStore;
   private readonly host: HostNetwork;
@@ -287,12 +292,20 @@ export class Agent implements AgentApi {
 
   // ---- verbs ------------------------------------------------------------
 
-  /** ADD; when the pool is empty, first release endpoints whose pod died without a DEL (reclaim.ts) and try once more. */
+  /**
+   * ADD; when the pool is empty, first release endpoints whose pod died without a DEL (reclaim.ts) and try
+   * once more. On a full node where nothing died, a pass that released nothing stands for RECLAIM_RETRY_MS:
+   * the ADDs that keep coming (kubelet retries, every pod of a scale-up) fail at once instead of each
+   * judging every endpoint again. Per process: the daemon's, or one standalone plugin call.
+   */
   async add(call: CniCall): Promise<CniResult> {
     try {
       return await this.addOnce(call);
     } catch (err) {
-      if (!(err instanceof PoolExhaustedError) || (await this.reclaim()).length === 0) throw err;
+      if (!(err instanceof PoolExhaustedError)) throw err;
+      const last = this.lastFruitlessReclaim;
+      if (last !== undefined && this.ports.now() - last < RECLAIM_RETRY_MS) throw err;
+      if ((await this.reclaim()).length === 0) throw err;
       return this.addOnce(call);
     }
   }
@@ -697,6 +710,7 @@ export class Agent implements AgentApi {
       const cfg = { ...config, name: rec.network, dataplane: rec.mode, mode: rec.netMode ?? 'bridge' };
       if (await this.delIf({ containerId: rec.containerId, ifName: rec.ifName, netns: rec.netns, args: {}, config: cfg }, rec)) released.push(key);
     }
+    this.lastFruitlessReclaim = released.length ? undefined : this.ports.now();
     return released;
   }
 

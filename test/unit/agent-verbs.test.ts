@@ -10,6 +10,7 @@ import {
   DataplaneError, DataplaneUnavailableError, InvalidEnvError, NotReadyError, PoolExhaustedError, TryAgainError, UnknownContainerError, VnetError,
 } from '../../control/errors.js';
 import { hostVethName } from '../../control/netlink/veth.js';
+import { RECLAIM_RETRY_MS } from '../../control/agent/agent.js';
 
 const NOTHING = { veths: [], podIfaces: [], attached: [], endpoints: [], held: [] };
 
@@ -315,4 +316,32 @@ t.test('an empty pool first reclaims endpoints whose pod died without a DEL (net
   t.ok(res.ips?.[0], 'the ADD got the dead pod\'s address');
   t.same(Object.keys(node.store.snapshot().endpoints).sort(), ['live/eth0', 'new/eth0'], 'the dead endpoint was released, the live one kept');
   await t.rejects(agent.add(call(node, 'more')), PoolExhaustedError, 'nothing else to reclaim: the pool is really full');
+});
+
+t.test('on a full node, a reclaim that released nothing spares the next ADDs another pass for RECLAIM_RETRY_MS', async (t) => {
+  const node = new FakeNode(2);
+  const { agent } = node.agent();
+  const a = call(node, 'a');
+  await agent.add(a);
+  await agent.add(call(node, 'b'));
+  let passes = 0;
+  const reclaim = agent.reclaim.bind(agent);
+  agent.reclaim = () => {
+    passes++;
+    return reclaim();
+  };
+  await t.rejects(agent.add(call(node, 'c')), PoolExhaustedError, 'full, nobody died');
+  t.equal(passes, 1, 'the first exhausted ADD reclaims');
+  node.removeNetns(a.netns); // a dies without a DEL, right after that pass
+  for (const id of ['d', 'e', 'f']) await t.rejects(agent.add(call(node, id)), PoolExhaustedError);
+  t.equal(passes, 1, 'the next ADDs within the interval fail at once, without a pass');
+  t.ok(node.store.snapshot().endpoints['a/eth0'], 'the dead endpoint is still held');
+  node.clock += RECLAIM_RETRY_MS;
+  const res = await agent.add(call(node, 'g'));
+  t.equal(passes, 2, 'after the interval an exhausted ADD reclaims again');
+  t.ok(res.ips?.[0], 'and gets the dead pod\'s address');
+  t.notOk(node.store.snapshot().endpoints['a/eth0'], 'released');
+  node.removeNetns(node.store.snapshot().endpoints['g/eth0']!.netns);
+  t.ok((await agent.add(call(node, 'h'))).ips?.[0], 'a pass that released something does not hold back the next one');
+  t.equal(passes, 3);
 });

@@ -90,8 +90,9 @@ export class IptablesPolicy {
     const res = await run([tools.iptables, '-w', String(XTABLES_WAIT_S), '-t', 'filter', '-S', chain], { timeoutMs: 30_000 });
     if (res.code === 0) return res.stdout;
     if (xtablesBusy(res.stderr)) throw busyError(`listing ${chain}`, res.stderr);
-    // legacy: "No chain/target/match by that name"; nft: "chain `X' in table `filter' does not exist" (wording varies by version).
-    if (/no chain|does not exist|not found/i.test(res.stderr)) return '';
+    // legacy: "No chain/target/match by that name"; iptables-nft 1.8.9 says "chain `X' in table `filter' is
+    // incompatible, use 'nft' tool" for a chain that does not exist (a chain of ours is never nft-only).
+    if (/no chain|does not exist|incompatible/i.test(res.stderr)) return '';
     throw new DataplaneError(`${tools.iptables} -S ${chain} failed: ${res.stderr.trim() || `exit ${res.code}`}`);
   }
 
