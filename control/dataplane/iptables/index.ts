@@ -161,6 +161,11 @@ export class IptablesDataplane implements Dataplane {
         await attachRoutedHost(ep, node);
         return;
       }
+      // Packets the node routed to this address before its policy existed (from another VM: they reach the
+      // node's own MAC, then FORWARD accepted them with no chain to stop them) wait in the bridge's neighbour
+      // queue for an ARP answer, and the pod's first answer would release them past the policy. Drop them
+      // with the entry: from here on FORWARD holds the chains.
+      if (ep.policy) await run(['ip', '-4', 'neigh', 'flush', 'to', ep.ip, 'dev', node.bridge], { timeoutMs: 10_000 }).catch(() => undefined);
       await netlink([{ op: 'linkSet', dev: ep.hostVeth, master: node.bridge, up: true }]);
       const r = ebtablesEndpointRule(node, ep);
       // The rule names the pod's MAC: one this ADD just made up cannot be in the chain (saves a spawn).
