@@ -101,9 +101,17 @@ export class IptablesPolicy {
     return parseChainListings(await Promise.all([FORWARD_CHAIN, POLICY_FWD_CHAIN, ...chains].map((c) => this.listChain(tools, c))));
   }
 
-  /** What a change of these endpoints needs to know. */
-  private readFor(tools: IptablesTools, changes: readonly PolicyChange[]): Promise<KernelPolicy> {
-    return changes.length <= PARTIAL_READ_MAX ? this.readChains(tools, chainsToRead(changes)) : this.readKernel(tools);
+  /**
+   * What a change of these endpoints needs to know. The dispatch chain names every endpoint's chains
+   * (a chain and its dispatch lines come and go in one commit), so an ADD (no chains yet) or a DEL
+   * (its chains go whatever they hold) needs no more; the content of an endpoint's chains only tells an
+   * unchanged re-apply (no transaction, counters kept), so it is read for policed endpoints that stay so.
+   */
+  private async readFor(tools: IptablesTools, changes: readonly PolicyChange[]): Promise<KernelPolicy> {
+    if (changes.length > PARTIAL_READ_MAX) return this.readKernel(tools);
+    const base = await this.readChains(tools, []);
+    const again = changes.filter((c) => isolates(c.policy) && base.endpoints.has(c.hostVeth));
+    return again.length ? this.readChains(tools, chainsToRead(again)) : base;
   }
 
   private async ipset(args: string[], input?: string): Promise<{ code: number; stdout: string; stderr: string }> {
@@ -117,9 +125,8 @@ export class IptablesPolicy {
     return new Set(res.stdout.split('\n').map((l) => l.trim()).filter(Boolean));
   }
 
-  /** Of these sets, the ones no rule references (`ipset list -t`: the kernel's reference count). */
-  private async unreferenced(names: string[]): Promise<string[]> {
-    if (!names.length) return [];
+  /** Our sets no rule references (`ipset list -t`: the kernel's reference count). */
+  private async unreferenced(): Promise<string[]> {
     const res = await this.ipset(['list', '-t']);
     if (res.code !== 0) return [];
     const refs = new Map<string, number>();
@@ -130,7 +137,7 @@ export class IptablesPolicy {
       const r = /^References: (\d+)/.exec(line);
       if (r && name) refs.set(name, Number(r[1]));
     }
-    return names.filter((s) => refs.get(s) === 0);
+    return [...refs].filter(([name, n]) => n === 0 && name.startsWith(SET_PREFIX.ipv4)).map(([name]) => name);
   }
 
   private async restore(tools: IptablesTools, input: string, what: string): Promise<void> {
@@ -173,8 +180,12 @@ export class IptablesPolicy {
         if (res.code !== 0) throw new DataplaneError(`creating policy ipsets failed: ${res.stderr.trim().slice(0, 1000)}`);
       }
       if (plan.iptablesRestore) await this.restore(tools, plan.iptablesRestore, 'programming NetworkPolicy chains');
-      // A partial read does not know who else uses the old sets: the kernel's reference count does.
-      await this.destroySets(kernel.complete ? plan.staleSets : await this.unreferenced(plan.staleSets));
+      // A partial read does not know who else uses the old sets: the kernel's reference count does. Only
+      // a change that took chains away (or a fill leftover) can have left one unused. The flock keeps
+      // every other writer out until the sets it creates are referenced.
+      const tookChains = changes.some((c) => kernel.endpoints.has(c.hostVeth)) || plan.iptablesRestore.includes('\n-X ');
+      if (kernel.complete) await this.destroySets(plan.staleSets);
+      else if (plan.staleSets.length || (plan.iptablesRestore && tookChains)) await this.destroySets(await this.unreferenced());
     });
   }
 
