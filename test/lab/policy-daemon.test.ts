@@ -6,7 +6,8 @@
 // up again, `vnetctl debug policy` shows the pod's rules and no difference
 // with the kernel on a clean node, then flags one policy map entry (ebpf,
 // bpftool) or one rule (iptables -D) deleted behind the daemon's back, and the
-// metrics count rules and sync latency. Then the daemon is restarted without
+// metrics count rules and sync latency. A policy file with its kind misspelt
+// isolates its namespace (fail closed) and shows as BROKEN. Then the daemon is restarted without
 // --policy-dir (a flag lost from a unit file): the isolated pod stays
 // isolated, a new pod starts default-deny, and the hold shows in STATUS, the
 // metrics and `vnetctl debug policy`; only --disable-network-policy opens up.
@@ -131,6 +132,18 @@ for (const mode of MODES) t.test(`daemon --policy-dir in ${mode} mode`, async (t
   await pollUntil(async () => ((await ping(db.netns, web.ip)) ? true : undefined), 30_000, 100, 'the policy removal to open web');
   t.ok(await ping(db.netns, web2.ip), 'policy file removed: web2 open too');
 
+  // A policy with its kind misspelt cannot be read: it fails closed over its whole namespace, never open.
+  put(policyDir, 'typo.yaml', 'kind: NetworkPolcy\nmetadata: { name: deny-db, namespace: default }\nspec: { podSelector: { matchLabels: { app: db } } }\n');
+  await pollUntil(async () => ((await ping(db.netns, web.ip)) ? undefined : true), 30_000, 100, 'the broken policy to isolate the namespace');
+  t.notOk(await ping(web.netns, db.ip, { count: 3 }), 'broken policy: db isolated both ways');
+  const broken = await lab.execVm('vm1', [...vnetctl, 'debug', 'policy', 'default/web']);
+  t.match(broken.stdout, /\nBROKEN: default\/deny-db: typo\.yaml: kind "NetworkPolcy" is not used by policy .*; the policy is broken: it isolates every pod in namespace default both ways/);
+  t.match(broken.stdout, /default\/web \S+\n {2}selected by: default\/deny-db\n {2}ingress: deny all\n {2}egress: deny all\n/);
+  const brokenMetrics = await lab.execVm('vm1', ['curl', '-s', '--unix-socket', '/run/vnet-cni/metrics.sock', 'http://x/metrics']);
+  t.match(brokenMetrics.stdout, /\nvnet_cni_policy_policies\{state="invalid"\} 1\n/);
+  rmSync(path.join(policyDir, 'typo.yaml'));
+  await pollUntil(async () => ((await ping(db.netns, web.ip)) ? true : undefined), 30_000, 100, 'the broken file removed to open up');
+
   const metrics = await lab.execVm('vm1', ['curl', '-s', '--unix-socket', '/run/vnet-cni/metrics.sock', 'http://x/metrics']);
   t.match(metrics.stdout, /vnet_cni_policy_synced 1/);
   t.match(metrics.stdout, /vnet_cni_policy_sync_seconds_count [1-9]/);
@@ -149,6 +162,7 @@ for (const mode of MODES) t.test(`daemon --policy-dir in ${mode} mode`, async (t
   t.notOk(await ping(held.netns, db.ip, { count: 3 }), 'a new pod starts default-deny (egress)');
   const heldView = await lab.execVm('vm1', [...vnetctl, 'debug', 'policy']);
   t.match(heldView.stdout, /^policy: HELD \(this node enforces NetworkPolicy \(since .*\) but the daemon was started without --policy-dir or --network-policy: .*--disable-network-policy to turn policy off/m);
+  t.match(heldView.stdout, new RegExp(`\\nkernel \\(${mode}\\): held, nothing computed: only the kernel's own consistency checked\\ndifferences: none\\n`), 'the held rules are consistent in the kernel');
   const heldMetrics = await lab.execVm('vm1', ['curl', '-s', '--unix-socket', '/run/vnet-cni/metrics.sock', 'http://x/metrics']);
   t.match(heldMetrics.stdout, /\nvnet_cni_policy_held 1\n/);
   const status = await lab.execVm('vm1', [...vnetctl, 'status', '--conflist', path.join(VM_CONF_DIR, '10-azure.conflist'), '--socket', SOCKET]);

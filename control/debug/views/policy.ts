@@ -58,9 +58,9 @@ export async function collectPolicyWithKernel(ctx: DebugContext, pod?: string): 
   return { ...view, kernel: { ...kernel, issues: kernel.issues.filter((i) => i.endpoint === '-' || addresses.has(i.endpoint)) } };
 }
 
-function kernelText(k: PolicyKernelDiff): string {
+function kernelText(k: PolicyKernelDiff, uncompared = 'no daemon'): string {
   if (k.unavailable !== undefined) return `kernel (${k.dataplane}): unavailable: ${k.unavailable}\n`;
-  const head = `kernel (${k.dataplane}): ${k.compared ? 'compared with the computed policy' : 'no daemon: only the kernel\'s own consistency checked'}\n`;
+  const head = `kernel (${k.dataplane}): ${k.compared ? 'compared with the computed policy' : `${uncompared}: only the kernel's own consistency checked`}\n`;
   if (k.issues.length === 0) return `${head}differences: none\n`;
   return `${head}differences (${k.issues.length + k.more}):\n${k.issues.map((i) => `  ! ${i.endpoint} ${i.kind}: ${i.detail}\n`).join('')}${k.more ? `  ... ${k.more} more\n` : ''}`;
 }
@@ -78,7 +78,7 @@ function directionText(name: string, d: DirectionPolicy): string {
 }
 
 export function renderPolicy(v: PolicyView): string {
-  if (v.held) return `policy: HELD (${v.why})\n${v.kernel ? kernelText(v.kernel) : ''}`;
+  if (v.held) return `policy: HELD (${v.why})\n${v.kernel ? kernelText(v.kernel, 'held, nothing computed') : ''}`;
   if (!v.enabled || !v.dump) return `policy: off (${v.why})\n${v.kernel ? kernelText(v.kernel) : ''}`;
   const { status, source, endpoints } = v.dump;
   const s = status.stats;
