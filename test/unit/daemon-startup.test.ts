@@ -146,3 +146,15 @@ t.test('a node that never enforced policy: no flag needed, nothing held', async 
   t.same(applied(), []);
   t.same(attached('web')!.policy, undefined);
 });
+
+t.test('a broken policy is logged as an error saying what it isolates', async (t) => {
+  const { dir, node } = setup(t);
+  put(dir, 'typo.yaml', 'kind: NetworkPolcy\nmetadata: { name: deny, namespace: shop }\nspec: { podSelector: {} }\n');
+  const { logger, lines } = recordingLogger();
+  const policy = new NodePolicy({ dir, logger, registry: new Registry() });
+  const { agent } = node.agent({ policy: policy.engine });
+  await startNode(agent, { policy, logger, registry: new Registry() });
+  t.teardown(() => policy.stop());
+  await policy.engine.idle();
+  t.match(lines.filter((l) => l.level === 50), [{ msg: /^broken policy \(enforced fail-closed\): typo\.yaml: kind "NetworkPolcy" .*it isolates every pod in namespace shop both ways/ }]);
+});
