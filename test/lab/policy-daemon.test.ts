@@ -92,7 +92,7 @@ for (const mode of MODES) t.test(`daemon --policy-dir in ${mode} mode`, async (t
     return Number(/^vnet_cni_policy_drops_total\{pod="default\/web",direction="ingress"\} (\d+)$/m.exec(text)?.[1] ?? -1);
   };
   const dropsBefore = await webDrops();
-  t.notOk(await ping(db.netns, web.ip), 'db -> web denied');
+  t.notOk(await ping(db.netns, web.ip, { count: 1, timeoutSec: 2 }), 'db -> web denied');
   const dropsAfter = await webDrops();
   t.ok(dropsBefore >= 0 && dropsAfter > dropsBefore, `vnet_cni_policy_drops_total{pod="default/web",direction="ingress"} rose: ${dropsBefore} -> ${dropsAfter}`);
 
