@@ -76,6 +76,22 @@ int from_pod(struct __sk_buff *skb)
 	return fwd_to_nic(skb, &p, cfg);
 }
 
+/* p travels the original direction of a connection the stack SNATed from a
+ * local pod: p (a copy) gets the pod's address and port back, for policy.
+ * Counted policy-masq-origin. */
+static __always_inline int snat_origin_pod(struct __sk_buff *skb, struct vnet_pkt *p)
+{
+	__be32 saddr;
+	__be16 sport;
+
+	if (!ct_v4_snat_origin(skb, p, &saddr, &sport) || !endpoint_lookup(saddr))
+		return 0;
+	p->saddr = saddr;
+	p->sport = sport;
+	counter_inc(VNET_REASON_POLICY_MASQ_ORIGIN);
+	return 1;
+}
+
 SEC("tc")
 int to_nic(struct __sk_buff *skb)
 {
@@ -92,8 +108,16 @@ int to_nic(struct __sk_buff *skb)
 	rc = pkt_parse(skb, &p);
 	if (rc == PARSE_NOT_IPV4)
 		return TC_ACT_OK;
-	if (!endpoint_lookup(p.saddr))
-		return TC_ACT_OK; /* the node's own traffic */
+	if (!endpoint_lookup(p.saddr)) {
+		/* The node's own traffic, or a pod's that the stack masqueraded on
+		 * its way out (ip-masq-agent, kube-proxy's MASQUERADE of hairpin
+		 * and NodePort traffic to a backend elsewhere): that still owes its
+		 * pod's egress policy, judged with the pod's own address. */
+		if (rc == PARSE_OK && p.saddr == cfg->primary_ip && (cfg->flags & VNET_CFG_F_CT_CHECK) &&
+		    snat_origin_pod(skb, &p))
+			return pol_egress(skb, cfg, &p);
+		return TC_ACT_OK;
+	}
 	if (rc == PARSE_MALFORMED)
 		return drop(VNET_REASON_DROP_MALFORMED);
 	/* Every pod packet leaving the node passes here, redirected by from_pod
@@ -232,6 +256,12 @@ int from_nic(struct __sk_buff *skb)
 	return fwd_to_endpoint(skb, &p, ep, VNET_REASON_FWD_FROM_NIC);
 }
 
+/* The node itself: its primary IP or loopback (a localhost NodePort). */
+static __always_inline int is_node_addr(const struct vnet_config *cfg, __u32 addr)
+{
+	return addr == cfg->primary_ip || (bpf_ntohl(addr) >> 24) == 127;
+}
+
 /* What the kernel stack delivers to a pod (tc egress of its host veth): the
  * node's own traffic, and whatever from_pod/from_nic handed to the stack
  * (kube-proxy flows, fragments, IP options, non-fast-path replies). Packets
@@ -240,7 +270,9 @@ SEC("tc")
 int to_pod(struct __sk_buff *skb)
 {
 	const struct vnet_config *cfg = config_get();
-	struct vnet_pkt p;
+	struct vnet_pkt p, q;
+	__be32 osaddr;
+	__be16 osport;
 	int rc, v;
 
 	if (!cfg)
@@ -250,8 +282,23 @@ int to_pod(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (rc == PARSE_MALFORMED)
 		return drop(VNET_REASON_DROP_MALFORMED); /* the stack checked the IP header: a bad L4 */
-	if (endpoint_lookup(p.saddr) && pol_egress(skb, cfg, &p) != TC_ACT_OK)
-		return TC_ACT_SHOT;
+	if (endpoint_lookup(p.saddr)) {
+		if (pol_egress(skb, cfg, &p) != TC_ACT_OK)
+			return TC_ACT_SHOT;
+	} else if ((cfg->flags & VNET_CFG_F_CT_CHECK) && ct_v4_snat_origin(skb, &p, &osaddr, &osport) &&
+		   !is_node_addr(cfg, osaddr)) {
+		/* The stack masqueraded it, typically to the node's IP (NodePort
+		 * with externalTrafficPolicy=Cluster, hairpin): judge the source it
+		 * had, as the iptables dataplane does in FORWARD (before SNAT).
+		 * That source is no node, so no exception below applies. */
+		counter_inc(VNET_REASON_POLICY_MASQ_ORIGIN);
+		q = p;
+		q.saddr = osaddr;
+		q.sport = osport;
+		if (endpoint_lookup(q.saddr) && pol_egress(skb, cfg, &q) != TC_ACT_OK)
+			return TC_ACT_SHOT;
+		return pol_ingress(skb, cfg, &q);
+	}
 	v = pol_check(skb, cfg, &p, VNET_POL_DIR_INGRESS);
 	if (v != POL_DENY) {
 		pol_count(v);

@@ -25,6 +25,8 @@ struct vnet_pkt {
 	__u8 icmp_type;
 	__u8 pad;
 	__u32 l4_off;
+	__u16 ip_id; /* network order */
+	__u16 pad2;
 };
 
 enum {
@@ -63,6 +65,7 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct vnet_pkt *p)
 	p->tos = ip.tos;
 	p->proto = ip.protocol;
 	p->frag = bpf_ntohs(ip.frag_off);
+	p->ip_id = ip.id;
 	p->l4_off = ETH_HLEN + p->ihl;
 
 	/* Options shift L4 and later fragments carry no L4 header: callers

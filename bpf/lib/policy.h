@@ -34,7 +34,13 @@ enum pol_verdict {
 	POL_ESTABLISHED = 1, /* a flow this endpoint admitted */
 	POL_RULE = 2,        /* a new flow, admitted by a rule */
 	POL_DENY = 3,
+	POL_RELATED_ICMP = 4, /* an ICMP error about a flow this endpoint admitted */
+	POL_RELATED_FRAG = 5, /* a later fragment of a datagram this endpoint admitted */
 };
+
+#define VNET_ICMP_DEST_UNREACH 3
+#define VNET_ICMP_TIME_EXCEEDED 11
+#define VNET_ICMP_PARAMETERPROB 12
 
 /* Source and destination ports for policy: TCP/UDP/ICMP echo come from the
  * parser, SCTP is read here (the parser's has_l4 feeds NAT, which never
@@ -85,13 +91,87 @@ static __always_inline int pol_rules_allow(__u32 id, __u32 remote, __u8 proto, _
 	return bpf_map_lookup_elem(&vnet_pol_ports, &pk) != NULL;
 }
 
+/* An ICMP error (destination unreachable, e.g. "fragmentation needed";
+ * time exceeded; parameter problem) carries the IP header and the first 8
+ * bytes of the packet it is about. That packet was sent by the error's
+ * destination, or received by its source, so one of its addresses is
+ * `local`: the flow key of that connection as `local` holds it, or 0 if the
+ * packet is no such error, or names no TCP/UDP/SCTP/ICMP-echo flow of `local`.
+ * Like conntrack's RELATED, any router on the path may send it. */
+static __always_inline int pol_icmp_error_flow(struct __sk_buff *skb, const struct vnet_pkt *p, __u32 local,
+					       struct vnet_pol_flow_key *fk)
+{
+	struct iphdr in;
+	__u16 l4[4]; /* TCP/UDP/SCTP: sport, dport; ICMP: type+code, csum, id, seq */
+	__u32 off = ETH_HLEN + sizeof(struct iphdr) + 8;
+	int mine;
+
+	if (p->proto != IPPROTO_ICMP || p->ihl != sizeof(struct iphdr) || (p->frag & IP_OFFSET) ||
+	    (p->icmp_type != VNET_ICMP_DEST_UNREACH && p->icmp_type != VNET_ICMP_TIME_EXCEEDED &&
+	     p->icmp_type != VNET_ICMP_PARAMETERPROB))
+		return 0;
+	if (bpf_skb_load_bytes(skb, off, &in, sizeof(in)) < 0 || in.version != 4 || in.ihl < 5 ||
+	    (bpf_ntohs(in.frag_off) & IP_OFFSET))
+		return 0;
+	off += in.ihl * 4; /* inner options are skipped, not refused */
+	if (off + sizeof(l4) > ETH_HLEN + (__u32)p->tot_len || bpf_skb_load_bytes(skb, off, l4, sizeof(l4)) < 0)
+		return 0;
+	if (in.saddr == local)
+		mine = 1;
+	else if (in.daddr == local)
+		mine = 0;
+	else
+		return 0;
+	__builtin_memset(fk, 0, sizeof(*fk));
+	fk->family = VNET_AF_INET;
+	fk->kind = VNET_POL_FLOW_CONN;
+	fk->proto = in.protocol;
+	fk->local[0] = local;
+	fk->remote[0] = mine ? in.daddr : in.saddr;
+	if (in.protocol == IPPROTO_ICMP) {
+		__u8 type = ((__u8 *)l4)[0];
+
+		if (type != ICMP_ECHO && type != ICMP_ECHOREPLY)
+			return 0;
+		fk->lport = l4[2]; /* the echo id */
+		return 1;
+	}
+	if (in.protocol != IPPROTO_TCP && in.protocol != IPPROTO_UDP && in.protocol != VNET_IPPROTO_SCTP)
+		return 0;
+	fk->lport = mine ? l4[0] : l4[1];
+	fk->rport = mine ? l4[1] : l4[0];
+	return 1;
+}
+
+/* The record that lets the later fragments of p's datagram through: keyed by
+ * the IP id in place of ports (kind FRAG). */
+static __always_inline void pol_frag_key(const struct vnet_pol_flow_key *conn, const struct vnet_pkt *p,
+					 struct vnet_pol_flow_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->family = VNET_AF_INET;
+	k->kind = VNET_POL_FLOW_FRAG;
+	k->proto = p->proto;
+	k->local[0] = conn->local[0];
+	k->remote[0] = conn->remote[0];
+	k->lport = p->ip_id;
+}
+
+/* Is a live record at k (with p's protocol timeout)? */
+static __always_inline int pol_flow_live(const struct vnet_config *cfg, const struct vnet_pol_flow_key *k, __u64 now)
+{
+	struct vnet_flow_entry *e = bpf_map_lookup_elem(&vnet_pol_flows, k);
+
+	return e && !is_stale(e->last_seen_ns, now, nat_timeout(cfg, k->proto));
+}
+
 static __always_inline int pol_check(struct __sk_buff *skb, const struct vnet_config *cfg, const struct vnet_pkt *p,
 				     int dir)
 {
 	int egress = dir == VNET_POL_DIR_EGRESS;
 	__u32 isolated = egress ? VNET_POL_F_EGRESS_ISOLATED : VNET_POL_F_INGRESS_ISOLATED;
 	struct vnet_pol_ep_key ek = {};
-	struct vnet_pol_flow_key fk = {};
+	struct vnet_pol_flow_key fk = {}, rk;
 	struct vnet_flow_entry *flow, fresh;
 	struct vnet_pol_ep *ep;
 	__u16 sport, dport;
@@ -116,20 +196,37 @@ static __always_inline int pol_check(struct __sk_buff *skb, const struct vnet_co
 		fk.rport = egress ? dport : sport;
 	}
 	now = bpf_ktime_get_coarse_ns();
+	fresh.last_seen_ns = now;
 	flow = bpf_map_lookup_elem(&vnet_pol_flows, &fk);
 	if (flow && !is_stale(flow->last_seen_ns, now, nat_timeout(cfg, p->proto))) {
 		if (now > flow->last_seen_ns + VNET_POL_REFRESH_NS)
 			flow->last_seen_ns = now;
-		return (ep->flags & isolated) ? POL_ESTABLISHED : POL_FREE;
+		verdict = POL_ESTABLISHED;
+	} else {
+		verdict = POL_FREE;
+		if (ep->flags & isolated) {
+			if (!pol_rules_allow(egress ? ep->egress_id : ep->ingress_id, fk.remote[0], p->proto, dport, has_ports)) {
+				/* What conntrack calls RELATED, looked at only when the rules said no. */
+				if (p->frag & IP_OFFSET) {
+					pol_frag_key(&fk, p, &rk);
+					return pol_flow_live(cfg, &rk, now) ? POL_RELATED_FRAG : POL_DENY;
+				}
+				if (pol_icmp_error_flow(skb, p, fk.local[0], &rk) && pol_flow_live(cfg, &rk, now))
+					return POL_RELATED_ICMP;
+				return POL_DENY;
+			}
+			verdict = POL_RULE;
+		}
+		bpf_map_update_elem(&vnet_pol_flows, &fk, &fresh, BPF_ANY);
 	}
-	verdict = POL_FREE;
-	if (ep->flags & isolated) {
-		if (!pol_rules_allow(egress ? ep->egress_id : ep->ingress_id, fk.remote[0], p->proto, dport, has_ports))
-			return POL_DENY;
-		verdict = POL_RULE;
+	if (!(ep->flags & isolated))
+		return POL_FREE;
+	/* A first fragment admitted in an isolated direction: its datagram's
+	 * later fragments (no ports) pass on its IP id. */
+	if ((p->frag & (IP_MF | IP_OFFSET)) == IP_MF) {
+		pol_frag_key(&fk, p, &rk);
+		bpf_map_update_elem(&vnet_pol_flows, &rk, &fresh, BPF_ANY);
 	}
-	fresh.last_seen_ns = now;
-	bpf_map_update_elem(&vnet_pol_flows, &fk, &fresh, BPF_ANY);
 	return verdict;
 }
 
@@ -139,6 +236,10 @@ static __always_inline void pol_count(int verdict)
 		counter_inc(VNET_REASON_POLICY_ALLOW);
 	else if (verdict == POL_ESTABLISHED)
 		counter_inc(VNET_REASON_POLICY_ESTABLISHED);
+	else if (verdict == POL_RELATED_ICMP)
+		counter_inc(VNET_REASON_POLICY_RELATED_ICMP);
+	else if (verdict == POL_RELATED_FRAG)
+		counter_inc(VNET_REASON_POLICY_RELATED_FRAGMENT);
 }
 
 /* Drop, counted by reason and by endpoint + direction (metrics: drops by pod). */
