@@ -217,7 +217,11 @@ static __always_inline int pol_check(struct __sk_buff *skb, const struct vnet_co
 			}
 			verdict = POL_RULE;
 		}
-		bpf_map_update_elem(&vnet_pol_flows, &fk, &fresh, BPF_ANY);
+		/* A later fragment belongs to its datagram, not to a connection of
+		 * its own: a port-less record would admit every later fragment
+		 * with that peer. */
+		if (!(p->frag & IP_OFFSET))
+			bpf_map_update_elem(&vnet_pol_flows, &fk, &fresh, BPF_ANY);
 	}
 	if (!(ep->flags & isolated))
 		return POL_FREE;

@@ -76,7 +76,8 @@ export class PacketGenerator {
       o.ipOptions = Buffer.from([1, 1, 1, 0]);
       tags.push('ip-options');
     }
-    if (r.chance(0.05)) {
+    // The policy run fragments more: later fragments follow an admitted first one only if there is one.
+    if (r.chance(this.withToPod ? 0.12 : 0.05)) {
       o.moreFragments = true;
       tags.push('first-fragment');
       if (this.withToPod && (prog === 'to_nic' || prog === 'to_pod')) this.firstFragments.push({ prog, src: o.src, dst: o.dst, proto: protoOf(o), id: o.ipId });

@@ -155,7 +155,7 @@ export class DataplaneModel {
         }
         verdict = 'rule';
       }
-      this.polFlows.add(key);
+      if ((p.frag & IP_OFFSET) === 0) this.polFlows.add(key); // a later fragment belongs to its datagram: no record of its own
     }
     if (!dir.isolated) return 'free';
     if ((p.frag & (IP_MF | IP_OFFSET)) === IP_MF) this.polFlows.add(fragKey);
