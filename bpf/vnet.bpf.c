@@ -53,7 +53,7 @@ int from_pod(struct __sk_buff *skb)
 		return pass(VNET_REASON_PASS_FRAGMENT);
 	if (p.ttl <= 1 || ipv4_is_multicast_or_broadcast(p.daddr))
 		return pass(VNET_REASON_PASS_STACK);
-	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && ct_v4_is_natted(skb, &p))
+	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && (ct_v4_is_natted(skb, &p) || ct_v4_icmp_error_natted(skb, &p)))
 		return pass(VNET_REASON_PASS_CT_NAT);
 
 	dst_ep = endpoint_lookup(p.daddr);
@@ -246,7 +246,7 @@ int from_nic(struct __sk_buff *skb)
 		return pass(VNET_REASON_PASS_IP_OPTIONS);
 	if (pkt_is_fragment(&p))
 		return pass(VNET_REASON_PASS_FRAGMENT);
-	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && ct_v4_is_natted(skb, &p))
+	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && (ct_v4_is_natted(skb, &p) || ct_v4_icmp_error_natted(skb, &p)))
 		return pass(VNET_REASON_PASS_CT_NAT);
 	if (pol_ingress(skb, cfg, &p) != TC_ACT_OK)
 		return TC_ACT_SHOT;
@@ -260,6 +260,22 @@ int from_nic(struct __sk_buff *skb)
 static __always_inline int is_node_addr(const struct vnet_config *cfg, __u32 addr)
 {
 	return addr == cfg->primary_ip || (bpf_ntohl(addr) >> 24) == 127;
+}
+
+/* An ICMP error about a connection the pod opened to a service (e.g. port
+ * unreachable from the backend): the stack un-NATed the quote along with the
+ * error, so it names the service address, which no flow record of ours
+ * holds (they hold the backend). Kernel conntrack knows the connection: the
+ * pod opened it and netfilter DNATed it. */
+static __always_inline int icmp_error_of_dnat_conn(struct __sk_buff *skb, const struct vnet_pkt *p)
+{
+	struct vnet_ct_view v = {};
+	struct vnet_quote q;
+
+	if (!pkt_icmp_quote(skb, p, &q) || q.saddr != p->daddr ||
+	    !ct_v4_view(skb, q.proto, q.saddr, q.daddr, q.sport, q.dport, &v))
+		return 0;
+	return (v.status & IPS_DST_NAT) && v.orig_saddr == q.saddr && v.orig_sport == q.sport;
 }
 
 /* What the kernel stack delivers to a pod (tc egress of its host veth): the
@@ -309,5 +325,7 @@ int to_pod(struct __sk_buff *skb)
 		return pass(VNET_REASON_POLICY_ALLOW_HOST); /* the node itself: kubelet probes */
 	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && ct_v4_is_dnat_reply(skb, &p))
 		return pass(VNET_REASON_POLICY_ALLOW_SERVICE_REPLY);
+	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && icmp_error_of_dnat_conn(skb, &p))
+		return pass(VNET_REASON_POLICY_RELATED_ICMP);
 	return pol_drop(p.daddr, VNET_POL_DIR_INGRESS);
 }

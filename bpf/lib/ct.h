@@ -114,4 +114,19 @@ static __always_inline int ct_v4_snat_origin(struct __sk_buff *skb, const struct
 	return 1;
 }
 
+/* True if p is an ICMP error about a connection netfilter NATed (kube-proxy):
+ * like the connection's own packets it must go through the stack, which
+ * translates the quote along with the error; delivered as is, the quote
+ * names an address the receiving socket never used and the error is lost. */
+static __always_inline int ct_v4_icmp_error_natted(struct __sk_buff *skb, const struct vnet_pkt *p)
+{
+	struct vnet_ct_view v = {};
+	struct vnet_quote q;
+
+	/* The quote is a packet as it left the NAT: its reverse is the tuple
+	 * conntrack holds for the other direction. */
+	return pkt_icmp_quote(skb, p, &q) && ct_v4_view(skb, q.proto, q.daddr, q.saddr, q.dport, q.sport, &v) &&
+	       (v.status & (IPS_SRC_NAT | IPS_DST_NAT));
+}
+
 #endif

@@ -21,7 +21,6 @@
 #include "pkt.h"
 #include "nat.h" /* is_stale, nat_timeout */
 
-#define VNET_IPPROTO_SCTP 132
 /* An established flow's last_seen is rewritten at most this often: fewer
  * writes to a line every CPU of a busy connection reads. Flow times are
  * bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE, tick resolution): idle
@@ -37,10 +36,6 @@ enum pol_verdict {
 	POL_RELATED_ICMP = 4, /* an ICMP error about a flow this endpoint admitted */
 	POL_RELATED_FRAG = 5, /* a later fragment of a datagram this endpoint admitted */
 };
-
-#define VNET_ICMP_DEST_UNREACH 3
-#define VNET_ICMP_TIME_EXCEEDED 11
-#define VNET_ICMP_PARAMETERPROB 12
 
 /* Source and destination ports for policy: TCP/UDP/ICMP echo come from the
  * parser, SCTP is read here (the parser's has_l4 feeds NAT, which never
@@ -91,55 +86,36 @@ static __always_inline int pol_rules_allow(__u32 id, __u32 remote, __u8 proto, _
 	return bpf_map_lookup_elem(&vnet_pol_ports, &pk) != NULL;
 }
 
-/* An ICMP error (destination unreachable, e.g. "fragmentation needed";
- * time exceeded; parameter problem) carries the IP header and the first 8
- * bytes of the packet it is about. That packet was sent by the error's
- * destination, or received by its source, so one of its addresses is
- * `local`: the flow key of that connection as `local` holds it, or 0 if the
- * packet is no such error, or names no TCP/UDP/SCTP/ICMP-echo flow of `local`.
- * Like conntrack's RELATED, any router on the path may send it. */
+/* The flow key, as `local` holds it, of the connection an ICMP error is
+ * about (pkt_icmp_quote): the quoted packet was sent by `local` (the error's
+ * destination) or to it; 0 if neither, or no such error. Like conntrack's
+ * RELATED, any router on the path may send the error. */
 static __always_inline int pol_icmp_error_flow(struct __sk_buff *skb, const struct vnet_pkt *p, __u32 local,
 					       struct vnet_pol_flow_key *fk)
 {
-	struct iphdr in;
-	__u16 l4[4]; /* TCP/UDP/SCTP: sport, dport; ICMP: type+code, csum, id, seq */
-	__u32 off = ETH_HLEN + sizeof(struct iphdr) + 8;
+	struct vnet_quote q;
 	int mine;
 
-	if (p->proto != IPPROTO_ICMP || p->ihl != sizeof(struct iphdr) || (p->frag & IP_OFFSET) ||
-	    (p->icmp_type != VNET_ICMP_DEST_UNREACH && p->icmp_type != VNET_ICMP_TIME_EXCEEDED &&
-	     p->icmp_type != VNET_ICMP_PARAMETERPROB))
+	if (!pkt_icmp_quote(skb, p, &q))
 		return 0;
-	if (bpf_skb_load_bytes(skb, off, &in, sizeof(in)) < 0 || in.version != 4 || in.ihl < 5 ||
-	    (bpf_ntohs(in.frag_off) & IP_OFFSET))
-		return 0;
-	off += in.ihl * 4; /* inner options are skipped, not refused */
-	if (off + sizeof(l4) > ETH_HLEN + (__u32)p->tot_len || bpf_skb_load_bytes(skb, off, l4, sizeof(l4)) < 0)
-		return 0;
-	if (in.saddr == local)
+	if (q.saddr == local)
 		mine = 1;
-	else if (in.daddr == local)
+	else if (q.daddr == local)
 		mine = 0;
 	else
 		return 0;
 	__builtin_memset(fk, 0, sizeof(*fk));
 	fk->family = VNET_AF_INET;
 	fk->kind = VNET_POL_FLOW_CONN;
-	fk->proto = in.protocol;
+	fk->proto = q.proto;
 	fk->local[0] = local;
-	fk->remote[0] = mine ? in.daddr : in.saddr;
-	if (in.protocol == IPPROTO_ICMP) {
-		__u8 type = ((__u8 *)l4)[0];
-
-		if (type != ICMP_ECHO && type != ICMP_ECHOREPLY)
-			return 0;
-		fk->lport = l4[2]; /* the echo id */
+	fk->remote[0] = mine ? q.daddr : q.saddr;
+	if (q.proto == IPPROTO_ICMP) {
+		fk->lport = q.sport; /* the echo id */
 		return 1;
 	}
-	if (in.protocol != IPPROTO_TCP && in.protocol != IPPROTO_UDP && in.protocol != VNET_IPPROTO_SCTP)
-		return 0;
-	fk->lport = mine ? l4[0] : l4[1];
-	fk->rport = mine ? l4[1] : l4[0];
+	fk->lport = mine ? q.sport : q.dport;
+	fk->rport = mine ? q.dport : q.sport;
 	return 1;
 }
 

@@ -20,6 +20,7 @@ import path from 'node:path';
 import { Lab } from '../../lab/lab.js';
 import { defaultSpec } from '../../lab/spec.js';
 import { startWhoami, tcpWhoamiDetail, type ToolServer } from '../../lab/tools/net.js';
+import { run } from '../../control/exec.js';
 import { MODES, REPO, VmCni, azureConflist, type PodHandle } from './helpers/cni-harness.js';
 import type { CompiledRule, DirectionPolicy, EndpointPolicy } from '../../control/policy/types.js';
 
@@ -63,6 +64,7 @@ for (const mode of MODES) {
       '-A KUBE-POSTROUTING -j MASQUERADE',
       `-A KUBE-SERVICES -d ${VIP_B}/32 -p tcp --dport 80 -j DNAT --to-destination ${b.ip}:80`,
       `-A KUBE-SERVICES -d ${VIP_C}/32 -p tcp --dport 80 -j DNAT --to-destination ${c.ip}:80`,
+      `-A KUBE-SERVICES -d ${VIP_C}/32 -p udp --dport 9 -j DNAT --to-destination ${c.ip}:9`,
       '-A KUBE-SERVICES -m addrtype --dst-type LOCAL -j KUBE-NODEPORTS',
       `-A KUBE-NODEPORTS -p tcp --dport ${NODEPORT_B} -j KUBE-MARK-MASQ`,
       `-A KUBE-NODEPORTS -p tcp --dport ${NODEPORT_B} -j DNAT --to-destination ${b.ip}:80`,
@@ -120,6 +122,14 @@ for (const mode of MODES) {
       ["b -> ClusterIP of c (replies un-DNATed by the stack)", b.netns, VIP_C, 80, 'c'],
     ]);
 
+    // ICMP errors of b's own flows (port unreachable: nothing listens on UDP 9) reach it through its default-deny
+    // ingress, as conntrack's RELATED does in the iptables dataplane: the datagram is refused, not lost.
+    t.same(
+      { direct: await udpRefused(b.netns, c.ip, 9), service: await udpRefused(b.netns, VIP_C, 9) },
+      { direct: 'refused', service: 'refused' },
+      "b's UDP to a closed port of c, direct and through a ClusterIP: the port unreachable gets in",
+    );
+
     await apply([[b, allowTcp80(`${a.ip}/32`), OPEN]]);
     await matrix('b admits a on TCP 80', [
       ['a -> ClusterIP of b', A, VIP_B, 80, 'b'],
@@ -147,4 +157,16 @@ for (const mode of MODES) {
       ['a -> NodePort of b (same node: b is not allowed)', A, vm1.primaryIp, NODEPORT_B, '-'],
     ]);
   });
+}
+
+/**
+ * Sends a datagram to a closed port: 'refused' once the ICMP port unreachable came back (socat's read fails),
+ * 'silent' if nothing came within the bound. A refusal is the verdict that matters; the bound only ends a failure.
+ */
+async function udpRefused(fromNetns: string, ip: string, port: number): Promise<'refused' | 'silent'> {
+  for (let i = 0; i < 3; i++) {
+    const r = await run(['nsenter', `--net=${fromNetns}`, '--', 'socat', '-T', '2', '-', `UDP:${ip}:${port}`], { input: 'x\n', timeoutMs: 10_000 });
+    if (/Connection refused/.test(r.stderr)) return 'refused';
+  }
+  return 'silent';
 }
