@@ -107,7 +107,9 @@ async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number,
     'pass-untracked', 'pass-fragment', 'pass-ip-options', 'drop-malformed', 'drop-spoofed-source',
     'drop-fragment-needs-nat', 'untouched',
     // Policy drops thin out the SNAT traffic: port exhaustion is the policy-free runs' to reach.
-    ...(withPolicy ? ['policy-allow', 'policy-established', 'policy-allow-host', 'drop-policy-ingress', 'drop-policy-egress'] : ['drop-nat-port-exhausted']),
+    ...(withPolicy
+      ? ['policy-allow', 'policy-established', 'policy-allow-host', 'drop-policy-ingress', 'drop-policy-egress', 'policy-related-icmp', 'policy-related-fragment']
+      : ['drop-nat-port-exhausted']),
   ];
   t.same(mustSee.filter((r) => !seen.has(r)), [], `every branch exercised: ${JSON.stringify(Object.fromEntries(seen))}`);
 
@@ -128,7 +130,9 @@ async function fuzz(t: Test, fastPathExternal: boolean, rng: Rng, count: number,
   // Policy drops thin out the SNAT traffic: restarts are the policy-free runs' to prove.
   if (!withPolicy) t.ok(model.synRestarts > 0, `a SYN on a closed pair started over ${model.synRestarts} times`);
   t.equal((await f.dp.inboundFlows()).length, model.inbound.size, 'inbound flow records equal the model');
-  const kernelPolFlows = (await f.dp.policyFlows()).map((fl) => `${ipNum(fl.local.ip)}|${ipNum(fl.remote.ip)}|${fl.local.port}|${fl.remote.port}|${fl.proto === 'tcp' ? 6 : fl.proto === 'udp' ? 17 : fl.proto === 'icmp' ? 1 : Number(fl.proto.slice(6))}`);
+  const kernelPolFlows = (await f.dp.policyFlows()).map(
+    (fl) => `${fl.kind === 'fragment' ? 'F|' : ''}${ipNum(fl.local.ip)}|${ipNum(fl.remote.ip)}|${fl.local.port}|${fl.remote.port}|${fl.proto === 'tcp' ? 6 : fl.proto === 'udp' ? 17 : fl.proto === 'icmp' ? 1 : Number(fl.proto.slice(6))}`,
+  );
   t.same(kernelPolFlows.sort(), [...model.polFlows].sort(), `policy flow records equal the model (${model.polFlows.size}, ${policyRounds} policy rounds)`);
   const state = await f.dp.policyState();
   t.ok(state.ids.length <= 4, `no policy ids leaked across ${policyRounds} updates (${state.ids.length} live)`);
