@@ -115,6 +115,8 @@ export interface KubernetesPolicySourceOptions {
 }
 
 export class KubernetesPolicySource implements PolicySource {
+  /** The pod watch is the cluster's: a local endpoint without its Pod here is unknown, not unlabelled (docs/policy.md). */
+  readonly podsAuthoritative = true;
   private readonly pods: Reflector<KubeObject>;
   private readonly ownPods: boolean;
   private readonly namespaces: Reflector<KubeObject>;
