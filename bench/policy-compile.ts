@@ -14,7 +14,7 @@ import { ratioText, type Row } from './lib/table.js';
 
 const NAMESPACES = Array.from({ length: 20 }, (_, i) => `ns${i}`);
 
-function world(policies: number, pods: number, locals: number): { snap: PolicySnapshot; locals: LocalEndpoint[] } {
+export function world(policies: number, pods: number, locals: number): { snap: PolicySnapshot; locals: LocalEndpoint[] } {
   const snap: PolicySnapshot = { policies: [], namespaces: NAMESPACES.map((name, i) => ({ name, labels: { team: `t${i % 5}` } })), pods: [] };
   const eps: LocalEndpoint[] = [];
   for (let i = 0; i < pods; i++) {
