@@ -429,11 +429,12 @@ export class PolicyCompiler {
 
   /** Bring the compiler to this snapshot and these local endpoints (in the order results are wanted). */
   update(snap: PolicySnapshot, locals: LocalEndpoint[]): this {
+    const prev = this.snap;
     this.snap = snap;
-    // Policies, by object.
+    // Policies, by object (a collection handed over as the same array is unchanged: the Kubernetes source does that).
     const changedPolicyNs = new Set<string>();
-    const policies = new Map<NetworkPolicy, { cp: CompiledPolicy | undefined; problems: PolicyProblem[] }>();
-    for (const np of snap.policies) {
+    const policies = prev && prev.policies === snap.policies ? this.policies : new Map<NetworkPolicy, { cp: CompiledPolicy | undefined; problems: PolicyProblem[] }>();
+    for (const np of policies === this.policies ? [] : snap.policies) {
       let e = policies.get(np) ?? this.policies.get(np);
       if (!e) {
         const problems: PolicyProblem[] = [];
@@ -470,8 +471,9 @@ export class PolicyCompiler {
 
     // Namespaces, by name and labels.
     const oldNs = this.nsLabelsMap;
-    const nsNext = new Map<string, { source: PolicyNamespace; labels: Record<string, string>; text: string }>();
-    for (const ns of snap.namespaces) {
+    const sameNs = prev !== undefined && prev.namespaces === snap.namespaces;
+    const nsNext = sameNs ? oldNs : new Map<string, { source: PolicyNamespace; labels: Record<string, string>; text: string }>();
+    for (const ns of sameNs ? [] : snap.namespaces) {
       const prev = oldNs.get(ns.name);
       if (prev && prev.source === ns) {
         nsNext.set(ns.name, prev);
@@ -482,7 +484,7 @@ export class PolicyCompiler {
     }
     this.nsLabelsMap = nsNext;
     const oldNsLabels = (ns: string): Record<string, string> => oldNs.get(ns)?.labels ?? { [NAMESPACE_NAME_LABEL]: ns };
-    for (const name of new Set([...oldNs.keys(), ...nsNext.keys()])) {
+    for (const name of sameNs ? [] : new Set([...oldNs.keys(), ...nsNext.keys()])) {
       const a = oldNs.get(name);
       const b = nsNext.get(name);
       if (a === b || (a && b && a.text === b.text)) continue;
@@ -493,16 +495,18 @@ export class PolicyCompiler {
 
     // Pods: the snapshot's, by key; local endpoints add their addresses.
     const candidates = new Set<string>();
-    const snapPods = new Map<string, SnapPod>();
-    for (const p of snap.pods) {
-      const key = `${p.namespace}/${p.name}`;
-      const prev = this.snapPods.get(key);
-      const entry = prev && prev.source === p ? prev : { source: p, pod: podOf(p) };
-      if (entry !== prev) candidates.add(key);
-      snapPods.set(key, entry);
+    if (!prev || prev.pods !== snap.pods) {
+      const snapPods = new Map<string, SnapPod>();
+      for (const p of snap.pods) {
+        const key = `${p.namespace}/${p.name}`;
+        const was = this.snapPods.get(key);
+        const entry = was && was.source === p ? was : { source: p, pod: podOf(p) };
+        if (entry !== was) candidates.add(key);
+        snapPods.set(key, entry);
+      }
+      for (const key of this.snapPods.keys()) if (!snapPods.has(key)) candidates.add(key);
+      this.snapPods = snapPods;
     }
-    for (const key of this.snapPods.keys()) if (!snapPods.has(key)) candidates.add(key);
-    this.snapPods = snapPods;
     const localsByPod = new Map<string, number[]>();
     for (const ep of locals) {
       if (!ep.namespace || !ep.name) continue;
