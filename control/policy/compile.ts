@@ -20,7 +20,7 @@
 //    can compile into one rule per peer pod).
 import { cidrContainsIp, hostCidr4, parseIpv4 } from './cidr.js';
 import { normalizeRules, type InternalPeer, type RuleAtom } from './normalize.js';
-import { parsePolicy, type NamedPort, type ParsedPolicy, type ParsedRule } from './parse.js';
+import { ANY_NAMESPACE, parsePolicy, type NamedPort, type ParsedPolicy, type ParsedRule } from './parse.js';
 import type { DirectionPolicy, EndpointPolicy, IpFamily, L4Protocol, NetworkPolicy, PolicyNamespace, PolicyPod, PolicyProblem, PolicySnapshot, PortRange } from './types.js';
 
 /** A pod endpoint on this node, as the agent knows it (CNI_ARGS K8S_POD_NAMESPACE/K8S_POD_NAME). */
@@ -32,7 +32,7 @@ export interface LocalEndpoint {
 }
 
 export interface CompileStats {
-  /** Policies in the snapshot, and those compiled (the rest had a fatal problem). */
+  /** Policies in the snapshot, and those read whole (the rest are broken: they isolate what they select, fail closed). */
   policies: number;
   validPolicies: number;
   /** Label selectors compiled (policy podSelectors and peer selectors). */
@@ -266,11 +266,20 @@ function dedupeProblems(problems: PolicyProblem[]): PolicyProblem[] {
 
 /** A default deny both ways: what an endpoint gets before the first sync. */
 export function defaultDeny(ep: LocalEndpoint): EndpointPolicy {
+  return uniform(ep, true);
+}
+
+/** Not isolated either way (everything allowed): what endpoints get when policy is turned off. */
+export function allowAll(ep: LocalEndpoint): EndpointPolicy {
+  return uniform(ep, false);
+}
+
+function uniform(ep: LocalEndpoint, isolated: boolean): EndpointPolicy {
   const out: EndpointPolicy = {
     family: ep.family,
     address: ep.address,
-    ingress: { isolated: true, rules: [] },
-    egress: { isolated: true, rules: [] },
+    ingress: { isolated, rules: [] },
+    egress: { isolated, rules: [] },
   };
   if (ep.namespace && ep.name) out.pod = `${ep.namespace}/${ep.name}`;
   return out;
@@ -280,8 +289,8 @@ export function defaultDeny(ep: LocalEndpoint): EndpointPolicy {
 // cache conversions by identity, the directory re-reads only changed files),
 // so validation runs once per object, not once per compile: an ADD's
 // one-endpoint compile must not re-validate a thousand policies.
-const parseCache = new WeakMap<object, { parsed: ParsedPolicy | undefined; problems: PolicyProblem[] }>();
-function parseCached(np: NetworkPolicy, problems: PolicyProblem[]): ParsedPolicy | undefined {
+const parseCache = new WeakMap<object, { parsed: ParsedPolicy; problems: PolicyProblem[] }>();
+function parseCached(np: NetworkPolicy, problems: PolicyProblem[]): ParsedPolicy {
   let hit = parseCache.get(np);
   if (!hit) {
     const own: PolicyProblem[] = [];
@@ -439,8 +448,8 @@ export class PolicyCompiler {
       if (!e) {
         const problems: PolicyProblem[] = [];
         const parsed = parseCached(np, problems);
-        e = { cp: parsed ? new CompiledPolicy(this.nextId++, parsed, this.cluster) : undefined, problems };
-        if (parsed) changedPolicyNs.add(parsed.namespace);
+        e = { cp: new CompiledPolicy(this.nextId++, parsed, this.cluster), problems };
+        changedPolicyNs.add(parsed.namespace);
       }
       policies.set(np, e);
     }
@@ -550,8 +559,11 @@ export class PolicyCompiler {
       const pod = key ? this.pods.get(key) : undefined;
       const unknown = key !== undefined && pod === undefined;
       let st = this.endpointStates.get(ep.address);
-      if (!st || !sameLocal(st.ep, ep) || st.pod !== pod || (pod && changedPolicyNs.has(pod.namespace))) {
-        const selecting = pod ? (this.policiesByNs.get(pod.namespace) ?? []).filter((cp) => cp.parsed.select(pod.labels)) : [];
+      const policiesMoved = pod !== undefined && (changedPolicyNs.has(pod.namespace) || changedPolicyNs.has(ANY_NAMESPACE));
+      if (!st || !sameLocal(st.ep, ep) || st.pod !== pod || policiesMoved) {
+        // A broken policy whose namespace is unreadable (ANY_NAMESPACE) selects in every namespace: fail closed.
+        const candidates = pod ? [...(this.policiesByNs.get(pod.namespace) ?? []), ...(this.policiesByNs.get(ANY_NAMESPACE) ?? [])] : [];
+        const selecting = candidates.filter((cp) => cp.parsed.select(pod!.labels));
         const fresh: EndpointState = { ep, pod, unknown, selecting, ingKey: '', egrKey: '', result: undefined, ingressProblems: [] };
         this.endpointStates.set(ep.address, (st = fresh));
       }
@@ -666,7 +678,7 @@ export class PolicyCompiler {
       const e = this.policies.get(np)!;
       problems.push(...e.problems);
       if (e.cp) {
-        validPolicies++;
+        if (!e.cp.parsed.broken) validPolicies++;
         selectors += e.cp.parsed.selectorCount;
       }
     }

@@ -99,6 +99,8 @@ function rules(r: Rand, field: 'from' | 'to'): Array<{ from?: NetworkPolicyPeer[
 function policy(r: Rand, namespace: string, name: string): NetworkPolicy {
   // Now and then an invalid one: its problems must come and go with it.
   if (r.chance(0.05)) return { metadata: { namespace, name }, spec: { podSelector: { matchExpressions: [{ key: 'app', operator: 'In' }] } } };
+  // A broken one without a namespace: it selects in every namespace (fail closed).
+  if (r.chance(0.03)) return { metadata: { name } as NetworkPolicy['metadata'], spec: { podSelector: selector(r) } };
   const spec: NetworkPolicy['spec'] = { podSelector: r.chance(0.2) ? {} : selector(r) };
   if (r.chance(0.8)) spec.ingress = rules(r, 'from');
   if (r.chance(0.6)) spec.egress = rules(r, 'to');
