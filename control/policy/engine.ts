@@ -172,7 +172,7 @@ export class PolicyEngine implements PolicyProvider {
    */
   addEndpoint(ep: LocalEndpoint, programmed?: EndpointPolicy): void {
     this.locals.set(ep.address, ep);
-    this.touched.set(ep.address, ++this.endpointChanges);
+    this.touch(ep.address);
     if (programmed) this.appliedPolicy.set(ep.address, programmed);
     else this.appliedPolicy.delete(ep.address);
     this.kick();
@@ -180,10 +180,15 @@ export class PolicyEngine implements PolicyProvider {
 
   /** The endpoint is gone (its rules went with detachEndpoint); other pods' peers may change. */
   removeEndpoint(address: string): void {
-    this.touched.set(address, ++this.endpointChanges);
+    this.touch(address);
     if (!this.locals.delete(address)) return;
     this.appliedPolicy.delete(address);
     this.kick();
+  }
+
+  /** Remember an agent change while a store read may be under way (only with `endpoints`: the read clears old marks). */
+  private touch(address: string): void {
+    if (this.opts.endpoints) this.touched.set(address, ++this.endpointChanges);
   }
 
   endpoints(): LocalEndpoint[] {
