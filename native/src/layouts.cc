@@ -107,6 +107,7 @@ Napi::Value Layouts(const Napi::CallbackInfo& info) {
   Napi::Object pfk = Struct(env, sizeof(struct vnet_pol_flow_key)), pfko = Napi::Object::New(env);
   FIELD(pfko, vnet_pol_flow_key, local); FIELD(pfko, vnet_pol_flow_key, remote); FIELD(pfko, vnet_pol_flow_key, lport);
   FIELD(pfko, vnet_pol_flow_key, rport); FIELD(pfko, vnet_pol_flow_key, proto); FIELD(pfko, vnet_pol_flow_key, family);
+  FIELD(pfko, vnet_pol_flow_key, kind);
   pfk.Set("offsets", pfko);
   out.Set("vnet_pol_flow_key", pfk);
   return out;
