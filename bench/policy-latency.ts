@@ -49,7 +49,7 @@ function podObj(p: { namespace: string; name: string; labels: Record<string, str
 }
 
 function policyObj(np: NetworkPolicy): KubeObj {
-  return { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { namespace: np.metadata.namespace, name: np.metadata.name }, spec: np.spec as unknown as Record<string, unknown> };
+  return { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { namespace: np.metadata.namespace, name: np.metadata.name }, spec: np.spec };
 }
 
 /** The measured policy: selects app0 in ns0 (local endpoints p0, p100, p200), ingress from the web tier on `port`. */
@@ -104,10 +104,20 @@ export async function runPolicyLatency(opts: BenchOptions): Promise<Row[]> {
         // The CPU part of the ebpf dataplane's apply: one compile per distinct direction.
         const a0 = performance.now();
         const seen = new Set<object>();
-        for (const e of changed) for (const d of [e.ingress, e.egress]) if (!seen.has(d)) (seen.add(d), compileDirection(d));
+        for (const e of changed) {
+          for (const d of [e.ingress, e.egress]) {
+            if (seen.has(d)) continue;
+            seen.add(d);
+            compileDirection(d);
+          }
+        }
         applyMs.push(performance.now() - a0);
         applied += changed.length;
-        for (const w of waiters) if (w.test(changed)) (waiters.delete(w), w.resolve());
+        for (const w of waiters) {
+          if (!w.test(changed)) continue;
+          waiters.delete(w);
+          w.resolve();
+        }
       },
       onSyncLatency: (seconds) => histogram.push(seconds * 1000),
     });

@@ -544,7 +544,7 @@ export class PolicyCompiler {
       if (next) {
         this.pods.set(key, next);
         let m = this.podsByNs.get(next.namespace);
-        if (!m) this.podsByNs.set(next.namespace, (m = new Map()));
+        if (!m) this.podsByNs.set(next.namespace, (m = new Map<string, Pod>()));
         m.set(key, next);
       }
       if (live.length > 0) this.podChanged(old, next, oldNsLabels, invalidate);
