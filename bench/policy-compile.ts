@@ -3,9 +3,10 @@
 // namespaces. Each policy selects one app label, allows ingress from the web
 // tier of its namespace and from the namespaces of one team on a named port
 // and 443, and egress to one team's namespaces on UDP 53 plus the internet.
-// Rows: a full compile (what every change costs today: there is no
-// incremental compile yet), the one-endpoint compile an ADD does
-// (policyFor), and the heap after a compile. The peer is 0 policies.
+// Rows: a compile from scratch (what the daemon's first sync costs; changes
+// after it are incremental, see bench/policy-latency.ts), the one-endpoint
+// compile from scratch (what an ADD cost before the engine kept its
+// compiler), and the heap after a compile. The peer is 0 policies.
 import { compilePolicies, type LocalEndpoint } from '../control/policy/compile.js';
 import type { NetworkPolicy, PolicySnapshot } from '../control/policy/types.js';
 import type { BenchOptions } from './lib/options.js';
@@ -14,7 +15,7 @@ import { ratioText, type Row } from './lib/table.js';
 
 const NAMESPACES = Array.from({ length: 20 }, (_, i) => `ns${i}`);
 
-function world(policies: number, pods: number, locals: number): { snap: PolicySnapshot; locals: LocalEndpoint[] } {
+export function world(policies: number, pods: number, locals: number): { snap: PolicySnapshot; locals: LocalEndpoint[] } {
   const snap: PolicySnapshot = { policies: [], namespaces: NAMESPACES.map((name, i) => ({ name, labels: { team: `t${i % 5}` } })), pods: [] };
   const eps: LocalEndpoint[] = [];
   for (let i = 0; i < pods; i++) {

@@ -1,6 +1,6 @@
 // `npm run bench`: every scenario, one table. Flags:
 //   --quick              1 repeat, shorter runs, 64 pods instead of 250
-//   --only <name>[,...]  throughput, latency, ebpf-policy, snat-cps, cni-latency, iptables-policy, iptables-policy-cni, cri-sandbox, policy-compile (repeatable)
+//   --only <name>[,...]  throughput, latency, ebpf-policy, snat-cps, cni-latency, iptables-policy, iptables-policy-cni, cri-sandbox, policy-compile, policy-latency (repeatable)
 //   --repeats N --seconds N
 //   --bulk-all           also bring 250 pods up/down in vnet standalone mode (slow)
 //   --vnet-16000         the scale run instead (see bench/vnet-16000.ts and
@@ -17,6 +17,7 @@ import { parseOptions, type BenchOptions } from './lib/options.js';
 import { renderTable, type Row } from './lib/table.js';
 import { runLatency } from './latency.js';
 import { runPolicyCompile } from './policy-compile.js';
+import { runPolicyLatency } from './policy-latency.js';
 import { runEbpfPolicy } from './ebpf-policy.js';
 import { runSnatCps } from './snat-cps.js';
 import { runThroughput } from './throughput.js';
@@ -55,6 +56,7 @@ async function main(): Promise<void> {
   if (opts.only.includes('iptables-policy-cni')) rows.push(...(await runIptablesPolicyCni(opts)));
   if (opts.only.includes('cri-sandbox')) rows.push(...(await runCriSandbox(opts)));
   if (opts.only.includes('policy-compile')) rows.push(...runPolicyCompile(opts));
+  if (opts.only.includes('policy-latency')) rows.push(...(await runPolicyLatency(opts)));
   const minutes = ((Date.now() - started) / 60_000).toFixed(1);
   console.log(`vnet-cni benchmarks (${opts.quick ? 'quick' : 'full'}; medians of ${opts.repeats} repeat(s); iperf3 ${opts.seconds} s; ${minutes} min; 2 shared cores: numbers are noisy)`);
   console.log(renderTable(rows));

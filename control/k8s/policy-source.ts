@@ -115,6 +115,8 @@ export interface KubernetesPolicySourceOptions {
 }
 
 export class KubernetesPolicySource implements PolicySource {
+  /** The pod watch is the cluster's: a local endpoint without its Pod here is unknown, not unlabelled (docs/policy.md). */
+  readonly podsAuthoritative = true;
   private readonly pods: Reflector<KubeObject>;
   private readonly ownPods: boolean;
   private readonly namespaces: Reflector<KubeObject>;
@@ -125,7 +127,8 @@ export class KubernetesPolicySource implements PolicySource {
   private readonly convertedNamespaces = new Converted(namespaceFromObject);
   private readonly convertedPods = new Converted(podFromObject);
   private last: PolicySnapshot | undefined;
-  private dirty = true;
+  /** Collections changed since the last snapshot; the others keep their arrays (the compiler skips what is identical). */
+  private readonly dirty = new Set<'pods' | 'namespaces' | 'policies'>(['pods', 'namespaces', 'policies']);
   private announced = false;
   private readonly log: Logger;
 
@@ -136,19 +139,23 @@ export class KubernetesPolicySource implements PolicySource {
     this.pods = opts.pods ?? new Reflector<KubeObject>({ source: api.podListWatch(), ...common });
     this.namespaces = new Reflector<KubeObject>({ source: api.namespaceListWatch(), ...common });
     this.policies = new Reflector<KubeObject>({ source: api.networkPolicyListWatch(), ...common });
-    for (const r of [this.pods, this.namespaces, this.policies]) this.unsubscribe.push(r.subscribe(() => this.changed()));
+    this.unsubscribe.push(this.pods.subscribe(() => this.changed('pods')));
+    this.unsubscribe.push(this.namespaces.subscribe(() => this.changed('namespaces')));
+    this.unsubscribe.push(this.policies.subscribe(() => this.changed('policies')));
   }
 
   /** Shared until the next change (the same object while nothing changed): read-only for callers. */
   snapshot(): PolicySnapshot | undefined {
     if (!this.pods.stats.synced || !this.namespaces.stats.synced || !this.policies.stats.synced) return undefined;
-    if (this.dirty || !this.last) {
+    if (this.dirty.size > 0 || !this.last) {
+      const last = this.last;
+      const fresh = (what: 'pods' | 'namespaces' | 'policies'): boolean => !last || this.dirty.has(what);
       this.last = {
-        policies: this.convertedPolicies.all(this.policies.current()),
-        namespaces: this.convertedNamespaces.all(this.namespaces.current()),
-        pods: this.convertedPods.all(this.pods.current()),
+        policies: fresh('policies') ? this.convertedPolicies.all(this.policies.current()) : last!.policies,
+        namespaces: fresh('namespaces') ? this.convertedNamespaces.all(this.namespaces.current()) : last!.namespaces,
+        pods: fresh('pods') ? this.convertedPods.all(this.pods.current()) : last!.pods,
       };
-      this.dirty = false;
+      this.dirty.clear();
     }
     return this.last;
   }
@@ -190,8 +197,8 @@ export class KubernetesPolicySource implements PolicySource {
     return [this.policies, this.namespaces, ...(this.ownPods ? [this.pods] : [])].map((r) => r.health(now));
   }
 
-  private changed(): void {
-    this.dirty = true;
+  private changed(what: 'pods' | 'namespaces' | 'policies'): void {
+    this.dirty.add(what);
     if (!this.announced) {
       const snap = this.snapshot();
       if (!snap) return;

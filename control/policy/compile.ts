@@ -21,7 +21,7 @@
 import { cidrContainsIp, hostCidr4, parseIpv4 } from './cidr.js';
 import { normalizeRules, type InternalPeer, type RuleAtom } from './normalize.js';
 import { ANY_NAMESPACE, parsePolicy, type NamedPort, type ParsedPolicy, type ParsedRule } from './parse.js';
-import type { DirectionPolicy, EndpointPolicy, IpFamily, L4Protocol, NetworkPolicy, PolicyProblem, PolicySnapshot, PortRange } from './types.js';
+import type { DirectionPolicy, EndpointPolicy, IpFamily, L4Protocol, NetworkPolicy, PolicyNamespace, PolicyPod, PolicyProblem, PolicySnapshot, PortRange } from './types.js';
 
 /** A pod endpoint on this node, as the agent knows it (CNI_ARGS K8S_POD_NAMESPACE/K8S_POD_NAME). */
 export interface LocalEndpoint {
@@ -63,53 +63,15 @@ interface Pod {
   namedPorts: Array<{ name: string; protocol: L4Protocol; port: number }>;
 }
 
+/** The cluster as rules resolve against it: pods by namespace (only namespaces with pods), namespace labels, shared peers. */
 interface Cluster {
-  pods: Pod[];
-  podsByNs: Map<string, Pod[]>;
-  podByKey: Map<string, Pod>;
-  nsLabels: Map<string, Record<string, string>>;
+  pods(): Iterable<Pod>;
+  podsByNs: Map<string, Map<string, Pod>>;
+  nsLabels(ns: string): Record<string, string>;
   /** One peer object per pod address, shared by every rule naming it. */
   hostPeer: (ip: number) => InternalPeer;
-}
-
-/** Pods of the snapshot plus the local endpoints (a local pod without a Pod object gets no labels). */
-function buildCluster(snap: PolicySnapshot, locals: LocalEndpoint[]): Cluster {
-  const podByKey = new Map<string, Pod>();
-  for (const p of snap.pods) {
-    const ips = p.ips.filter((i) => i.family === 'ipv4').map((i) => parseIpv4(i.address)).filter((n): n is number => n !== undefined);
-    podByKey.set(`${p.namespace}/${p.name}`, {
-      namespace: p.namespace,
-      name: p.name,
-      labels: p.labels ?? {},
-      ips,
-      namedPorts: p.namedPorts ?? [],
-    });
-  }
-  for (const ep of locals) {
-    if (!ep.namespace || !ep.name) continue;
-    const ip = parseIpv4(ep.address);
-    const key = `${ep.namespace}/${ep.name}`;
-    let pod = podByKey.get(key);
-    if (!pod) podByKey.set(key, (pod = { namespace: ep.namespace, name: ep.name, labels: {}, ips: [], namedPorts: [] }));
-    if (ip !== undefined && !pod.ips.includes(ip)) pod.ips = [...pod.ips, ip];
-  }
-  const pods = [...podByKey.values()];
-  const podsByNs = new Map<string, Pod[]>();
-  const nsLabels = new Map<string, Record<string, string>>();
-  for (const ns of snap.namespaces) nsLabels.set(ns.name, { ...ns.labels, [NAMESPACE_NAME_LABEL]: ns.name });
-  for (const p of pods) {
-    let l = podsByNs.get(p.namespace);
-    if (!l) podsByNs.set(p.namespace, (l = []));
-    l.push(p);
-    if (!nsLabels.has(p.namespace)) nsLabels.set(p.namespace, { [NAMESPACE_NAME_LABEL]: p.namespace });
-  }
-  const hostPeers = new Map<number, InternalPeer>();
-  const hostPeer = (ip: number): InternalPeer => {
-    let p = hostPeers.get(ip);
-    if (!p) hostPeers.set(ip, (p = { cidr: hostCidr4(ip), except: [] }));
-    return p;
-  };
-  return { pods, podsByNs, podByKey, nsLabels, hostPeer };
+  /** Counts a policy's peers resolved (CompilerWork). */
+  resolved: () => void;
 }
 
 /** A rule with its peers resolved against the cluster (independent of the local endpoint). */
@@ -127,15 +89,15 @@ function resolveRule(rule: ParsedRule, policyNs: string, c: Cluster): ResolvedRu
       rule,
       peers: null,
       forEachPeerPod: (fn) => {
-        for (const pod of c.pods) if (pod.ips.length > 0) fn(pod, pod.ips);
+        for (const pod of c.pods()) if (pod.ips.length > 0) fn(pod, pod.ips);
       },
     };
   }
   const selected = new Set<Pod>();
   for (const sp of rule.selectorPeers) {
-    const nsNames = sp.ns ? [...c.nsLabels].filter(([, l]) => sp.ns!(l)).map(([n]) => n) : [policyNs];
+    const nsNames = sp.ns ? [...c.podsByNs.keys()].filter((n) => sp.ns!(c.nsLabels(n))) : [policyNs];
     for (const ns of nsNames) {
-      for (const pod of c.podsByNs.get(ns) ?? []) if (!sp.pod || sp.pod(pod.labels)) selected.add(pod);
+      for (const pod of c.podsByNs.get(ns)?.values() ?? []) if (!sp.pod || sp.pod(pod.labels)) selected.add(pod);
     }
   }
   const peers: InternalPeer[] = rule.ipBlocks.map((b) => ({ cidr: b.cidr, except: b.except }));
@@ -146,7 +108,7 @@ function resolveRule(rule: ParsedRule, policyNs: string, c: Cluster): ResolvedRu
     rule,
     peers,
     forEachPeerPod: (fn) => {
-      for (const pod of c.pods) {
+      for (const pod of c.pods()) {
         if (selected.has(pod)) {
           if (pod.ips.length > 0) fn(pod, pod.ips);
         } else if (rule.ipBlocks.length > 0 && pod.namedPorts.length > 0) {
@@ -173,16 +135,59 @@ function namedText(n: NamedPort): string {
   return `"${n.name}"/${n.protocol}`;
 }
 
-interface CompiledPolicy {
-  /** Position in the snapshot: memo keys name policies by it. */
-  index: number;
-  parsed: ParsedPolicy;
-  ingress: ResolvedRule[];
-  egress: ResolvedRule[];
+/** One valid policy as the compiler keeps it across updates (one per policy object). */
+class CompiledPolicy {
+  /** Bumped whenever the resolved peers are dropped (a pod or namespace a selector names changed). */
+  rev = 0;
+  private resolvedIngress: ResolvedRule[] | undefined;
+  private resolvedEgress: ResolvedRule[] | undefined;
   /** The policy's egress atoms: they do not depend on the local endpoint. */
-  egressAtoms?: RuleAtom[];
+  egressAtoms: RuleAtom[] | undefined;
+  egressProblems: PolicyProblem[] = [];
   /** Some ingress rule names a port: the local pod's ports matter. */
-  ingressNamed: boolean;
+  readonly ingressNamed: boolean;
+  /** Egress named ports over every address or an ipBlock: every pod's ports matter. */
+  readonly podWide: boolean;
+
+  constructor(
+    /** Unique for the compiler's life: with rev, what memo keys name a policy by. */
+    readonly id: number,
+    readonly parsed: ParsedPolicy,
+    private readonly cluster: Cluster,
+  ) {
+    this.ingressNamed = parsed.ingressRules.some((r) => (r.ports?.named.length ?? 0) > 0);
+    this.podWide = parsed.egressRules.some((r) => (r.ports?.named.length ?? 0) > 0 && (r.all || r.ipBlocks.length > 0));
+  }
+
+  // Peers are resolved on first use: a compile for one endpoint resolves only the policies selecting it.
+  get ingress(): ResolvedRule[] {
+    if (!this.resolved) this.cluster.resolved();
+    return (this.resolvedIngress ??= this.parsed.ingressRules.map((r) => resolveRule(r, this.parsed.namespace, this.cluster)));
+  }
+  get egress(): ResolvedRule[] {
+    if (!this.resolved) this.cluster.resolved();
+    return (this.resolvedEgress ??= this.parsed.egressRules.map((r) => resolveRule(r, this.parsed.namespace, this.cluster)));
+  }
+  get resolved(): boolean {
+    return this.resolvedIngress !== undefined || this.resolvedEgress !== undefined;
+  }
+
+  /** Forget the resolved peers (the cluster changed under a selector): the next use resolves again. */
+  invalidate(): void {
+    this.resolvedIngress = undefined;
+    this.resolvedEgress = undefined;
+    this.egressAtoms = undefined;
+    this.egressProblems = [];
+    this.rev++;
+  }
+
+  /** Does some namespace selector of this policy tell the two label sets apart? */
+  separatesNamespaces(a: Record<string, string>, b: Record<string, string>): boolean {
+    for (const rules of [this.parsed.ingressRules, this.parsed.egressRules]) {
+      for (const r of rules) for (const sp of r.selectorPeers) if (sp.ns && sp.ns(a) !== sp.ns(b)) return true;
+    }
+    return false;
+  }
 }
 
 function ingressAtoms(cp: CompiledPolicy, pod: Pod | undefined): RuleAtom[] {
@@ -206,8 +211,9 @@ function checkIngressNamed(cp: CompiledPolicy, pod: Pod, problems: PolicyProblem
   }
 }
 
-function egressAtoms(cp: CompiledPolicy, c: Cluster, problems: PolicyProblem[]): RuleAtom[] {
+function egressAtoms(cp: CompiledPolicy, c: Cluster): RuleAtom[] {
   if (cp.egressAtoms) return cp.egressAtoms;
+  const problems: PolicyProblem[] = [];
   const out: RuleAtom[] = [];
   for (const rr of cp.egress) {
     const { ports } = rr.rule;
@@ -237,6 +243,7 @@ function egressAtoms(cp: CompiledPolicy, c: Cluster, problems: PolicyProblem[]):
     }
   }
   cp.egressAtoms = out;
+  cp.egressProblems = problems;
   return out;
 }
 
@@ -294,79 +301,416 @@ function parseCached(np: NetworkPolicy, problems: PolicyProblem[]): ParsedPolicy
   return hit.parsed;
 }
 
-export interface CompileOptions {
+export interface CompilerOptions {
+  /**
+   * The source's pods are the cluster's own (the Kubernetes watches): a named
+   * local endpoint whose Pod is not in the snapshot (yet) is unknown, not
+   * unlabelled. It compiles to default deny both ways and is no policy's peer
+   * until its Pod arrives. Without it (a policy directory) such an endpoint is
+   * a pod without labels, as documented for directories.
+   */
+  podsAuthoritative?: boolean;
+}
+
+export interface CompileOptions extends CompilerOptions {
   /** Compile only these local endpoints (by address); the others still count as peers. */
   only?: ReadonlySet<string>;
 }
 
-export function compilePolicies(snap: PolicySnapshot, locals: LocalEndpoint[], opts: CompileOptions = {}): CompileResult {
-  const problems: PolicyProblem[] = [];
-  const cluster = buildCluster(snap, locals);
-  const compiled: CompiledPolicy[] = [];
-  let selectors = 0;
-  snap.policies.forEach((np, index) => {
-    const parsed = parseCached(np, problems);
-    selectors += parsed.selectorCount;
-    compiled.push({
-      index,
-      parsed,
-      // Peers are resolved on first use: a compile for one endpoint resolves only the policies selecting it.
-      get ingress() {
-        const v = parsed.ingressRules.map((r) => resolveRule(r, parsed.namespace, cluster));
-        Object.defineProperty(this, 'ingress', { value: v });
-        return v;
+/** Work done since the compiler was made (tests and benches: "a change costs what it touches"). */
+export interface CompilerWork {
+  /** Policies whose peers were resolved against the cluster. */
+  policiesResolved: number;
+  /** Compiled directions built (each one normalized). */
+  directions: number;
+  /** Endpoints whose policy was compiled (built, or taken from a shared direction). */
+  endpoints: number;
+}
+
+interface EndpointState {
+  ep: LocalEndpoint;
+  /** Its pod in the cluster; undefined: no pod names, or unknown (see podsAuthoritative). */
+  pod: Pod | undefined;
+  unknown: boolean;
+  /** The policies selecting it, by id. */
+  selecting: CompiledPolicy[];
+  ingKey: string;
+  egrKey: string;
+  result: EndpointPolicy | undefined;
+  ingressProblems: PolicyProblem[];
+}
+
+interface SnapPod {
+  source: PolicyPod;
+  pod: Pod;
+}
+
+const NO_LABELS: Record<string, string> = {};
+
+function podOf(p: PolicyPod): Pod {
+  return {
+    namespace: p.namespace,
+    name: p.name,
+    labels: p.labels ?? NO_LABELS,
+    ips: p.ips.filter((i) => i.family === 'ipv4').map((i) => parseIpv4(i.address)).filter((n): n is number => n !== undefined),
+    namedPorts: p.namedPorts ?? [],
+  };
+}
+
+function sameLocal(a: LocalEndpoint, b: LocalEndpoint): boolean {
+  return a.family === b.family && a.address === b.address && a.namespace === b.namespace && a.name === b.name;
+}
+
+function podText(p: Pod | undefined): string {
+  return p === undefined ? '' : JSON.stringify([p.labels, p.ips, p.namedPorts]);
+}
+
+function sameAddressing(a: Pod, b: Pod): boolean {
+  return a.ips.length === b.ips.length && a.ips.every((ip, i) => ip === b.ips[i]) && JSON.stringify(a.namedPorts) === JSON.stringify(b.namedPorts);
+}
+
+/**
+ * The policy compiler, kept across changes. `update(snapshot, locals)` brings
+ * it to a new snapshot and endpoint list and does only the work the
+ * difference asks for; `result()` reads the compiled policy of every local
+ * endpoint. The state it keeps is a cache of the pure function
+ * (snapshot, locals) → result: a fresh compiler given the same input
+ * (compilePolicies) gives the same result, byte for byte.
+ *
+ * What a change costs:
+ *  - a policy added, updated (a new object) or deleted: that policy's peers
+ *    are resolved, the endpoints of its namespace re-matched against the
+ *    policies there (label tests, no peers), and the directions of the
+ *    endpoints it selects (before or after) rebuilt;
+ *  - a pod's labels, IPs or named ports: every policy with a selector peer
+ *    matching the old or the new pod (or whose egress named ports depend on
+ *    every pod) re-resolves its peers, and the directions made of those
+ *    policies are rebuilt; if it is a local endpoint's pod, that endpoint is
+ *    re-matched. A pod update that changes none of these (status, other
+ *    fields) costs a comparison;
+ *  - a namespace's labels: every policy with a namespace selector telling
+ *    the old labels from the new, likewise.
+ * Policies are told apart by object identity (the sources keep an object
+ * until it changes), pods and namespaces by name and content.
+ */
+export class PolicyCompiler {
+  private readonly authoritative: boolean;
+  private nextId = 1;
+  private snap: PolicySnapshot | undefined;
+  /** Every policy object of the snapshot → its compiled form (undefined: invalid) and its validation problems. */
+  private policies = new Map<NetworkPolicy, { cp: CompiledPolicy | undefined; problems: PolicyProblem[] }>();
+  private policiesByNs = new Map<string, CompiledPolicy[]>();
+  private nsLabelsMap = new Map<string, { source: PolicyNamespace; labels: Record<string, string>; text: string }>();
+  private snapPods = new Map<string, SnapPod>();
+  private locals: LocalEndpoint[] = [];
+  /** Pod key → the addresses of its local endpoints. */
+  private localsByPod = new Map<string, number[]>();
+  /** The cluster's pods: the snapshot's plus the local endpoints' addresses. */
+  private readonly pods = new Map<string, Pod>();
+  private readonly podsByNs = new Map<string, Map<string, Pod>>();
+  private readonly hostPeers = new Map<number, InternalPeer>();
+  private readonly endpointStates = new Map<string, EndpointState>();
+  private readonly ingressMemo = new Map<string, DirectionPolicy>();
+  private readonly egressMemo = new Map<string, DirectionPolicy>();
+  private readonly cluster: Cluster;
+  readonly work: CompilerWork = { policiesResolved: 0, directions: 0, endpoints: 0 };
+
+  constructor(opts: CompilerOptions = {}) {
+    this.authoritative = opts.podsAuthoritative === true;
+    const work = this.work;
+    const pods = this.pods;
+    this.cluster = {
+      pods: () => pods.values(),
+      podsByNs: this.podsByNs,
+      nsLabels: (ns) => this.nsLabels(ns),
+      hostPeer: (ip) => {
+        let p = this.hostPeers.get(ip);
+        if (!p) this.hostPeers.set(ip, (p = { cidr: hostCidr4(ip), except: [] }));
+        return p;
       },
-      get egress() {
-        const v = parsed.egressRules.map((r) => resolveRule(r, parsed.namespace, cluster));
-        Object.defineProperty(this, 'egress', { value: v });
-        return v;
-      },
-      ingressNamed: parsed.ingressRules.some((r) => (r.ports?.named.length ?? 0) > 0),
-    });
-  });
-  const byNs = new Map<string, CompiledPolicy[]>();
-  for (const cp of compiled) {
-    let l = byNs.get(cp.parsed.namespace);
-    if (!l) byNs.set(cp.parsed.namespace, (l = []));
-    l.push(cp);
+      resolved: () => void work.policiesResolved++,
+    };
   }
-  // A direction's rules depend only on the policies selecting the pod for it
-  // (and, for ingress named ports, on the pod's ports): pods selected alike
-  // share one compiled direction.
-  const ingressMemo = new Map<string, DirectionPolicy>();
-  const egressMemo = new Map<string, DirectionPolicy>();
-  const endpoints: EndpointPolicy[] = [];
-  const selectedBy = new Map<string, string[]>();
-  let rules = 0;
-  let peers = 0;
-  for (const ep of locals) {
-    if (opts.only && !opts.only.has(ep.address)) continue;
-    const pod = ep.namespace && ep.name ? cluster.podByKey.get(`${ep.namespace}/${ep.name}`) : undefined;
-    // A broken policy whose namespace is unreadable (ANY_NAMESPACE) selects in every namespace: fail closed.
-    const candidates = pod ? [...(byNs.get(pod.namespace) ?? []), ...(byNs.get(ANY_NAMESPACE) ?? [])] : [];
-    const selecting = candidates.filter((cp) => cp.parsed.select(pod!.labels));
-    const ing = selecting.filter((cp) => cp.parsed.ingress);
-    const egr = selecting.filter((cp) => cp.parsed.egress);
-    const ingKey = ing.map((cp) => cp.index).join(',') + (pod && ing.some((cp) => cp.ingressNamed) ? JSON.stringify(pod.namedPorts) : '');
-    let ingress = ingressMemo.get(ingKey);
-    if (!ingress) ingressMemo.set(ingKey, (ingress = direction(ing.length > 0, ing.flatMap((cp) => ingressAtoms(cp, pod)))));
-    const egrKey = egr.map((cp) => cp.index).join(',');
-    let egress = egressMemo.get(egrKey);
-    if (!egress) egressMemo.set(egrKey, (egress = direction(egr.length > 0, egr.flatMap((cp) => egressAtoms(cp, cluster, problems)))));
+
+  private nsLabels(ns: string): Record<string, string> {
+    return this.nsLabelsMap.get(ns)?.labels ?? { [NAMESPACE_NAME_LABEL]: ns };
+  }
+
+  /** Bring the compiler to this snapshot and these local endpoints (in the order results are wanted). */
+  update(snap: PolicySnapshot, locals: LocalEndpoint[]): this {
+    const prev = this.snap;
+    this.snap = snap;
+    // Policies, by object (a collection handed over as the same array is unchanged: the Kubernetes source does that).
+    const changedPolicyNs = new Set<string>();
+    const policies = prev && prev.policies === snap.policies ? this.policies : new Map<NetworkPolicy, { cp: CompiledPolicy | undefined; problems: PolicyProblem[] }>();
+    for (const np of policies === this.policies ? [] : snap.policies) {
+      let e = policies.get(np) ?? this.policies.get(np);
+      if (!e) {
+        const problems: PolicyProblem[] = [];
+        const parsed = parseCached(np, problems);
+        e = { cp: new CompiledPolicy(this.nextId++, parsed, this.cluster), problems };
+        changedPolicyNs.add(parsed.namespace);
+      }
+      policies.set(np, e);
+    }
+    for (const [np, e] of this.policies) if (e.cp && !policies.has(np)) changedPolicyNs.add(e.cp.parsed.namespace);
+    this.policies = policies;
+    if (changedPolicyNs.size > 0) {
+      this.policiesByNs.clear();
+      for (const { cp } of policies.values()) {
+        if (!cp) continue;
+        let l = this.policiesByNs.get(cp.parsed.namespace);
+        if (!l) this.policiesByNs.set(cp.parsed.namespace, (l = []));
+        l.push(cp);
+      }
+      for (const l of this.policiesByNs.values()) l.sort((a, b) => a.id - b.id);
+    }
+    const live = [...policies.values()].map((e) => e.cp).filter((cp): cp is CompiledPolicy => cp !== undefined && cp.resolved);
+    const invalidate = (pred: (cp: CompiledPolicy) => boolean): void => {
+      for (let i = 0; i < live.length; ) {
+        if (pred(live[i]!)) {
+          live[i]!.invalidate();
+          live[i] = live[live.length - 1]!;
+          live.pop();
+        } else {
+          i++;
+        }
+      }
+    };
+
+    // Namespaces, by name and labels.
+    const oldNs = this.nsLabelsMap;
+    const sameNs = prev !== undefined && prev.namespaces === snap.namespaces;
+    const nsNext = sameNs ? oldNs : new Map<string, { source: PolicyNamespace; labels: Record<string, string>; text: string }>();
+    for (const ns of sameNs ? [] : snap.namespaces) {
+      const prev = oldNs.get(ns.name);
+      if (prev && prev.source === ns) {
+        nsNext.set(ns.name, prev);
+        continue;
+      }
+      const labels = { ...ns.labels, [NAMESPACE_NAME_LABEL]: ns.name };
+      nsNext.set(ns.name, { source: ns, labels, text: JSON.stringify(labels) });
+    }
+    this.nsLabelsMap = nsNext;
+    const oldNsLabels = (ns: string): Record<string, string> => oldNs.get(ns)?.labels ?? { [NAMESPACE_NAME_LABEL]: ns };
+    for (const name of sameNs ? [] : new Set([...oldNs.keys(), ...nsNext.keys()])) {
+      const a = oldNs.get(name);
+      const b = nsNext.get(name);
+      if (a === b || (a && b && a.text === b.text)) continue;
+      const before = oldNsLabels(name);
+      const after = this.nsLabels(name);
+      invalidate((cp) => cp.separatesNamespaces(before, after));
+    }
+
+    // Pods: the snapshot's, by key; local endpoints add their addresses.
+    const candidates = new Set<string>();
+    if (!prev || prev.pods !== snap.pods) {
+      const snapPods = new Map<string, SnapPod>();
+      for (const p of snap.pods) {
+        const key = `${p.namespace}/${p.name}`;
+        const was = this.snapPods.get(key);
+        const entry = was && was.source === p ? was : { source: p, pod: podOf(p) };
+        if (entry !== was) candidates.add(key);
+        snapPods.set(key, entry);
+      }
+      for (const key of this.snapPods.keys()) if (!snapPods.has(key)) candidates.add(key);
+      this.snapPods = snapPods;
+    }
+    const localsByPod = new Map<string, number[]>();
+    for (const ep of locals) {
+      if (!ep.namespace || !ep.name) continue;
+      const ip = parseIpv4(ep.address);
+      const key = `${ep.namespace}/${ep.name}`;
+      let l = localsByPod.get(key);
+      if (!l) localsByPod.set(key, (l = []));
+      if (ip !== undefined) l.push(ip);
+    }
+    for (const [key, ips] of localsByPod) {
+      const prev = this.localsByPod.get(key);
+      if (!prev || prev.length !== ips.length || prev.some((ip, i) => ip !== ips[i])) candidates.add(key);
+    }
+    for (const key of this.localsByPod.keys()) if (!localsByPod.has(key)) candidates.add(key);
+    this.localsByPod = localsByPod;
+    for (const key of candidates) {
+      const old = this.pods.get(key);
+      const next = this.effectivePod(key);
+      if (old === next || (old && next && podText(old) === podText(next))) continue;
+      if (old) {
+        const m = this.podsByNs.get(old.namespace)!;
+        m.delete(key);
+        if (m.size === 0) this.podsByNs.delete(old.namespace);
+        this.pods.delete(key);
+      }
+      if (next) {
+        this.pods.set(key, next);
+        let m = this.podsByNs.get(next.namespace);
+        if (!m) this.podsByNs.set(next.namespace, (m = new Map<string, Pod>()));
+        m.set(key, next);
+      }
+      if (live.length > 0) this.podChanged(old, next, oldNsLabels, invalidate);
+    }
+
+    // Local endpoints: re-match those whose pod changed or whose namespace's policies did.
+    this.locals = locals;
+    const present = new Set<string>();
+    for (const ep of locals) {
+      present.add(ep.address);
+      const key = ep.namespace && ep.name ? `${ep.namespace}/${ep.name}` : undefined;
+      const pod = key ? this.pods.get(key) : undefined;
+      const unknown = key !== undefined && pod === undefined;
+      let st = this.endpointStates.get(ep.address);
+      const policiesMoved = pod !== undefined && (changedPolicyNs.has(pod.namespace) || changedPolicyNs.has(ANY_NAMESPACE));
+      if (!st || !sameLocal(st.ep, ep) || st.pod !== pod || policiesMoved) {
+        // A broken policy whose namespace is unreadable (ANY_NAMESPACE) selects in every namespace: fail closed.
+        const candidates = pod ? [...(this.policiesByNs.get(pod.namespace) ?? []), ...(this.policiesByNs.get(ANY_NAMESPACE) ?? [])] : [];
+        const selecting = candidates.filter((cp) => cp.parsed.select(pod!.labels));
+        const fresh: EndpointState = { ep, pod, unknown, selecting, ingKey: '', egrKey: '', result: undefined, ingressProblems: [] };
+        this.endpointStates.set(ep.address, (st = fresh));
+      }
+      const ing = st.selecting.filter((cp) => cp.parsed.ingress);
+      const ingKey = ing.map((cp) => `${cp.id}.${cp.rev}`).join(',') + (pod && ing.some((cp) => cp.ingressNamed) ? JSON.stringify(pod.namedPorts) : '');
+      const egrKey = st.selecting.filter((cp) => cp.parsed.egress).map((cp) => `${cp.id}.${cp.rev}`).join(',');
+      if (ingKey !== st.ingKey || egrKey !== st.egrKey) {
+        st.ingKey = ingKey;
+        st.egrKey = egrKey;
+        st.result = undefined;
+      }
+    }
+    for (const addr of this.endpointStates.keys()) if (!present.has(addr)) this.endpointStates.delete(addr);
+    // Directions no endpoint uses any more.
+    const ingKeys = new Set<string>();
+    const egrKeys = new Set<string>();
+    for (const st of this.endpointStates.values()) {
+      ingKeys.add(st.ingKey);
+      egrKeys.add(st.egrKey);
+    }
+    for (const k of this.ingressMemo.keys()) if (!ingKeys.has(k)) this.ingressMemo.delete(k);
+    for (const k of this.egressMemo.keys()) if (!egrKeys.has(k)) this.egressMemo.delete(k);
+    // Pod peers are shared per address; forget those of addresses long gone.
+    if (this.hostPeers.size > 2 * this.pods.size + 1024) this.hostPeers.clear();
+    return this;
+  }
+
+  /** A pod as the cluster holds it: the snapshot's Pod plus its local endpoints' addresses. */
+  private effectivePod(key: string): Pod | undefined {
+    const base = this.snapPods.get(key)?.pod;
+    const ips = this.localsByPod.get(key);
+    if (!ips) return base;
+    // A local endpoint whose Pod the cluster has not shown yet: unknown (authoritative source) or unlabelled (directory).
+    if (!base && this.authoritative) return undefined;
+    const slash = key.indexOf('/');
+    const pod: Pod = base ?? { namespace: key.slice(0, slash), name: key.slice(slash + 1), labels: NO_LABELS, ips: [], namedPorts: [] };
+    const extra = ips.filter((ip) => !pod.ips.includes(ip));
+    return extra.length === 0 ? pod : { ...pod, ips: [...pod.ips, ...extra] };
+  }
+
+  /** Drop the resolved peers of every policy a pod change moves. */
+  private podChanged(
+    old: Pod | undefined,
+    next: Pod | undefined,
+    oldNsLabels: (ns: string) => Record<string, string>,
+    invalidate: (pred: (cp: CompiledPolicy) => boolean) => void,
+  ): void {
+    const o = old && old.ips.length > 0 ? old : undefined;
+    const n = next && next.ips.length > 0 ? next : undefined;
+    if (!o && !n) return; // a pod without addresses is nobody's peer
+    // Same addresses and ports: only a selector whose answer flips matters.
+    const onlyLabels = o !== undefined && n !== undefined && sameAddressing(o, n);
+    const oNs = o ? oldNsLabels(o.namespace) : undefined;
+    const nNs = n ? this.nsLabels(n.namespace) : undefined;
+    invalidate((cp) => {
+      if (cp.podWide && !onlyLabels) return true;
+      for (const rules of [cp.parsed.ingressRules, cp.parsed.egressRules]) {
+        for (const r of rules) {
+          for (const sp of r.selectorPeers) {
+            const mo = o !== undefined && (sp.ns ? sp.ns(oNs!) : o.namespace === cp.parsed.namespace) && (!sp.pod || sp.pod(o.labels));
+            const mn = n !== undefined && (sp.ns ? sp.ns(nNs!) : n.namespace === cp.parsed.namespace) && (!sp.pod || sp.pod(n.labels));
+            if (onlyLabels ? mo !== mn : mo || mn) return true;
+          }
+        }
+      }
+      return false;
+    });
+  }
+
+  /** The compiled policy of one local endpoint (undefined: not a local endpoint). */
+  endpoint(address: string): EndpointPolicy | undefined {
+    const st = this.endpointStates.get(address);
+    return st ? this.compileEndpoint(st) : undefined;
+  }
+
+  private compileEndpoint(st: EndpointState): EndpointPolicy {
+    if (st.result) return st.result;
+    this.work.endpoints++;
+    const { ep, pod } = st;
+    if (st.unknown) {
+      // Fail closed: nothing is known of this pod's labels, so nothing may be assumed allowed.
+      st.ingressProblems = [];
+      return (st.result = defaultDeny(ep));
+    }
+    const ing = st.selecting.filter((cp) => cp.parsed.ingress);
+    const egr = st.selecting.filter((cp) => cp.parsed.egress);
+    let ingress = this.ingressMemo.get(st.ingKey);
+    if (!ingress) {
+      this.work.directions++;
+      this.ingressMemo.set(st.ingKey, (ingress = direction(ing.length > 0, ing.flatMap((cp) => ingressAtoms(cp, pod)))));
+    }
+    let egress = this.egressMemo.get(st.egrKey);
+    if (!egress) {
+      this.work.directions++;
+      this.egressMemo.set(st.egrKey, (egress = direction(egr.length > 0, egr.flatMap((cp) => egressAtoms(cp, this.cluster)))));
+    }
+    const problems: PolicyProblem[] = [];
     if (pod) for (const cp of ing) if (cp.ingressNamed) checkIngressNamed(cp, pod, problems);
+    st.ingressProblems = problems;
     const out: EndpointPolicy = { family: ep.family, address: ep.address, ingress, egress };
     if (pod) out.pod = `${pod.namespace}/${pod.name}`;
-    endpoints.push(out);
-    selectedBy.set(ep.address, selecting.map((cp) => cp.parsed.key).sort());
-    for (const d of [ingress, egress]) {
-      rules += d.rules.length;
-      for (const r of d.rules) peers += r.peers?.length ?? 0;
-    }
+    return (st.result = out);
   }
-  return {
-    endpoints,
-    selectedBy,
-    problems: dedupeProblems(problems),
-    stats: { policies: snap.policies.length, validPolicies: compiled.filter((cp) => !cp.parsed.broken).length, selectors, rules, peers },
-  };
+
+  /** Every local endpoint's compiled policy (or only some), the policies selecting each, problems and counts. */
+  result(only?: ReadonlySet<string>): CompileResult {
+    const snap = this.snap ?? { policies: [], namespaces: [], pods: [] };
+    const problems: PolicyProblem[] = [];
+    let selectors = 0;
+    let validPolicies = 0;
+    for (const np of snap.policies) {
+      const e = this.policies.get(np)!;
+      problems.push(...e.problems);
+      if (e.cp) {
+        if (!e.cp.parsed.broken) validPolicies++;
+        selectors += e.cp.parsed.selectorCount;
+      }
+    }
+    const endpoints: EndpointPolicy[] = [];
+    const selectedBy = new Map<string, string[]>();
+    const egressUsed = new Set<CompiledPolicy>();
+    let rules = 0;
+    let peers = 0;
+    for (const ep of this.locals) {
+      if (only && !only.has(ep.address)) continue;
+      const st = this.endpointStates.get(ep.address)!;
+      const out = this.compileEndpoint(st);
+      endpoints.push(out);
+      selectedBy.set(ep.address, st.unknown ? [] : st.selecting.map((cp) => cp.parsed.key).sort());
+      problems.push(...st.ingressProblems);
+      if (!st.unknown) for (const cp of st.selecting) if (cp.parsed.egress) egressUsed.add(cp);
+      for (const d of [out.ingress, out.egress]) {
+        rules += d.rules.length;
+        for (const r of d.rules) peers += r.peers?.length ?? 0;
+      }
+    }
+    for (const cp of egressUsed) problems.push(...cp.egressProblems);
+    return {
+      endpoints,
+      selectedBy,
+      problems: dedupeProblems(problems),
+      stats: { policies: snap.policies.length, validPolicies, selectors, rules, peers },
+    };
+  }
+}
+
+/** A compile from scratch: what PolicyCompiler must equal after any sequence of updates. */
+export function compilePolicies(snap: PolicySnapshot, locals: LocalEndpoint[], opts: CompileOptions = {}): CompileResult {
+  return new PolicyCompiler(opts).update(snap, locals).result(opts.only);
 }

@@ -1,15 +1,21 @@
 // The node's policy engine: the source's snapshot + this node's endpoints →
 // the compiled policy of each endpoint, kept current. On every source change
-// and every endpoint added or removed it recompiles and hands the endpoints
-// whose policy changed (only those) to `apply` (the daemon calls
+// and every endpoint added or removed it brings its compiler up to date (an
+// incremental PolicyCompiler: a change costs what it touches) and hands the
+// endpoints whose policy changed (only those) to `apply` (the daemon calls
 // Dataplane.applyPolicies under its lock). As the agent's PolicyProvider it
 // answers what a new endpoint starts with: a default deny both ways until the
 // source's first sync, never "allow".
 //
+// Its list of local endpoints follows the agent's addEndpoint/removeEndpoint;
+// with `endpoints` it is also checked against the node store on every sync
+// (and every `resyncMs`): a CNI call that ran standalone (the daemon was not
+// answering) changes the store only.
+//
 // What counts as applied is what `apply` resolved for: if it throws, the
 // endpoints stay marked as differing and the next sync (a change, or the
 // retry timer) tries again.
-import { compilePolicies, defaultDeny, type CompileResult, type CompileStats, type LocalEndpoint } from './compile.js';
+import { defaultDeny, PolicyCompiler, type CompileResult, type CompileStats, type LocalEndpoint } from './compile.js';
 import type { DirectionPolicy, EndpointPolicy, IpFamily, PolicyProblem, PolicyProvider, PolicySource } from './types.js';
 
 // Compiled directions are shared by every endpoint selected alike: their text
@@ -20,13 +26,29 @@ function textOf(d: DirectionPolicy): string {
   if (t === undefined) directionText.set(d, (t = JSON.stringify(d)));
   return t;
 }
-/** What identifies an endpoint's programmed policy (equal text = nothing to do). */
-function policyKey(e: EndpointPolicy): string {
-  return `${e.family}|${e.address}|${e.pod ?? ''}|${textOf(e.ingress)}|${textOf(e.egress)}`;
+/** Equal = nothing to do. The compiler keeps an unchanged endpoint's object, so identity answers most calls. */
+function samePolicy(a: EndpointPolicy | undefined, b: EndpointPolicy): boolean {
+  if (a === b) return true;
+  if (!a || a.family !== b.family || a.address !== b.address || a.pod !== b.pod) return false;
+  return (a.ingress === b.ingress || textOf(a.ingress) === textOf(b.ingress)) && (a.egress === b.egress || textOf(a.egress) === textOf(b.egress));
+}
+
+function sameLocal(a: LocalEndpoint, b: LocalEndpoint): boolean {
+  return a.family === b.family && a.address === b.address && a.namespace === b.namespace && a.name === b.name;
 }
 
 export interface PolicyEngineOptions {
   source: PolicySource & { problems?(): PolicyProblem[] };
+  /**
+   * The node store's ready endpoints (Agent.policyEndpoints): read at the
+   * start of every sync to correct the engine's list where a standalone CNI
+   * call changed the store behind the daemon's back.
+   */
+  endpoints?: () => Promise<LocalEndpoint[]>;
+  /** With `endpoints`: check the list this often even when nothing changes; default 30 s, 0 = never. */
+  resyncMs?: number;
+  /** Endpoints the store check added or removed (`endpoints`), for logs. */
+  onDrift?: (added: string[], removed: string[]) => void;
   /** Start and stop the source with the engine (default true); false when another part owns it (the Kubernetes watches). */
   ownsSource?: boolean;
   /** Program these endpoints' new policies; resolves once the kernel enforces them. */
@@ -66,9 +88,13 @@ export interface EndpointPolicyView {
 
 export class PolicyEngine implements PolicyProvider {
   private readonly locals = new Map<string, LocalEndpoint>();
-  /** address → JSON of the policy the kernel has (as far as we know). */
-  private readonly applied = new Map<string, string>();
+  /** address → the policy the kernel has (as far as we know). */
   private readonly appliedPolicy = new Map<string, EndpointPolicy>();
+  private readonly compiler: PolicyCompiler;
+  /** Endpoint list changes by the agent, numbered: a store read does not undo those made while it ran. */
+  private endpointChanges = 0;
+  private readonly touched = new Map<string, number>();
+  private resync: NodeJS.Timeout | undefined;
   private last: CompileResult | undefined;
   private problemsKey = '';
   private running: Promise<void> | undefined;
@@ -85,12 +111,18 @@ export class PolicyEngine implements PolicyProvider {
 
   constructor(private readonly opts: PolicyEngineOptions) {
     this.now = opts.now ?? (() => performance.now());
+    this.compiler = new PolicyCompiler({ podsAuthoritative: opts.source.podsAuthoritative === true });
   }
 
   async start(): Promise<void> {
     this.stopped = false;
     this.unsubscribe = this.opts.source.onChange(() => this.kick());
     if (this.opts.ownsSource !== false) await this.opts.source.start();
+    const every = this.opts.resyncMs ?? 30_000;
+    if (this.opts.endpoints && every > 0) {
+      this.resync = setInterval(() => this.kick(false), every);
+      this.resync.unref();
+    }
     this.kick();
     await this.idle();
   }
@@ -100,6 +132,7 @@ export class PolicyEngine implements PolicyProvider {
     this.stopped = true;
     this.unsubscribe?.();
     if (this.retry) clearTimeout(this.retry);
+    if (this.resync) clearInterval(this.resync);
     if (this.opts.ownsSource !== false) await this.opts.source.stop();
     await this.running?.catch(() => undefined);
   }
@@ -119,9 +152,12 @@ export class PolicyEngine implements PolicyProvider {
     if (pod.name) ep.name = pod.name;
     const snap = this.opts.source.snapshot();
     if (!snap || !this.firstSyncDone) return defaultDeny(ep);
+    // The compiler is brought to this snapshot with the new endpoint among the
+    // locals (its address may make it a peer of itself): only what that moves
+    // is redone, and the next sync finds it done.
     const locals = [...this.locals.values()].filter((l) => l.address !== ep.address);
     locals.push(ep);
-    return compilePolicies(snap, locals, { only: new Set([ep.address]) }).endpoints[0]!;
+    return this.compiler.update(snap, locals).endpoint(ep.address)!;
   }
 
   // -------------------------------------------------------------------------
@@ -136,22 +172,23 @@ export class PolicyEngine implements PolicyProvider {
    */
   addEndpoint(ep: LocalEndpoint, programmed?: EndpointPolicy): void {
     this.locals.set(ep.address, ep);
-    if (programmed) {
-      this.applied.set(ep.address, policyKey(programmed));
-      this.appliedPolicy.set(ep.address, programmed);
-    } else {
-      this.applied.delete(ep.address);
-      this.appliedPolicy.delete(ep.address);
-    }
+    this.touch(ep.address);
+    if (programmed) this.appliedPolicy.set(ep.address, programmed);
+    else this.appliedPolicy.delete(ep.address);
     this.kick();
   }
 
   /** The endpoint is gone (its rules went with detachEndpoint); other pods' peers may change. */
   removeEndpoint(address: string): void {
+    this.touch(address);
     if (!this.locals.delete(address)) return;
-    this.applied.delete(address);
     this.appliedPolicy.delete(address);
     this.kick();
+  }
+
+  /** Remember an agent change while a store read may be under way (only with `endpoints`: the read clears old marks). */
+  private touch(address: string): void {
+    if (this.opts.endpoints) this.touched.set(address, ++this.endpointChanges);
   }
 
   endpoints(): LocalEndpoint[] {
@@ -164,7 +201,7 @@ export class PolicyEngine implements PolicyProvider {
 
   status(): PolicyEngineStatus {
     let pending = 0;
-    if (this.last) for (const e of this.last.endpoints) if (this.applied.get(e.address) !== policyKey(e)) pending++;
+    if (this.last) for (const e of this.last.endpoints) if (!samePolicy(this.appliedPolicy.get(e.address), e)) pending++;
     return {
       synced: this.firstSyncDone,
       pending,
@@ -183,7 +220,7 @@ export class PolicyEngine implements PolicyProvider {
   view(which?: string): EndpointPolicyView[] {
     const snap = this.opts.source.snapshot();
     const locals = [...this.locals.values()];
-    const res = snap ? compilePolicies(snap, locals) : undefined;
+    const res = snap ? this.compiler.update(snap, locals).result() : undefined;
     const out: EndpointPolicyView[] = [];
     locals.forEach((endpoint, i) => {
       const pod = endpoint.namespace && endpoint.name ? `${endpoint.namespace}/${endpoint.name}` : undefined;
@@ -202,10 +239,11 @@ export class PolicyEngine implements PolicyProvider {
   // Sync
   // -------------------------------------------------------------------------
 
-  private kick(): void {
+  /** A sync is due; `measured`: a change waits for it (the periodic store check is none). */
+  private kick(measured = true): void {
     if (this.stopped) return;
     this.dirty = true;
-    this.dirtySince ??= this.now();
+    if (measured) this.dirtySince ??= this.now();
     if (this.running) return;
     this.running = this.loop().finally(() => {
       this.running = undefined;
@@ -217,29 +255,28 @@ export class PolicyEngine implements PolicyProvider {
     await new Promise((r) => setImmediate(r));
     while (this.dirty && !this.stopped) {
       this.dirty = false;
+      const measured = this.dirtySince !== undefined;
       const since = this.dirtySince ?? this.now();
       this.dirtySince = undefined;
       try {
+        await this.checkEndpoints();
         const changed = this.compile();
         if (changed === undefined) continue;
         if (changed.length > 0) await this.opts.apply(changed);
         for (const e of changed) {
           // Only if the endpoint is still here: a DEL may have raced the apply.
-          if (this.locals.has(e.address)) {
-            this.applied.set(e.address, policyKey(e));
-            this.appliedPolicy.set(e.address, e);
-          }
+          if (this.locals.has(e.address)) this.appliedPolicy.set(e.address, e);
         }
         this.syncs++;
         this.failures = 0;
         this.firstSyncDone = true;
-        if (changed.length > 0) {
+        if (changed.length > 0 && measured) {
           this.lastLatency = (this.now() - since) / 1000;
           this.opts.onSyncLatency?.(this.lastLatency, changed.length);
         }
       } catch (err) {
         this.opts.onError?.(err);
-        this.dirtySince ??= since;
+        if (measured) this.dirtySince ??= since;
         this.failures++;
         if (!this.retry && !this.stopped) {
           const base = this.opts.retryMs ?? 2_000;
@@ -254,11 +291,50 @@ export class PolicyEngine implements PolicyProvider {
     }
   }
 
+  /**
+   * Correct the endpoint list from the store: ready endpoints it lacks are
+   * added (kernel state unknown: their policy is applied), endpoints the store
+   * no longer has as ready are dropped. Endpoints the agent added or removed
+   * while the store was being read are left as the agent said.
+   */
+  private async checkEndpoints(): Promise<void> {
+    if (!this.opts.endpoints) return;
+    const mark = this.endpointChanges;
+    let stored: LocalEndpoint[];
+    try {
+      stored = await this.opts.endpoints();
+    } catch (err) {
+      // The list stays as the agent made it; a store that cannot be read must not hold policy changes back.
+      this.opts.onError?.(err);
+      return;
+    }
+    const untouched = (address: string): boolean => (this.touched.get(address) ?? 0) <= mark;
+    const added: string[] = [];
+    const removed: string[] = [];
+    const inStore = new Set<string>();
+    for (const ep of stored) {
+      inStore.add(ep.address);
+      const cur = this.locals.get(ep.address);
+      if ((cur && sameLocal(cur, ep)) || !untouched(ep.address)) continue;
+      this.locals.set(ep.address, ep);
+      this.appliedPolicy.delete(ep.address);
+      added.push(ep.address);
+    }
+    for (const address of [...this.locals.keys()]) {
+      if (inStore.has(address) || !untouched(address)) continue;
+      this.locals.delete(address);
+      this.appliedPolicy.delete(address);
+      removed.push(address);
+    }
+    for (const [address, n] of this.touched) if (n <= mark) this.touched.delete(address);
+    if (added.length > 0 || removed.length > 0) this.opts.onDrift?.(added, removed);
+  }
+
   /** Compile; the endpoints whose policy differs from the applied one. undefined: no snapshot yet. */
   private compile(): EndpointPolicy[] | undefined {
     const snap = this.opts.source.snapshot();
     if (!snap) return undefined;
-    const res = compilePolicies(snap, [...this.locals.values()]);
+    const res = this.compiler.update(snap, [...this.locals.values()]).result();
     this.last = res;
     const problems = this.problems();
     const key = JSON.stringify(problems);
@@ -266,6 +342,6 @@ export class PolicyEngine implements PolicyProvider {
       this.problemsKey = key;
       this.opts.onProblems?.(problems);
     }
-    return res.endpoints.filter((e) => this.applied.get(e.address) !== policyKey(e));
+    return res.endpoints.filter((e) => !samePolicy(this.appliedPolicy.get(e.address), e));
   }
 }

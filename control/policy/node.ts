@@ -49,6 +49,9 @@ export class NodePolicy {
       source,
       ownsSource: !opts.kubernetes,
       apply: (changed) => this.apply(changed),
+      // The store is the truth about endpoints: a CNI call that ran standalone changed only it.
+      endpoints: async () => (this.agent ? this.agent.policyEndpoints() : this.engine.endpoints()),
+      onDrift: (added, removed) => this.log.warn({ added, removed }, 'policy endpoints corrected from the node store (a CNI call ran without the daemon)'),
       onSyncLatency: (seconds, n) => {
         metrics.observeSync(seconds);
         this.log.info({ endpoints: n, ms: Math.round(seconds * 1000) }, 'policy programmed');

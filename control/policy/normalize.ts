@@ -158,6 +158,15 @@ function mergeBy(rules: Work[], key: (w: Work) => string, half: 'peers' | 'ports
   return out;
 }
 
+// A rule's peer list is shared by every direction made with it (the compiler
+// keeps it until the cluster moves under its selectors): normalized once.
+const normalizedPeers = new WeakMap<InternalPeer[], InternalPeer[]>();
+function normalizePeersOnce(peers: InternalPeer[]): InternalPeer[] {
+  let n = normalizedPeers.get(peers);
+  if (!n) normalizedPeers.set(peers, (n = normalizePeers(peers)));
+  return n;
+}
+
 /** Normalize one direction's atoms into compiled rules. */
 export function normalizeRules(atoms: RuleAtom[]): CompiledRule[] {
   let rules: Work[] = [];
@@ -165,7 +174,7 @@ export function normalizeRules(atoms: RuleAtom[]): CompiledRule[] {
     if (a.peers !== null && a.peers.length === 0) continue;
     if (a.ports !== null && a.ports.length === 0) continue;
     rules.push({
-      peers: a.peers === null ? null : normalizePeers(a.peers),
+      peers: a.peers === null ? null : normalizePeersOnce(a.peers),
       ports: a.ports === null ? null : normalizePorts(a.ports),
       sources: new Set(a.sources),
     });

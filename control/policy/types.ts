@@ -151,6 +151,13 @@ export interface PolicyProblem {
 
 /** A source of cluster state for policy: the Kubernetes watches or a watched directory. */
 export interface PolicySource {
+  /**
+   * The snapshot's pods are every pod there is (the Kubernetes watches): a
+   * local endpoint whose Pod is missing is not known yet, and starts default
+   * deny both ways until it arrives. Absent or false (a policy directory): a
+   * missing Pod means a pod without labels. See docs/policy.md.
+   */
+  readonly podsAuthoritative?: boolean;
   /** The current snapshot, or undefined until the first full sync. */
   snapshot(): PolicySnapshot | undefined;
   /** Called after each change; the listener coalesces. Returns an unsubscribe. */

@@ -173,3 +173,69 @@ t.test('view shows the selecting policies, the compiled and the applied policy; 
   t.same(e.problems().map((p) => p.policy), ['bad.yaml', 'shop/broken']);
   t.same(e.status().stats?.validPolicies, 2);
 });
+
+t.test('the endpoint list is corrected from the node store on every sync (a CNI call that ran standalone)', async (t) => {
+  const src = new MemorySource();
+  src.set({ policies: [webFromDb], namespaces: [], pods });
+  let store: Array<typeof WEB> = [WEB];
+  const drift: Array<[string[], string[]]> = [];
+  const applied: EndpointPolicy[][] = [];
+  const e = new PolicyEngine({
+    source: src,
+    apply: async (changed) => void applied.push(changed),
+    endpoints: async () => store,
+    onDrift: (added, removed) => drift.push([added, removed]),
+    resyncMs: 0,
+  });
+  await e.start();
+  t.same(e.endpoints(), [WEB], 'the store\'s endpoint is known without addEndpoint');
+  t.same(applied.flat().map((p) => p.address), [WEB.address], 'and its policy applied (kernel state unknown)');
+  // db was ADDed standalone, web DELeted standalone: the next sync (any change) sees it.
+  store = [DB];
+  applied.length = 0;
+  src.set({ policies: [webFromDb, np('other', 'x', {})], namespaces: [], pods });
+  await e.idle();
+  t.same(e.endpoints(), [DB]);
+  t.same(drift.at(-1), [[DB.address], [WEB.address]]);
+  t.same(applied.flat().map((p) => p.address), [DB.address]);
+  // What the agent adds while the store is being read is not undone by the read.
+  let release!: () => void;
+  const gate = new Promise<void>((r) => (release = r));
+  let reading = false;
+  let slowStore: Array<typeof WEB> = [];
+  const readStore = async (): Promise<Array<typeof WEB>> => {
+    const seen = [...slowStore];
+    reading = true;
+    await gate;
+    return seen;
+  };
+  const slow = new PolicyEngine({ source: src, apply: async () => undefined, endpoints: readStore, resyncMs: 0 });
+  const started = slow.start();
+  while (!reading) await new Promise((r) => setImmediate(r));
+  // The ADD marks web ready in the store, then tells the engine, while the engine's read (from before) is under way.
+  slowStore = [WEB];
+  slow.addEndpoint(WEB);
+  release();
+  await started;
+  await slow.idle();
+  t.same(slow.endpoints(), [WEB], 'added during the read: kept');
+});
+
+t.test('pods authoritative (Kubernetes): an endpoint whose Pod is not in the snapshot starts default-deny and follows its Pod', async (t) => {
+  const src = new MemorySource() as MemorySource & { podsAuthoritative: boolean };
+  src.podsAuthoritative = true;
+  const openToUnlabelled = np('shop', 'open', { podSelector: { matchExpressions: [{ key: 'app', operator: 'DoesNotExist' }] }, ingress: [{}], egress: [{}], policyTypes: ['Ingress', 'Egress'] });
+  src.set({ policies: [openToUnlabelled, webFromDb], namespaces: [], pods: [pods[1]!] });
+  const { e, applied } = engine(src);
+  await e.start();
+  const fresh = { family: 'ipv4' as const, address: '10.0.0.7', namespace: 'shop', name: 'new' };
+  const first = e.policyFor(fresh);
+  t.same(first, { family: 'ipv4', address: fresh.address, pod: 'shop/new', ingress: { isolated: true, rules: [] }, egress: { isolated: true, rules: [] } }, 'not "unlabelled, so open": default deny');
+  e.addEndpoint(fresh, first);
+  await e.idle();
+  t.same(applied, [], 'nothing to change while the Pod is missing');
+  // The watch delivers the Pod (no labels): the open policy selects it now.
+  src.set({ policies: [openToUnlabelled, webFromDb], namespaces: [], pods: [pods[1]!, { namespace: 'shop', name: 'new', labels: {}, ips: [], namedPorts: [] }] });
+  await e.idle();
+  t.same(applied.flat().map((p) => [p.address, p.ingress.rules.length, p.egress.rules.length]), [[fresh.address, 1, 1]]);
+});
