@@ -44,9 +44,6 @@ t.test('cluster install and upgrade without dropping flows', async (t) => {
   const binDir = path.join(tmp, 'host-ebpf', 'opt', 'cni', 'bin');
   const cniPath = `${binDir}:/usr/lib/cni`;
 
-  // The dataplanes at once, each in its own lab: much of a run is waiting
-  // (daemons starting, flows carrying data through the upgrade).
-  t.jobs = 2;
   for (const mode of MODES) {
     t.test(`${mode} dataplane`, async (t) => {
       const lab = await Lab.up(defaultSpec(2, 8));
