@@ -13,8 +13,8 @@
 // table must equal the written-out one, cell for cell. A mismatch prints the
 // table.
 //
-// Load-proof verdicts: the probes of a step run at once (one prober process
-// per source pod, bounded); a pair expected to connect retries until it does
+// Load-proof verdicts: the probes of a step run at once (from each source
+// pod's server process, which also probes; bounded); a pair expected to connect retries until it does
 // (up to ALLOW_MS), a pair expected to be blocked is given DENY_MS and keeps
 // trying through it, and only the expected-blocked pairs wait that long, all
 // at the same time. An answer counts only if it names the pod probed.
@@ -31,7 +31,6 @@ import { Lab } from '../../lab/lab.js';
 import { DEFAULT_SUBNET, defaultSpec } from '../../lab/spec.js';
 import { sleep, startChild, stopChild, waitForLine } from '../../lab/children.js';
 import { vmExecArgv } from '../../lab/vm-exec.js';
-import { run } from '../../control/exec.js';
 import { compilePolicies, type LocalEndpoint } from '../../control/policy/compile.js';
 import { MODES, REPO, VmCni, azureConflist, type PodHandle } from './helpers/cni-harness.js';
 import { COLUMNS, DNS, EVERY_POD, MODEL, expected, mismatchTable, nsOf, podOf, probeKey, selectedCases, snapshotOf, type Step, type World } from './helpers/netpol-cases.js';
@@ -65,7 +64,7 @@ const SLOW_MS = 5_000;
 const ALLOW_MS = 20_000;
 /** A pair expected to be blocked: tried for this long (all such pairs at once). */
 const DENY_MS = 5_000;
-/** Prober processes at once (one per source pod). */
+/** Source pods probing at once (each through its own server process). */
 const PROBE_PARALLEL = 9;
 const VMS = ['vm1', 'vm2'] as const;
 type Vm = (typeof VMS)[number];
@@ -88,9 +87,9 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     const t0 = Date.now();
     const lab = await Lab.up(defaultSpec(2, 8));
     t.teardown(() => lab.down());
-    const servers: ChildProcess[] = [];
+    const servers = new Map<string, ChildProcess>();
     t.teardown(async () => {
-      for (const s of servers) await stopChild(s, 1000);
+      for (const s of servers.values()) await stopChild(s, 1000);
     });
     const daemons: ChildProcess[] = [];
     t.teardown(async () => {
@@ -126,7 +125,7 @@ for (const mode of ['iptables', 'ebpf'] as const) {
       EVERY_POD.map(async (key) => {
         const spec = key === DNS ? 'udp:53' : 'tcp:80,tcp:81,udp:80,udp:81';
         const child = startChild(['nsenter', `--net=${pods.get(key)!.handle.netns}`, '--', process.execPath, POD_TOOL, 'serve', key, spec]);
-        servers.push(child);
+        servers.set(key, child);
         await waitForLine(child, /^LISTENING/, 30_000, `server of ${key}`);
       }),
     );
@@ -209,6 +208,7 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     const program = VIA === 'daemon' ? programDaemon : programDirect;
 
     /** Every model pod probes every column's targets; returns "from to proto/port" -> connected. */
+    let requestId = 0;
     const observe = async (step: Step): Promise<Map<string, boolean>> => {
       const seen = new Map<string, boolean>();
       const queue = [...MODEL];
@@ -220,16 +220,12 @@ for (const mode of ['iptables', 'ebpf'] as const) {
               req.probes.push({ key: `${to} ${col.proto}/${col.port}`, ip: world.ip(to), port: col.port, proto: col.proto, expect: expected(step, from, to, col.proto, col.port) });
             }
           }
-          const res = await run(['nsenter', `--net=${pods.get(from)!.handle.netns}`, '--', process.execPath, POD_TOOL, 'probe'], {
-            input: JSON.stringify(req),
-            timeoutMs: ALLOW_MS + 60_000,
-          });
-          let out: ProbeResults;
-          try {
-            out = JSON.parse(res.stdout.trim().split('\n').pop() ?? '') as ProbeResults;
-          } catch {
-            throw new Error(`prober in ${from} failed (exit ${res.code}): ${res.stderr.trim().slice(0, 500)}`);
-          }
+          // The pod's server process probes from its netns: one line in, one RESULT line out.
+          const server = servers.get(from)!;
+          const id = ++requestId;
+          const answer = waitForLine(server, new RegExp(`^RESULT ${id} (.*)$`), ALLOW_MS + 60_000, `prober in ${from}`);
+          server.stdin!.write(`${JSON.stringify({ id, ...req })}\n`);
+          const out = JSON.parse((await answer)[1]!) as ProbeResults;
           for (const col of COLUMNS) {
             for (const to of col.targets) seen.set(probeKey(from, to, col.proto, col.port), out[`${to} ${col.proto}/${col.port}`]?.name === to);
           }
