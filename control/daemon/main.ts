@@ -8,6 +8,8 @@ import { createLogger } from '../log.js';
 import { createLocalAgent } from '../agent/index.js';
 import type { AgentOptions } from '../agent/agent.js';
 import { DaemonServer } from './server.js';
+import { startNode } from './startup.js';
+import { servedAgent } from './served.js';
 import { assertSafeNetns } from '../agent/safety.js';
 import { InvalidConfigError } from '../errors.js';
 import { DaemonMetrics, DEFAULT_METRICS_SOCKET, ebpfStats, parseMetricsAddr } from './metrics.js'; // metrics (control/daemon/metrics.ts)
@@ -42,6 +44,8 @@ export const DAEMON_OPTIONS = {
   // NetworkPolicy (control/policy, docs/policy.md): from a watched directory, or from the Kubernetes API
   'policy-dir': { type: 'string' },
   'network-policy': { type: 'boolean', default: false },
+  // Turn policy off on a node that enforced it (opens every endpoint). Without it and without a source, such a node keeps its rules.
+  'disable-network-policy': { type: 'boolean', default: false },
 } as const;
 
 /** Parse `vnetctl daemon` arguments; throws on an unknown flag or a missing value, like the daemon itself. */
@@ -98,6 +102,9 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
   const logger = createLogger({ file: values['log-file'], level: values['log-level'], name: 'vnet-cni-daemon' });
   if (values['network-policy'] && values['policy-dir']) throw new InvalidConfigError('--network-policy and --policy-dir are exclusive: policy comes from the Kubernetes API or from a directory');
   if (values['network-policy'] && !values['node-name']) throw new InvalidConfigError('--network-policy needs --node-name (the Kubernetes API)');
+  if (values['disable-network-policy'] && (values['network-policy'] || values['policy-dir'])) {
+    throw new InvalidConfigError('--disable-network-policy turns policy off: it cannot go with --network-policy or --policy-dir');
+  }
   // Loaded only when asked for, so a daemon without Kubernetes never pays for the client.
   const k8s = values['node-name']
     ? new (await import('../k8s/kubernetes.js')).KubernetesIntegration({
@@ -121,33 +128,20 @@ export async function runDaemon(argv: string[], testHooks: Pick<AgentOptions, 'f
     ...(k8s ? { poolSourceFor: k8s.poolSourceFor, podInfo: k8s.pods.lookup } : {}),
     ...(policy ? { policy: policy.engine } : {}),
   });
-  if (policy) await policy.start(agent);
-  else await (await import('../policy/node.js')).disableNodePolicy(agent, logger).catch((err: unknown) => logger.error({ err }, 'could not open up the endpoints of a node that enforced policy'));
-  try {
-    metrics.recordReconcile(await agent.reconcile());
-  } catch (err) {
-    metrics.recordReconcile(err as Error);
-    logger.error({ err }, 'reconcile on start failed; serving anyway');
-  }
+  // Reconcile, then policy over the reconciled endpoints (or the hold, or --disable-network-policy).
+  const started = await startNode(agent, { ...(policy ? { policy } : {}), disablePolicy: values['disable-network-policy'], logger, registry: metrics.registry });
+  metrics.recordReconcile(started.reconcile);
   const onRequest = k8s
     ? (verb: string, ok: boolean, seconds: number, code?: number): void => {
       metrics.onRequest(verb, ok, seconds, code);
       k8s.afterRequest(verb, ok);
     }
     : metrics.onRequest;
-  // DUMP carries the watches' counters beside the store when Kubernetes is on, and the policy engine's view.
-  const served = k8s || policy
-    ? new Proxy(agent, {
-      get(target, prop) {
-        if (prop === 'dump') return async () => ({ ...(await target.dump()), ...(k8s ? { kubernetes: k8s.stats() } : {}), ...(policy ? { policy: policy.dump() } : {}) });
-        const value: unknown = Reflect.get(target, prop);
-        return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;
-      },
-    })
-    : agent;
+  // DUMP carries the watches' counters beside the store when Kubernetes is on, the policy engine's view, and a policy hold (which also fails STATUS).
+  const served = servedAgent(agent, { ...(k8s ? { kubernetes: k8s } : {}), ...(policy ? { policy } : {}), ...(started.policyHold ? { policyHold: started.policyHold } : {}) });
   const server = new DaemonServer({ socketPath: values.socket, agent: served, logger, onRequest });
   await server.listen();
-  k8s?.start(agent);
+  k8s?.start(served); // its node condition asks STATUS: a policy hold shows there too
   await metrics.listen(metricsAddr);
   logger.info({ metrics: metricsAddr }, 'metrics listening');
   logger.info({ socket: values.socket, pid: process.pid }, 'daemon listening');

@@ -20,7 +20,7 @@
 //    can compile into one rule per peer pod).
 import { cidrContainsIp, hostCidr4, parseIpv4 } from './cidr.js';
 import { normalizeRules, type InternalPeer, type RuleAtom } from './normalize.js';
-import { parsePolicy, type NamedPort, type ParsedPolicy, type ParsedRule } from './parse.js';
+import { ANY_NAMESPACE, parsePolicy, type NamedPort, type ParsedPolicy, type ParsedRule } from './parse.js';
 import type { DirectionPolicy, EndpointPolicy, IpFamily, L4Protocol, NetworkPolicy, PolicyProblem, PolicySnapshot, PortRange } from './types.js';
 
 /** A pod endpoint on this node, as the agent knows it (CNI_ARGS K8S_POD_NAMESPACE/K8S_POD_NAME). */
@@ -32,7 +32,7 @@ export interface LocalEndpoint {
 }
 
 export interface CompileStats {
-  /** Policies in the snapshot, and those compiled (the rest had a fatal problem). */
+  /** Policies in the snapshot, and those read whole (the rest are broken: they isolate what they select, fail closed). */
   policies: number;
   validPolicies: number;
   /** Label selectors compiled (policy podSelectors and peer selectors). */
@@ -259,11 +259,20 @@ function dedupeProblems(problems: PolicyProblem[]): PolicyProblem[] {
 
 /** A default deny both ways: what an endpoint gets before the first sync. */
 export function defaultDeny(ep: LocalEndpoint): EndpointPolicy {
+  return uniform(ep, true);
+}
+
+/** Not isolated either way (everything allowed): what endpoints get when policy is turned off. */
+export function allowAll(ep: LocalEndpoint): EndpointPolicy {
+  return uniform(ep, false);
+}
+
+function uniform(ep: LocalEndpoint, isolated: boolean): EndpointPolicy {
   const out: EndpointPolicy = {
     family: ep.family,
     address: ep.address,
-    ingress: { isolated: true, rules: [] },
-    egress: { isolated: true, rules: [] },
+    ingress: { isolated, rules: [] },
+    egress: { isolated, rules: [] },
   };
   if (ep.namespace && ep.name) out.pod = `${ep.namespace}/${ep.name}`;
   return out;
@@ -273,8 +282,8 @@ export function defaultDeny(ep: LocalEndpoint): EndpointPolicy {
 // cache conversions by identity, the directory re-reads only changed files),
 // so validation runs once per object, not once per compile: an ADD's
 // one-endpoint compile must not re-validate a thousand policies.
-const parseCache = new WeakMap<object, { parsed: ParsedPolicy | undefined; problems: PolicyProblem[] }>();
-function parseCached(np: NetworkPolicy, problems: PolicyProblem[]): ParsedPolicy | undefined {
+const parseCache = new WeakMap<object, { parsed: ParsedPolicy; problems: PolicyProblem[] }>();
+function parseCached(np: NetworkPolicy, problems: PolicyProblem[]): ParsedPolicy {
   let hit = parseCache.get(np);
   if (!hit) {
     const own: PolicyProblem[] = [];
@@ -297,7 +306,6 @@ export function compilePolicies(snap: PolicySnapshot, locals: LocalEndpoint[], o
   let selectors = 0;
   snap.policies.forEach((np, index) => {
     const parsed = parseCached(np, problems);
-    if (!parsed) return;
     selectors += parsed.selectorCount;
     compiled.push({
       index,
@@ -334,7 +342,9 @@ export function compilePolicies(snap: PolicySnapshot, locals: LocalEndpoint[], o
   for (const ep of locals) {
     if (opts.only && !opts.only.has(ep.address)) continue;
     const pod = ep.namespace && ep.name ? cluster.podByKey.get(`${ep.namespace}/${ep.name}`) : undefined;
-    const selecting = pod ? (byNs.get(pod.namespace) ?? []).filter((cp) => cp.parsed.select(pod.labels)) : [];
+    // A broken policy whose namespace is unreadable (ANY_NAMESPACE) selects in every namespace: fail closed.
+    const candidates = pod ? [...(byNs.get(pod.namespace) ?? []), ...(byNs.get(ANY_NAMESPACE) ?? [])] : [];
+    const selecting = candidates.filter((cp) => cp.parsed.select(pod!.labels));
     const ing = selecting.filter((cp) => cp.parsed.ingress);
     const egr = selecting.filter((cp) => cp.parsed.egress);
     const ingKey = ing.map((cp) => cp.index).join(',') + (pod && ing.some((cp) => cp.ingressNamed) ? JSON.stringify(pod.namedPorts) : '');
@@ -357,6 +367,6 @@ export function compilePolicies(snap: PolicySnapshot, locals: LocalEndpoint[], o
     endpoints,
     selectedBy,
     problems: dedupeProblems(problems),
-    stats: { policies: snap.policies.length, validPolicies: compiled.length, selectors, rules, peers },
+    stats: { policies: snap.policies.length, validPolicies: compiled.filter((cp) => !cp.parsed.broken).length, selectors, rules, peers },
   };
 }

@@ -13,12 +13,17 @@
 // else (cut after `- from:` it allows everything), so a changed file is read
 // only once it has not been modified for `settleMs`; until then its previous
 // content stays in force. A file that does not parse (a typo) keeps its last
-// good content and is reported as a problem until it parses again. Writing a
-// temporary file and renaming it over the old one is still the best way.
+// good content and is reported as a problem until it parses again; one whose
+// good content was never seen (new, or since the daemon started) cannot say
+// which pods it meant, so it is a broken policy over every pod of the node
+// (fail closed) until it parses or is removed. An object in a file that parses
+// but cannot be read (unknown kind, no name, ...) is a broken policy over its
+// namespace (objects.ts). Writing a temporary file and renaming it over the
+// old one is still the best way.
 import fs from 'node:fs';
 import path from 'node:path';
 import yaml from 'js-yaml';
-import { objectsFrom, ObjectError, type PolicyObject } from './objects.js';
+import { objectsFrom, unreadableObject, type PolicyObject } from './objects.js';
 import type { NetworkPolicy, PolicyNamespace, PolicyPod, PolicyProblem, PolicySnapshot, PolicySource } from './types.js';
 
 export interface DirectoryPolicySourceOptions {
@@ -41,6 +46,8 @@ interface FileState {
   stamp: string;
   /** Last good parse. */
   objects: PolicyObject[];
+  /** Some content of this file has parsed since the source started (else `objects` is not its content). */
+  parsed: boolean;
   /** The current content's parse error, if any (objects are then the last good ones). */
   error?: string;
 }
@@ -50,10 +57,13 @@ export function isPolicyFile(name: string): boolean {
   return !name.startsWith('.') && !name.endsWith('~') && EXTENSIONS.has(path.extname(name).toLowerCase());
 }
 
-/** Parse one file's text; throws with a message saying what is wrong. */
-export function parsePolicyFile(text: string): PolicyObject[] {
+/**
+ * Parse one file's text; throws (js-yaml's error) when it is not YAML or JSON
+ * at all. Objects that parse but cannot be read come back as `Unreadable`.
+ */
+export function parsePolicyFile(text: string, file = 'the file'): PolicyObject[] {
   const docs = yaml.loadAll(text, undefined, { schema: yaml.DEFAULT_SCHEMA });
-  return docs.flatMap((d) => objectsFrom(d));
+  return docs.flatMap((d, i) => objectsFrom(d, docs.length > 1 ? `${file}#${i + 1}` : file));
 }
 
 export class DirectoryPolicySource implements PolicySource {
@@ -186,10 +196,10 @@ export class DirectoryPolicySource implements PolicySource {
         continue; // vanished between stat and read: the next event rescans
       }
       try {
-        this.files.set(name, { stamp, objects: parsePolicyFile(text) });
+        this.files.set(name, { stamp, objects: parsePolicyFile(text, name), parsed: true });
       } catch (e) {
-        const message = e instanceof yaml.YAMLException || e instanceof ObjectError || e instanceof Error ? e.message : String(e);
-        this.files.set(name, { stamp, objects: prev?.objects ?? [], error: message.split('\n')[0]! });
+        const message = e instanceof Error ? e.message : String(e);
+        this.files.set(name, { stamp, objects: prev?.objects ?? [], parsed: prev?.parsed ?? false, error: message.split('\n')[0]! });
       }
     }
     return { names, settleIn };
@@ -232,20 +242,26 @@ export class DirectoryPolicySource implements PolicySource {
     for (const name of names) {
       const f = this.files.get(name);
       if (!f) continue;
-      if (f.error) {
-        problems.push({ policy: name, message: `${f.error}; ${f.objects.length > 0 ? 'its last good content stays in force' : 'nothing from it is used'}` });
+      let objects = f.objects;
+      if (f.error && f.parsed) {
+        problems.push({ policy: name, message: `${f.error}; ${f.objects.length > 0 ? 'its last good content stays in force' : 'its last good content was empty: nothing from it is used'}` });
+      } else if (f.error) {
+        // Never read whole: which pods it meant is unknown. The compiler reports it (broken, every namespace).
+        objects = [unreadableObject('', name, `${name} does not parse (${f.error}) and no earlier content of it is known`)];
       }
-      for (const o of f.objects) {
+      for (const [i, o] of objects.entries()) {
         const key =
-          o.kind === 'NetworkPolicy'
-            ? `NetworkPolicy ${o.value.metadata.namespace}/${o.value.metadata.name}`
-            : o.kind === 'Namespace'
-              ? `Namespace ${o.value.name}`
-              : `Pod ${o.value.namespace}/${o.value.name}`;
+          o.kind === 'Unreadable'
+            ? `Unreadable ${name}#${i}` // never replaced by another file's object of the same name
+            : o.kind === 'NetworkPolicy'
+              ? `NetworkPolicy ${o.value.metadata.namespace}/${o.value.metadata.name}`
+              : o.kind === 'Namespace'
+                ? `Namespace ${o.value.name}`
+                : `Pod ${o.value.namespace}/${o.value.name}`;
         const before = origin.get(key);
         if (before !== undefined) problems.push({ policy: name, message: `${key} is also in ${before}; the one in ${name} is used` });
         origin.set(key, name);
-        if (o.kind === 'NetworkPolicy') policies.set(key, o.value);
+        if (o.kind === 'NetworkPolicy' || o.kind === 'Unreadable') policies.set(key, o.value);
         else if (o.kind === 'Namespace') namespaces.set(key, o.value);
         else pods.set(key, o.value);
       }

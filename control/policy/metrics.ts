@@ -26,7 +26,7 @@ export function registerPolicyMetrics(registry: Registry, engine: () => PolicyEn
     collect() { this.set(status()?.stats?.selectors ?? 0); },
   });
   new Gauge({
-    name: 'vnet_cni_policy_policies', help: 'NetworkPolicies known to the policy source, by state (valid: compiled; invalid: skipped entirely)', labelNames: ['state'], registers: [registry],
+    name: 'vnet_cni_policy_policies', help: 'NetworkPolicies known to the policy source, by state (valid: read whole; invalid: broken, it isolates the pods it may select both ways with no allow rule)', labelNames: ['state'], registers: [registry],
     collect() {
       const s = status()?.stats;
       this.set({ state: 'valid' }, s?.validPolicies ?? 0);

@@ -6,10 +6,13 @@
 // endpoints of the store are registered with the engine as "kernel state
 // unknown", then the source starts: its first sync programs every endpoint's
 // policy (the reconcile with the kernel). Stopping leaves the kernel's rules
-// in place: nothing opens up while the daemon is away.
+// in place: nothing opens up while the daemon is away. The daemon starts this
+// after reconcile (control/daemon/startup.ts), so the engine sees the
+// endpoints that survived it.
 import type { Logger } from 'pino';
 import type { Registry } from 'prom-client';
 import type { Agent } from '../agent/agent.js';
+import { allowAll } from './compile.js';
 import { createDirectoryPolicySource } from './dir-source.js';
 import { PolicyEngine } from './engine.js';
 import { registerPolicyMetrics } from './metrics.js';
@@ -34,7 +37,10 @@ export class NodePolicy {
   constructor(opts: NodePolicyOptions) {
     this.log = opts.logger.child({ part: 'policy' });
     const logProblems = (problems: PolicyProblem[]): void => {
-      for (const p of problems) this.log.warn({ policy: p.policy }, `policy problem: ${p.message}`);
+      for (const p of problems) {
+        if (p.broken) this.log.error({ policy: p.policy }, `broken policy (enforced fail-closed): ${p.message}`);
+        else this.log.warn({ policy: p.policy }, `policy problem: ${p.message}`);
+      }
     };
     const source: PolicySource = opts.kubernetes ?? createDirectoryPolicySource({ dir: opts.dir!, onProblems: logProblems });
     this.sourceName = opts.kubernetes ? 'kubernetes' : `directory ${opts.dir}`;
@@ -77,21 +83,42 @@ export class NodePolicy {
 }
 
 /**
- * The daemon runs without policy: if the node enforced policy before, open
- * every endpoint up (not isolated) and clear the mark, so that turning policy
- * off does not leave pods behind their last rules.
+ * `--disable-network-policy`: policy is turned off on purpose. If the node
+ * enforced policy, open every endpoint up (not isolated) and clear the mark,
+ * so pods are not left behind their last rules.
  */
 export async function disableNodePolicy(agent: Agent, log: Logger): Promise<void> {
   const state = await agent.store.peek();
-  if (!state.policyEnforced) return;
-  const open = (await agent.policyEndpoints()).map((ep): EndpointPolicy => ({
-    family: ep.family,
-    address: ep.address,
-    ...(ep.namespace && ep.name ? { pod: `${ep.namespace}/${ep.name}` } : {}),
-    ingress: { isolated: false, rules: [] },
-    egress: { isolated: false, rules: [] },
-  }));
+  if (!state.policyEnforced) {
+    log.info('--disable-network-policy: this node does not enforce policy; nothing to open');
+    return;
+  }
+  const open = (await agent.policyEndpoints()).map(allowAll);
   await agent.applyPolicies(open);
   await agent.setPolicyEnforced(false);
-  log.info({ endpoints: open.length }, 'policy is off: endpoints opened up and the node no longer marked as enforcing');
+  log.warn({ endpoints: open.length }, '--disable-network-policy: policy is off; every endpoint opened up and the node no longer marked as enforcing');
+}
+
+/** A node that enforces policy, under a daemon started without a policy source (and without --disable-network-policy). */
+export interface PolicyHold {
+  /** When the node started enforcing (NodeState.policyEnforced.since). */
+  since: string;
+  /** What is wrong and which flag fixes it (logged, STATUS, vnetctl debug policy). */
+  message: string;
+}
+
+/**
+ * The daemon has no policy source. A node that enforced policy keeps it
+ * (a lost flag must not silently remove isolation): the programmed rules stay,
+ * new endpoints start default-deny (Agent.initialPolicy), and the hold is
+ * logged as an error and reported. Undefined on a node that never enforced.
+ */
+export async function holdNodePolicy(agent: Agent, log: Logger): Promise<PolicyHold | undefined> {
+  const enforced = (await agent.store.peek()).policyEnforced;
+  if (!enforced) return undefined;
+  const message = `this node enforces NetworkPolicy (since ${enforced.since}) but the daemon was started without --policy-dir or --network-policy: ` +
+    'every endpoint keeps the rules last programmed and new endpoints start default-deny, and nothing updates them. ' +
+    'Restart the daemon with its policy source (--policy-dir DIR or --network-policy), or with --disable-network-policy to turn policy off and open every endpoint';
+  log.error({ since: enforced.since }, message);
+  return { since: enforced.since, message };
 }

@@ -1,12 +1,13 @@
 // Kubernetes-shaped objects (as written in YAML/JSON files) → the compiler's
 // snapshot types. Only the fields policy reads; everything else is ignored.
+// An object that cannot be read (not a map, no name, no or an unknown kind, a
+// NetworkPolicy without spec) is not dropped: it becomes an unreadable policy
+// over its namespace, which the compiler enforces fail-closed (parse.ts). A
+// misspelt `kind: NetworkPolicy` must not open what it was written to close.
+import { isObject as isObj } from '../../cni/validate.js';
 import type { NetworkPolicy, PolicyNamespace, PolicyPod } from './types.js';
 
 type Obj = Record<string, unknown>;
-
-function isObj(v: unknown): v is Obj {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
-}
 
 function stringMap(v: unknown): Record<string, string> {
   const out: Record<string, string> = {};
@@ -18,28 +19,41 @@ function stringMap(v: unknown): Record<string, string> {
 export type PolicyObject =
   | { kind: 'NetworkPolicy'; value: NetworkPolicy }
   | { kind: 'Namespace'; value: PolicyNamespace }
-  | { kind: 'Pod'; value: PolicyPod };
-
-export class ObjectError extends Error {}
+  | { kind: 'Pod'; value: PolicyPod }
+  /** An object that could not be read: a NetworkPolicy with `unreadable` set (broken, fail closed). */
+  | { kind: 'Unreadable'; value: NetworkPolicy };
 
 /** The namespace kubectl assumes when an object names none. */
 export const DEFAULT_NAMESPACE = 'default';
 
-/** One object, or the items of a List (kind List, PodList, ...). Unknown kinds throw ObjectError. */
-export function objectsFrom(doc: unknown): PolicyObject[] {
+/**
+ * An object that could not be read, as a policy: `namespace` '' when not even
+ * that is known (the compiler then applies it in every namespace).
+ */
+export function unreadableObject(namespace: string, name: string, why: string): PolicyObject {
+  return { kind: 'Unreadable', value: { metadata: { name, namespace }, spec: { podSelector: {} }, unreadable: why } };
+}
+
+/**
+ * One object, or the items of a List (kind List, PodList, ...). `where` names
+ * the object in messages and names an unreadable object that has no name of
+ * its own ("shop.yaml#2": the second document of shop.yaml).
+ */
+export function objectsFrom(doc: unknown, where = 'object'): PolicyObject[] {
   if (doc === null || doc === undefined) return []; // an empty YAML document
-  if (!isObj(doc)) throw new ObjectError('a document must be a Kubernetes object (a map with kind)');
+  if (!isObj(doc)) return [unreadableObject('', where, `${where} is not a Kubernetes object (a map with kind)`)];
   const kind = doc.kind;
   if (typeof kind === 'string' && kind.endsWith('List') && Array.isArray(doc.items)) {
-    return doc.items.flatMap((item) => objectsFrom(item));
+    return doc.items.flatMap((item, i) => objectsFrom(item, `${where}.items[${i}]`));
   }
   const md = isObj(doc.metadata) ? doc.metadata : {};
   const name = typeof md.name === 'string' ? md.name : '';
-  if (!name) throw new ObjectError(`a ${String(kind)} needs metadata.name`);
   const namespace = typeof md.namespace === 'string' && md.namespace ? md.namespace : DEFAULT_NAMESPACE;
+  const unreadable = (why: string): PolicyObject[] => [unreadableObject(namespace, name || where, `${where}: ${why}`)];
+  if (!name) return unreadable(`a ${typeof kind === 'string' ? kind : 'object'} needs metadata.name`);
   switch (kind) {
     case 'NetworkPolicy': {
-      if (!isObj(doc.spec)) throw new ObjectError(`NetworkPolicy ${namespace}/${name} has no spec`);
+      if (!isObj(doc.spec)) return unreadable(`NetworkPolicy ${namespace}/${name} has no spec`);
       // The spec is validated by the compiler, which reports each bad part.
       return [{ kind, value: { metadata: { name, namespace }, spec: doc.spec as unknown as NetworkPolicy['spec'] } }];
     }
@@ -48,7 +62,7 @@ export function objectsFrom(doc: unknown): PolicyObject[] {
     case 'Pod':
       return [{ kind, value: podFrom(doc, name, namespace) }];
     default:
-      throw new ObjectError(`kind ${JSON.stringify(kind)} is not used by policy (NetworkPolicy, Namespace, Pod, or a List of them)`);
+      return unreadable(`kind ${JSON.stringify(kind)} is not used by policy (NetworkPolicy, Namespace, Pod, or a List of them)`);
   }
 }
 

@@ -1,12 +1,19 @@
 // Validation of NetworkPolicy objects into the compiler's checked form. The
 // API server would reject what this rejects; a watched directory has no API
 // server, and a bad object must never stop the good ones. So every problem is
-// recorded and the smallest enclosing part is skipped:
-//  - a bad podSelector (of the policy): the whole policy (its pods are unknown);
-//  - a bad peer or port: the rule it is in (the rule then allows nothing, but
-//    the policy still isolates the pods it selects: a mistake never opens
-//    traffic up);
+// recorded and the smallest enclosing part is skipped, always failing closed:
+//  - a policy that cannot be read as a whole (no namespace or name, no spec,
+//    a bad podSelector, an unknown field in spec, or an object its source
+//    could not read): the policy is *broken*: it still selects what it can
+//    (its podSelector if readable, else every pod of its namespace; every
+//    namespace if that is unreadable) and isolates those pods both ways with
+//    no allow rule. Dropping it would open what it was written to close;
+//  - a bad peer or port, or an unknown field in a rule, peer, port or
+//    ipBlock: the rule it is in (the rule then allows nothing, but the policy
+//    still isolates the pods it selects; a misspelt `from` would otherwise
+//    read as "from everywhere");
 //  - an unknown policyTypes value: the policy isolates both directions.
+import { isObject } from '../../cni/validate.js';
 import { cidrContains, isIpv6Text, parseCidr4, type Cidr4 } from './cidr.js';
 import { compileSelector, SelectorError, type LabelMatcher } from './selector.js';
 import type { L4Protocol, LabelSelector, NetworkPolicy, PolicyProblem, PortRange } from './types.js';
@@ -47,7 +54,12 @@ export interface ParsedPolicy {
   egressRules: ParsedRule[];
   /** Selectors compiled for this policy (metrics). */
   selectorCount: number;
+  /** The policy could not be read: it isolates what it selects both ways, with no rule (fail closed). */
+  broken?: true;
 }
+
+/** The namespace of a broken policy whose own namespace is unreadable: it applies in every namespace. */
+export const ANY_NAMESPACE = '*';
 
 const PROTOCOLS: ReadonlySet<string> = new Set(['TCP', 'UDP', 'SCTP']);
 // IANA_SVC_NAME, as the API validates container port names.
@@ -62,8 +74,14 @@ export function isValidPortName(name: string): boolean {
 
 class RuleError extends Error {}
 
-function isObject(v: unknown): v is Record<string, unknown> {
-  return typeof v === 'object' && v !== null && !Array.isArray(v);
+/** The first field of `o` that the API does not define at this place, if any. */
+function unknownField(o: Record<string, unknown>, known: readonly string[]): string | undefined {
+  return Object.keys(o).find((k) => o[k] !== undefined && !known.includes(k));
+}
+
+function rejectUnknown(o: Record<string, unknown>, known: readonly string[], where: string): void {
+  const f = unknownField(o, known);
+  if (f !== undefined) throw new RuleError(`${where}: unknown field ${JSON.stringify(f)} (${known.join(', ')})`);
 }
 
 function selector(v: unknown, where: string): LabelMatcher {
@@ -77,6 +95,7 @@ function selector(v: unknown, where: string): LabelMatcher {
 
 function parseIpBlock(v: unknown, where: string): ParsedIpBlock | undefined {
   if (!isObject(v) || typeof v.cidr !== 'string') throw new RuleError(`${where}.ipBlock: cidr is required`);
+  rejectUnknown(v, ['cidr', 'except'], `${where}.ipBlock`);
   // An IPv6 block is valid but matches nothing on an IPv4 node.
   if (isIpv6Text(v.cidr)) return undefined;
   const cidr = parseCidr4(v.cidr);
@@ -97,6 +116,7 @@ function parseIpBlock(v: unknown, where: string): ParsedIpBlock | undefined {
 
 function parsePort(v: unknown, where: string): { range?: PortRange; named?: NamedPort } {
   if (!isObject(v)) throw new RuleError(`${where}: must be an object`);
+  rejectUnknown(v, ['protocol', 'port', 'endPort'], where);
   const protocol = v.protocol ?? 'TCP';
   if (typeof protocol !== 'string' || !PROTOCOLS.has(protocol)) {
     throw new RuleError(`${where}: unknown protocol ${JSON.stringify(protocol)} (TCP, UDP or SCTP)`);
@@ -126,6 +146,7 @@ function parsePort(v: unknown, where: string): { range?: PortRange; named?: Name
 function parseRule(v: unknown, dir: 'ingress' | 'egress', where: string): ParsedRule {
   if (!isObject(v)) throw new RuleError(`${where}: must be an object`);
   const peerField = dir === 'ingress' ? 'from' : 'to';
+  rejectUnknown(v, [peerField, 'ports'], where);
   const peers = v[peerField];
   const rule: ParsedRule = { all: false, ipBlocks: [], selectorPeers: [], ports: null };
   if (peers === undefined || peers === null || (Array.isArray(peers) && peers.length === 0)) {
@@ -135,6 +156,7 @@ function parseRule(v: unknown, dir: 'ingress' | 'egress', where: string): Parsed
     peers.forEach((p: unknown, i) => {
       const w = `${where}.${peerField}[${i}]`;
       if (!isObject(p)) throw new RuleError(`${w}: must be an object`);
+      rejectUnknown(p, ['podSelector', 'namespaceSelector', 'ipBlock'], w);
       const hasSel = p.podSelector != null || p.namespaceSelector != null;
       if (p.ipBlock != null) {
         if (hasSel) throw new RuleError(`${w}: ipBlock cannot be combined with podSelector or namespaceSelector`);
@@ -163,31 +185,50 @@ function parseRule(v: unknown, dir: 'ingress' | 'egress', where: string): Parsed
   return rule;
 }
 
-/** Validate one policy; problems go to `problems`. undefined: the policy is skipped entirely. */
-export function parsePolicy(np: NetworkPolicy, problems: PolicyProblem[]): ParsedPolicy | undefined {
+/**
+ * A policy that cannot be read: it isolates `select` (default: every pod) of
+ * `namespace` both ways with no rule, never nothing.
+ */
+function brokenPolicy(key: string, namespace: string, select: LabelMatcher | undefined): ParsedPolicy {
+  return {
+    key, namespace, select: select ?? (() => true), ingress: true, egress: true, ingressRules: [], egressRules: [], selectorCount: select ? 1 : 0, broken: true,
+  };
+}
+
+const SPEC_FIELDS = ['podSelector', 'policyTypes', 'ingress', 'egress'] as const;
+
+/** Validate one policy; problems go to `problems`. A policy that cannot be read comes back broken (see above), never undefined. */
+export function parsePolicy(np: NetworkPolicy, problems: PolicyProblem[]): ParsedPolicy {
   const md = (np as { metadata?: unknown }).metadata;
-  if (!isObject(md) || typeof md.name !== 'string' || typeof md.namespace !== 'string' || !md.name || !md.namespace) {
-    problems.push({ policy: '?', message: 'metadata.name and metadata.namespace are required; the policy is ignored' });
-    return undefined;
-  }
-  const key = `${md.namespace}/${md.name}`;
+  const text = (v: unknown): string | undefined => (typeof v === 'string' && v !== '' ? v : undefined);
+  const namespace = isObject(md) ? text(md.namespace) : undefined;
+  const name = isObject(md) ? text(md.name) : undefined;
+  const key = `${namespace ?? ANY_NAMESPACE}/${name ?? '(unnamed)'}`;
   const spec = (np as { spec?: unknown }).spec;
-  if (!isObject(spec)) {
-    problems.push({ policy: key, message: 'spec is missing; the policy is ignored' });
-    return undefined;
+  let select: LabelMatcher | undefined;
+  const broken = (why: string): ParsedPolicy => {
+    const pods = select ? 'the pods its podSelector selects' : 'every pod';
+    const where = namespace ? `in namespace ${namespace}` : 'in every namespace (its own is unknown)';
+    problems.push({ policy: key, broken: true, message: `${why}; the policy is broken: it isolates ${pods} ${where} both ways, with no allow rule, until it is fixed` });
+    return brokenPolicy(key, namespace ?? ANY_NAMESPACE, select);
+  };
+  if (np.unreadable !== undefined) return broken(np.unreadable);
+  if (isObject(spec)) {
+    try {
+      select = compileSelector((spec.podSelector ?? {}) as LabelSelector);
+    } catch (e) {
+      if (!(e instanceof SelectorError)) throw e;
+      return broken(`spec.podSelector: ${e.message}`);
+    }
   }
-  let select: LabelMatcher;
-  try {
-    select = compileSelector(spec.podSelector ?? {});
-  } catch (e) {
-    if (!(e instanceof SelectorError)) throw e;
-    problems.push({ policy: key, message: `spec.podSelector: ${e.message}; the policy is ignored` });
-    return undefined;
-  }
+  if (!namespace || !name) return broken('metadata.name and metadata.namespace are required');
+  if (!isObject(spec)) return broken('spec is missing');
+  const unknown = unknownField(spec, SPEC_FIELDS);
+  if (unknown !== undefined) return broken(`spec: unknown field ${JSON.stringify(unknown)} (${SPEC_FIELDS.join(', ')})`);
   const out: ParsedPolicy = {
     key,
-    namespace: md.namespace,
-    select,
+    namespace,
+    select: select!,
     ingress: true,
     egress: false,
     ingressRules: [],

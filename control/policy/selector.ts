@@ -1,6 +1,7 @@
 // Kubernetes label selectors (metav1.LabelSelector): matchLabels and
 // matchExpressions, ANDed; an empty selector matches everything. Validated
-// once, then matched many times.
+// once, then matched many times. An unknown field is an error, not ignored:
+// a misspelt `matchLabels` would otherwise select everything.
 import type { LabelSelector } from './types.js';
 
 export type LabelMatcher = (labels: Record<string, string>) => boolean;
@@ -10,6 +11,10 @@ export class SelectorError extends Error {}
 /** Compile a selector; throws SelectorError saying what is wrong with it. */
 export function compileSelector(sel: LabelSelector): LabelMatcher {
   if (sel === null || typeof sel !== 'object') throw new SelectorError('a label selector must be an object');
+  const unknown = (o: object, known: string[]): string | undefined =>
+    Object.entries(o).find(([k, v]) => v !== undefined && !known.includes(k))?.[0];
+  const bad = unknown(sel, ['matchLabels', 'matchExpressions']);
+  if (bad !== undefined) throw new SelectorError(`unknown field ${JSON.stringify(bad)} (matchLabels, matchExpressions)`);
   const tests: LabelMatcher[] = [];
   const ml = sel.matchLabels ?? {};
   if (typeof ml !== 'object' || ml === null) throw new SelectorError('matchLabels must be a map');
@@ -24,6 +29,8 @@ export function compileSelector(sel: LabelSelector): LabelMatcher {
       throw new SelectorError('a matchExpressions entry needs a key');
     }
     const { key } = e;
+    const badExpr = unknown(e, ['key', 'operator', 'values']);
+    if (badExpr !== undefined) throw new SelectorError(`matchExpressions ${key}: unknown field ${JSON.stringify(badExpr)} (key, operator, values)`);
     const values = e.values ?? [];
     if (!Array.isArray(values) || values.some((v) => typeof v !== 'string')) {
       throw new SelectorError(`matchExpressions ${key}: values must be a list of strings`);

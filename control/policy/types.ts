@@ -52,6 +52,12 @@ export interface NetworkPolicy {
     egress?: NetworkPolicyEgressRule[];
     policyTypes?: string[];
   };
+  /**
+   * Set by a source that could not read the object (why), with what it could
+   * read of metadata: the compiler then treats the policy as broken and fails
+   * closed (control/policy/parse.ts).
+   */
+  unreadable?: string;
 }
 
 export interface PolicyNamespace {
@@ -135,6 +141,8 @@ export interface EndpointPolicy {
 export interface PolicyProblem {
   policy: string;
   message: string;
+  /** The policy could not be read at all: it isolates what it may select, with no rule (fail closed). */
+  broken?: true;
 }
 
 // ---------------------------------------------------------------------------

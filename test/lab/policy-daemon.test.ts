@@ -6,7 +6,11 @@
 // up again, `vnetctl debug policy` shows the pod's rules and no difference
 // with the kernel on a clean node, then flags one policy map entry (ebpf,
 // bpftool) or one rule (iptables -D) deleted behind the daemon's back, and the
-// metrics count rules and sync latency.
+// metrics count rules and sync latency. A policy file with its kind misspelt
+// isolates its namespace (fail closed) and shows as BROKEN. Then the daemon is restarted without
+// --policy-dir (a flag lost from a unit file): the isolated pod stays
+// isolated, a new pod starts default-deny, and the hold shows in STATUS, the
+// metrics and `vnetctl debug policy`; only --disable-network-policy opens up.
 import t from 'tap';
 import { mkdirSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import path from 'node:path';
@@ -16,7 +20,7 @@ import { defaultSpec } from '../../lab/spec.js';
 import { ping } from '../../lab/tools/net.js';
 import { pollUntil, startChild, stopChild, waitForLine } from '../../lab/children.js';
 import { vmExecArgv } from '../../lab/vm-exec.js';
-import { MODES, REPO, VmCni, azureConflist } from './helpers/cni-harness.js';
+import { MODES, REPO, VM_CONF_DIR, VmCni, azureConflist } from './helpers/cni-harness.js';
 
 const SOCKET = '/run/vnet-cni/daemon.sock';
 
@@ -59,9 +63,14 @@ for (const mode of MODES) t.test(`daemon --policy-dir in ${mode} mode`, async (t
   mkdirSync(policyDir, { recursive: true });
   put(policyDir, 'pods.yaml', PODS);
   const vnetctl = [process.execPath, path.join(REPO, 'dist', 'control', 'cli', 'vnetctl.js')];
-  const daemon: ChildProcess = startChild(vmExecArgv(lab.names, 'vm1', [...vnetctl, 'daemon', '--socket', SOCKET, '--policy-dir', policyDir]));
-  t.teardown(() => stopChild(daemon));
-  await waitForLine(daemon, /^READY /, 120_000, 'vnetctl daemon');
+  let daemon: ChildProcess | undefined;
+  const startDaemon = async (flags: string[]): Promise<void> => {
+    const d = startChild(vmExecArgv(lab.names, 'vm1', [...vnetctl, 'daemon', '--socket', SOCKET, ...flags]));
+    daemon = d;
+    await waitForLine(d, /^READY /, 120_000, 'vnetctl daemon');
+  };
+  t.teardown(() => (daemon ? stopChild(daemon) : undefined));
+  await startDaemon(['--policy-dir', policyDir]);
   const cni = new VmCni(lab, 'vm1', azureConflist({ cniVersion: '1.0.0', dataplane: mode, portmap: false, extra: { daemonSocket: SOCKET } }));
   const web = await cni.addPod('web');
   const db = await cni.addPod('db');
@@ -123,10 +132,51 @@ for (const mode of MODES) t.test(`daemon --policy-dir in ${mode} mode`, async (t
   await pollUntil(async () => ((await ping(db.netns, web.ip)) ? true : undefined), 30_000, 100, 'the policy removal to open web');
   t.ok(await ping(db.netns, web2.ip), 'policy file removed: web2 open too');
 
+  // A policy with its kind misspelt cannot be read: it fails closed over its whole namespace, never open.
+  put(policyDir, 'typo.yaml', 'kind: NetworkPolcy\nmetadata: { name: deny-db, namespace: default }\nspec: { podSelector: { matchLabels: { app: db } } }\n');
+  await pollUntil(async () => ((await ping(db.netns, web.ip)) ? undefined : true), 30_000, 100, 'the broken policy to isolate the namespace');
+  t.notOk(await ping(web.netns, db.ip, { count: 3 }), 'broken policy: db isolated both ways');
+  const broken = await lab.execVm('vm1', [...vnetctl, 'debug', 'policy', 'default/web']);
+  t.match(broken.stdout, /\nBROKEN: default\/deny-db: typo\.yaml: kind "NetworkPolcy" is not used by policy .*; the policy is broken: it isolates every pod in namespace default both ways/);
+  t.match(broken.stdout, /default\/web \S+\n {2}selected by: default\/deny-db\n {2}ingress: deny all\n {2}egress: deny all\n/);
+  const brokenMetrics = await lab.execVm('vm1', ['curl', '-s', '--unix-socket', '/run/vnet-cni/metrics.sock', 'http://x/metrics']);
+  t.match(brokenMetrics.stdout, /\nvnet_cni_policy_policies\{state="invalid"\} 1\n/);
+  rmSync(path.join(policyDir, 'typo.yaml'));
+  await pollUntil(async () => ((await ping(db.netns, web.ip)) ? true : undefined), 30_000, 100, 'the broken file removed to open up');
+
   const metrics = await lab.execVm('vm1', ['curl', '-s', '--unix-socket', '/run/vnet-cni/metrics.sock', 'http://x/metrics']);
   t.match(metrics.stdout, /vnet_cni_policy_synced 1/);
   t.match(metrics.stdout, /vnet_cni_policy_sync_seconds_count [1-9]/);
   const sum = Number(/vnet_cni_policy_sync_seconds_sum (\S+)/.exec(metrics.stdout)?.[1]);
   const count = Number(/vnet_cni_policy_sync_seconds_count (\S+)/.exec(metrics.stdout)?.[1]);
   t.comment(`policy syncs: ${count}, mean change → enforced ${((sum / count) * 1000).toFixed(1)} ms (informational)`);
+
+  // Restarted without --policy-dir: nothing opens up.
+  put(policyDir, 'web.yaml', WEB_FROM_NOBODY);
+  await pollUntil(async () => ((await ping(db.netns, web.ip)) ? undefined : true), 30_000, 100, 'the policy to isolate web again');
+  await stopChild(daemon!);
+  await startDaemon([]);
+  t.notOk(await ping(db.netns, web.ip, { count: 3 }), 'no policy flag: web keeps its programmed isolation');
+  const held = await cni.addPod('held');
+  t.notOk(await ping(db.netns, held.ip, { count: 3 }), 'a new pod starts default-deny (ingress)');
+  t.notOk(await ping(held.netns, db.ip, { count: 3 }), 'a new pod starts default-deny (egress)');
+  const heldView = await lab.execVm('vm1', [...vnetctl, 'debug', 'policy']);
+  t.match(heldView.stdout, /^policy: HELD \(this node enforces NetworkPolicy \(since .*\) but the daemon was started without --policy-dir or --network-policy: .*--disable-network-policy to turn policy off/m);
+  t.match(heldView.stdout, new RegExp(`\\nkernel \\(${mode}\\): held, nothing computed: only the kernel's own consistency checked\\ndifferences: none\\n`), 'the held rules are consistent in the kernel');
+  const heldMetrics = await lab.execVm('vm1', ['curl', '-s', '--unix-socket', '/run/vnet-cni/metrics.sock', 'http://x/metrics']);
+  t.match(heldMetrics.stdout, /\nvnet_cni_policy_held 1\n/);
+  const status = await lab.execVm('vm1', [...vnetctl, 'status', '--conflist', path.join(VM_CONF_DIR, '10-azure.conflist'), '--socket', SOCKET]);
+  t.equal(status.code, 1, 'STATUS: not ready');
+  t.match(status.stderr, /^not ready: this node enforces NetworkPolicy .*--disable-network-policy.* \(CNI code \d+\)/);
+
+  // Turning policy off is an explicit act: every endpoint opens up.
+  await stopChild(daemon!);
+  await startDaemon(['--disable-network-policy']);
+  t.ok(await ping(db.netns, web.ip), '--disable-network-policy: web open');
+  t.ok(await ping(db.netns, held.ip), '--disable-network-policy: the held pod open (ingress)');
+  t.ok(await ping(held.netns, db.ip), '--disable-network-policy: the held pod open (egress)');
+  const off = await lab.execVm('vm1', [...vnetctl, 'debug', 'policy']);
+  t.match(off.stdout, /^policy: off \(the daemon runs without --policy-dir or --network-policy\)/m);
+  const offMetrics = await lab.execVm('vm1', ['curl', '-s', '--unix-socket', '/run/vnet-cni/metrics.sock', 'http://x/metrics']);
+  t.match(offMetrics.stdout, /\nvnet_cni_policy_held 0\n/);
 });

@@ -121,7 +121,8 @@ t.test('unfinished ADD and DEL: finished when the owner is gone, left alone whil
   t.same(Object.keys(node.store.snapshot().endpoints), ['add-alive/eth0']);
 });
 
-t.test('conditional delete: a record that changed after reconcile looked at it is left alone', async (t) => {
+/** A pod whose ADD was killed after its pod side was configured. */
+async function victimCrashedMidAdd(): Promise<{ node: FakeNode; victim: CniCall }> {
   const node = new FakeNode();
   const victim = callFor(node, 'victim');
   const crash = crashAt('add:after-pod-config');
@@ -129,9 +130,19 @@ t.test('conditional delete: a record that changed after reconcile looked at it i
   void killed.agent.add(victim);
   await crash.reached;
   killed.kill();
-  // Reconcile works from a snapshot taken now (a slow pass over many pods)...
+  return { node, victim };
+}
+
+/** The store as a reconcile pass sees it: peeks return the state of now, writes go through. */
+function staleView(node: FakeNode): StateStore {
   const snapshot = node.store.snapshot();
-  const stale: StateStore = { peek: async (): Promise<NodeState> => structuredClone(snapshot), transaction: (fn) => node.store.transaction(fn) };
+  return { peek: async (): Promise<NodeState> => structuredClone(snapshot), transaction: (fn) => node.store.transaction(fn) };
+}
+
+t.test('conditional delete: a record that changed after reconcile looked at it is left alone', async (t) => {
+  const { node, victim } = await victimCrashedMidAdd();
+  // Reconcile works from a snapshot taken now (a slow pass over many pods)...
+  const stale = staleView(node);
   // ...while kubelet's retry of the ADD runs to the end.
   const res = await node.agent().agent.add(victim);
   const report = await node.agent({}, stale).agent.reconcile();
@@ -143,15 +154,8 @@ t.test('conditional delete: a record that changed after reconcile looked at it i
 });
 
 t.test('conditional delete: a DEL whose record is unchanged proceeds', async (t) => {
-  const node = new FakeNode();
-  const victim = callFor(node, 'victim');
-  const crash = crashAt('add:after-pod-config');
-  const killed = node.agent({ faults: crash.faults });
-  void killed.agent.add(victim);
-  await crash.reached;
-  killed.kill();
-  const snapshot = node.store.snapshot();
-  const stale: StateStore = { peek: async (): Promise<NodeState> => structuredClone(snapshot), transaction: (fn) => node.store.transaction(fn) };
+  const { node } = await victimCrashedMidAdd();
+  const stale = staleView(node);
   t.same((await node.agent({}, stale).agent.reconcile()).removed, ['victim/eth0']);
   t.same(node.store.snapshot().endpoints, {});
 });

@@ -17,9 +17,11 @@ t.test('debug policy takes an optional pod; other views still take none', async 
   t.throws(() => parseDebugArgs(['pool', 'x']), /takes one view; got pool x/);
 });
 
-t.test('daemon flags: --policy-dir and --network-policy', async (t) => {
+t.test('daemon flags: --policy-dir, --network-policy, --disable-network-policy', async (t) => {
   t.match(parseDaemonArgs(['--policy-dir', '/etc/vnet-cni/policy']), { 'policy-dir': '/etc/vnet-cni/policy', 'network-policy': false });
   t.match(parseDaemonArgs(['--network-policy']), { 'network-policy': true });
+  t.match(parseDaemonArgs([]), { 'disable-network-policy': false });
+  t.match(parseDaemonArgs(['--disable-network-policy']), { 'disable-network-policy': true });
 });
 
 async function dumpOf(): Promise<PolicyDump> {

@@ -3,7 +3,8 @@
 // ADD programs the endpoint's policy with the attach (no window); the engine
 // then programs only what changes; a standalone ADD on a node that enforces
 // policy starts default-deny; a DEL takes the pod out of other pods' peers;
-// a daemon without policy opens the endpoints up and clears the mark.
+// --disable-network-policy opens the endpoints up and clears the mark
+// (daemon-startup.test.ts: without it, a daemon with no source keeps them).
 import t, { type Test } from 'tap';
 import { mkdtempSync, renameSync, rmSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -105,7 +106,7 @@ t.test('a standalone ADD on a node that enforces policy starts default-deny; pol
     family: 'ipv4', address: '10.240.0.11', pod: 'shop/late', ingress: { isolated: true, rules: [] }, egress: { isolated: true, rules: [] },
   }, 'default deny both ways until the daemon is back');
 
-  // The daemon comes back without policy flags: every endpoint opens up, the mark goes.
+  // The daemon comes back with --disable-network-policy: every endpoint opens up, the mark goes.
   const next = node.agent();
   calls.length = 0;
   await disableNodePolicy(next.agent, logger);

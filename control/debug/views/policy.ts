@@ -19,6 +19,8 @@ export interface PolicyDump {
 export interface PolicyView {
   enabled: boolean;
   why?: string;
+  /** The node enforces policy but the daemon has no source: rules frozen (control/policy/node.ts PolicyHold). */
+  held?: boolean;
   dump?: PolicyDump;
   /** the kernel against the computed policy (undefined: the node records no dataplane) */
   kernel?: PolicyKernelDiff;
@@ -26,6 +28,8 @@ export interface PolicyView {
 
 export function collectPolicy(state: NodeState, fromDaemon: boolean, pod?: string): PolicyView {
   const dump = (state as NodeState & { policy?: PolicyDump }).policy;
+  const hold = (state as NodeState & { policyHold?: { message: string } }).policyHold;
+  if (!dump && hold && fromDaemon) return { enabled: false, held: true, why: hold.message };
   if (!dump) {
     const why = fromDaemon
       ? 'the daemon runs without --policy-dir or --network-policy'
@@ -54,9 +58,9 @@ export async function collectPolicyWithKernel(ctx: DebugContext, pod?: string): 
   return { ...view, kernel: { ...kernel, issues: kernel.issues.filter((i) => i.endpoint === '-' || addresses.has(i.endpoint)) } };
 }
 
-function kernelText(k: PolicyKernelDiff): string {
+function kernelText(k: PolicyKernelDiff, uncompared = 'no daemon'): string {
   if (k.unavailable !== undefined) return `kernel (${k.dataplane}): unavailable: ${k.unavailable}\n`;
-  const head = `kernel (${k.dataplane}): ${k.compared ? 'compared with the computed policy' : 'no daemon: only the kernel\'s own consistency checked'}\n`;
+  const head = `kernel (${k.dataplane}): ${k.compared ? 'compared with the computed policy' : `${uncompared}: only the kernel's own consistency checked`}\n`;
   if (k.issues.length === 0) return `${head}differences: none\n`;
   return `${head}differences (${k.issues.length + k.more}):\n${k.issues.map((i) => `  ! ${i.endpoint} ${i.kind}: ${i.detail}\n`).join('')}${k.more ? `  ... ${k.more} more\n` : ''}`;
 }
@@ -74,11 +78,12 @@ function directionText(name: string, d: DirectionPolicy): string {
 }
 
 export function renderPolicy(v: PolicyView): string {
+  if (v.held) return `policy: HELD (${v.why})\n${v.kernel ? kernelText(v.kernel, 'held, nothing computed') : ''}`;
   if (!v.enabled || !v.dump) return `policy: off (${v.why})\n${v.kernel ? kernelText(v.kernel) : ''}`;
   const { status, source, endpoints } = v.dump;
   const s = status.stats;
   let out = `policy: source ${source}, ${status.synced ? 'synced' : 'NOT SYNCED (new endpoints start default-deny)'}, ${s ? `${s.validPolicies}/${s.policies} policies, ${s.rules} rules, ${s.peers} peers, ${s.selectors} selectors` : 'nothing compiled yet'}, pending ${status.pending}, last sync ${status.lastSyncLatencySeconds === undefined ? '-' : `${(status.lastSyncLatencySeconds * 1000).toFixed(1)} ms`}\n`;
-  for (const p of status.problems) out += `problem: ${p.policy}: ${p.message}\n`;
+  for (const p of status.problems) out += `${p.broken ? 'BROKEN' : 'problem'}: ${p.policy}: ${p.message}\n`;
   for (const e of endpoints) {
     const pod = e.endpoint.namespace && e.endpoint.name ? `${e.endpoint.namespace}/${e.endpoint.name}` : '(no pod name)';
     const stale = e.applied === undefined ? ' (not programmed yet)' : JSON.stringify(e.applied) !== JSON.stringify(e.policy) ? ' (PROGRAMMED RULES DIFFER: sync pending)' : '';
