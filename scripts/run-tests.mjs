@@ -6,12 +6,12 @@
 // npm run build.
 //
 // Order: longest first, by test/durations.json (each file's last recorded
-// run time in ms; a file without an entry counts as UNKNOWN_MS, ties in name
-// order), so with TEST_JOBS=2 the run does not end on one long file running
-// alone. scripts/tap-jobs.mjs runs them in that order (the tap CLI would sort
-// them by name); with extra tap args the tap CLI runs them instead.
-// TEST_DURATIONS=update rewrites test/durations.json with this run's times
-// (files that passed; the others keep their entries).
+// run time in ms; a file without an entry counts as 1 s in unit, 30 s
+// elsewhere; ties in name order), so with TEST_JOBS=2 the run does not end on
+// one long file running alone. scripts/tap-jobs.mjs runs them in that order
+// (the tap CLI would sort them by name); with extra tap args the tap CLI runs
+// them instead. TEST_DURATIONS=update rewrites test/durations.json with this
+// run's times (files that passed; the others keep their entries).
 import { spawn } from 'node:child_process';
 import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import os from 'node:os';
@@ -54,8 +54,8 @@ if (files.length === 0) {
   process.exit(2);
 }
 
-/** A file with no recorded time: about a typical lab file, so a new long one does not start last. */
-const UNKNOWN_MS = 30_000;
+/** A file with no recorded time: about a typical file of its suite, so a new long one does not start last. */
+const unknownMs = (file) => (file.includes(`${path.sep}unit${path.sep}`) ? 1_000 : 30_000);
 const durationsFile = path.join(root, 'test', 'durations.json');
 const keyOf = (file) => path.relative(testRoot, path.join(root, file)).replace(/\.test\.js$/, '');
 let durations = {};
@@ -64,7 +64,7 @@ try {
 } catch {
   // no list (or a broken one): name order
 }
-const expectedMs = (file) => (typeof durations[keyOf(file)] === 'number' ? durations[keyOf(file)] : UNKNOWN_MS);
+const expectedMs = (file) => (typeof durations[keyOf(file)] === 'number' ? durations[keyOf(file)] : unknownMs(file));
 files.sort((a, b) => expectedMs(b) - expectedMs(a) || a.localeCompare(b, 'en'));
 
 const timeout = process.env.TEST_TIMEOUT ?? '900';
