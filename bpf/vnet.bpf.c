@@ -53,7 +53,7 @@ int from_pod(struct __sk_buff *skb)
 		return pass(VNET_REASON_PASS_FRAGMENT);
 	if (p.ttl <= 1 || ipv4_is_multicast_or_broadcast(p.daddr))
 		return pass(VNET_REASON_PASS_STACK);
-	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && ct_v4_is_natted(skb, &p))
+	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && (ct_v4_is_natted(skb, &p) || ct_v4_icmp_error_natted(skb, &p)))
 		return pass(VNET_REASON_PASS_CT_NAT);
 
 	dst_ep = endpoint_lookup(p.daddr);
@@ -76,6 +76,22 @@ int from_pod(struct __sk_buff *skb)
 	return fwd_to_nic(skb, &p, cfg);
 }
 
+/* p travels the original direction of a connection the stack SNATed from a
+ * local pod: p (a copy) gets the pod's address and port back, for policy.
+ * Counted policy-masq-origin. */
+static __always_inline int snat_origin_pod(struct __sk_buff *skb, struct vnet_pkt *p)
+{
+	__be32 saddr;
+	__be16 sport;
+
+	if (!ct_v4_snat_origin(skb, p, &saddr, &sport) || !endpoint_lookup(saddr))
+		return 0;
+	p->saddr = saddr;
+	p->sport = sport;
+	counter_inc(VNET_REASON_POLICY_MASQ_ORIGIN);
+	return 1;
+}
+
 SEC("tc")
 int to_nic(struct __sk_buff *skb)
 {
@@ -92,8 +108,16 @@ int to_nic(struct __sk_buff *skb)
 	rc = pkt_parse(skb, &p);
 	if (rc == PARSE_NOT_IPV4)
 		return TC_ACT_OK;
-	if (!endpoint_lookup(p.saddr))
-		return TC_ACT_OK; /* the node's own traffic */
+	if (!endpoint_lookup(p.saddr)) {
+		/* The node's own traffic, or a pod's that the stack masqueraded on
+		 * its way out (ip-masq-agent, kube-proxy's MASQUERADE of hairpin
+		 * and NodePort traffic to a backend elsewhere): that still owes its
+		 * pod's egress policy, judged with the pod's own address. */
+		if (rc == PARSE_OK && p.saddr == cfg->primary_ip && (cfg->flags & VNET_CFG_F_CT_CHECK) &&
+		    snat_origin_pod(skb, &p))
+			return pol_egress(skb, cfg, &p);
+		return TC_ACT_OK;
+	}
 	if (rc == PARSE_MALFORMED)
 		return drop(VNET_REASON_DROP_MALFORMED);
 	/* Every pod packet leaving the node passes here, redirected by from_pod
@@ -222,7 +246,7 @@ int from_nic(struct __sk_buff *skb)
 		return pass(VNET_REASON_PASS_IP_OPTIONS);
 	if (pkt_is_fragment(&p))
 		return pass(VNET_REASON_PASS_FRAGMENT);
-	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && ct_v4_is_natted(skb, &p))
+	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && (ct_v4_is_natted(skb, &p) || ct_v4_icmp_error_natted(skb, &p)))
 		return pass(VNET_REASON_PASS_CT_NAT);
 	if (pol_ingress(skb, cfg, &p) != TC_ACT_OK)
 		return TC_ACT_SHOT;
@@ -230,6 +254,28 @@ int from_nic(struct __sk_buff *skb)
 	    !(cidr_flags(p.saddr) & VNET_CIDR_F_NOSNAT))
 		inbound_record(&p, bpf_ktime_get_ns());
 	return fwd_to_endpoint(skb, &p, ep, VNET_REASON_FWD_FROM_NIC);
+}
+
+/* The node itself: its primary IP or loopback (a localhost NodePort). */
+static __always_inline int is_node_addr(const struct vnet_config *cfg, __u32 addr)
+{
+	return addr == cfg->primary_ip || (bpf_ntohl(addr) >> 24) == 127;
+}
+
+/* An ICMP error about a connection the pod opened to a service (e.g. port
+ * unreachable from the backend): the stack un-NATed the quote along with the
+ * error, so it names the service address, which no flow record of ours
+ * holds (they hold the backend). Kernel conntrack knows the connection: the
+ * pod opened it and netfilter DNATed it. */
+static __always_inline int icmp_error_of_dnat_conn(struct __sk_buff *skb, const struct vnet_pkt *p)
+{
+	struct vnet_ct_view v = {};
+	struct vnet_quote q;
+
+	if (!pkt_icmp_quote(skb, p, &q) || q.saddr != p->daddr ||
+	    !ct_v4_view(skb, q.proto, q.saddr, q.daddr, q.sport, q.dport, &v))
+		return 0;
+	return (v.status & IPS_DST_NAT) && v.orig_saddr == q.saddr && v.orig_sport == q.sport;
 }
 
 /* What the kernel stack delivers to a pod (tc egress of its host veth): the
@@ -240,7 +286,9 @@ SEC("tc")
 int to_pod(struct __sk_buff *skb)
 {
 	const struct vnet_config *cfg = config_get();
-	struct vnet_pkt p;
+	struct vnet_pkt p, q;
+	__be32 osaddr;
+	__be16 osport;
 	int rc, v;
 
 	if (!cfg)
@@ -250,8 +298,23 @@ int to_pod(struct __sk_buff *skb)
 		return TC_ACT_OK;
 	if (rc == PARSE_MALFORMED)
 		return drop(VNET_REASON_DROP_MALFORMED); /* the stack checked the IP header: a bad L4 */
-	if (endpoint_lookup(p.saddr) && pol_egress(skb, cfg, &p) != TC_ACT_OK)
-		return TC_ACT_SHOT;
+	if (endpoint_lookup(p.saddr)) {
+		if (pol_egress(skb, cfg, &p) != TC_ACT_OK)
+			return TC_ACT_SHOT;
+	} else if ((cfg->flags & VNET_CFG_F_CT_CHECK) && ct_v4_snat_origin(skb, &p, &osaddr, &osport) &&
+		   !is_node_addr(cfg, osaddr)) {
+		/* The stack masqueraded it, typically to the node's IP (NodePort
+		 * with externalTrafficPolicy=Cluster, hairpin): judge the source it
+		 * had, as the iptables dataplane does in FORWARD (before SNAT).
+		 * That source is no node, so no exception below applies. */
+		counter_inc(VNET_REASON_POLICY_MASQ_ORIGIN);
+		q = p;
+		q.saddr = osaddr;
+		q.sport = osport;
+		if (endpoint_lookup(q.saddr) && pol_egress(skb, cfg, &q) != TC_ACT_OK)
+			return TC_ACT_SHOT;
+		return pol_ingress(skb, cfg, &q);
+	}
 	v = pol_check(skb, cfg, &p, VNET_POL_DIR_INGRESS);
 	if (v != POL_DENY) {
 		pol_count(v);
@@ -262,5 +325,7 @@ int to_pod(struct __sk_buff *skb)
 		return pass(VNET_REASON_POLICY_ALLOW_HOST); /* the node itself: kubelet probes */
 	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && ct_v4_is_dnat_reply(skb, &p))
 		return pass(VNET_REASON_POLICY_ALLOW_SERVICE_REPLY);
+	if ((cfg->flags & VNET_CFG_F_CT_CHECK) && icmp_error_of_dnat_conn(skb, &p))
+		return pass(VNET_REASON_POLICY_RELATED_ICMP);
 	return pol_drop(p.daddr, VNET_POL_DIR_INGRESS);
 }

@@ -181,7 +181,11 @@ struct vnet_pol_id_val {
 /* vnet_pol_flows: connections a local endpoint's policy admitted, keyed from
  * that endpoint's side (both directions of a connection map to one key).
  * ICMP echo: lport = echo id, rport = 0. No ports (later fragments, other
- * protocols): both 0. Value: struct vnet_flow_entry. */
+ * protocols): both 0. kind FRAG: a fragmented datagram whose first fragment
+ * was admitted, lport = its IP id (network order), rport = 0; its later
+ * fragments (no ports) pass on it. Value: struct vnet_flow_entry. */
+#define VNET_POL_FLOW_CONN 0
+#define VNET_POL_FLOW_FRAG 1
 struct vnet_pol_flow_key {
 	__u32 local[4];
 	__u32 remote[4];
@@ -189,7 +193,8 @@ struct vnet_pol_flow_key {
 	__u16 rport;
 	__u8 proto;
 	__u8 family;
-	__u8 pad[2];
+	__u8 kind; /* VNET_POL_FLOW_* */
+	__u8 pad;
 };
 
 /* Counter reasons: one central list. X(name, "label"); the label is what
@@ -220,7 +225,10 @@ struct vnet_pol_flow_key {
 	X(POLICY_ALLOW_HOST, "policy-allow-host")         \
 	X(POLICY_ALLOW_SERVICE_REPLY, "policy-allow-service-reply") \
 	X(DROP_POLICY_INGRESS, "drop-policy-ingress")     \
-	X(DROP_POLICY_EGRESS, "drop-policy-egress")
+	X(DROP_POLICY_EGRESS, "drop-policy-egress")     \
+	X(POLICY_MASQ_ORIGIN, "policy-masq-origin")     \
+	X(POLICY_RELATED_ICMP, "policy-related-icmp")   \
+	X(POLICY_RELATED_FRAGMENT, "policy-related-fragment")
 
 #define VNET_REASON_ENUM(name, label) VNET_REASON_##name,
 enum vnet_reason { VNET_REASONS(VNET_REASON_ENUM) VNET_REASON_MAX };

@@ -25,6 +25,8 @@ struct vnet_pkt {
 	__u8 icmp_type;
 	__u8 pad;
 	__u32 l4_off;
+	__u16 ip_id; /* network order */
+	__u16 pad2;
 };
 
 enum {
@@ -63,6 +65,7 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct vnet_pkt *p)
 	p->tos = ip.tos;
 	p->proto = ip.protocol;
 	p->frag = bpf_ntohs(ip.frag_off);
+	p->ip_id = ip.id;
 	p->l4_off = ETH_HLEN + p->ihl;
 
 	/* Options shift L4 and later fragments carry no L4 header: callers
@@ -102,6 +105,63 @@ static __always_inline int pkt_parse(struct __sk_buff *skb, struct vnet_pkt *p)
 		}
 	}
 	return PARSE_OK;
+}
+
+#define VNET_ICMP_DEST_UNREACH 3
+#define VNET_ICMP_TIME_EXCEEDED 11
+#define VNET_ICMP_PARAMETERPROB 12
+#define VNET_IPPROTO_SCTP 132
+
+/* The packet an ICMP error is about, as quoted (its sender's view). ICMP
+ * echo: sport = the echo id, dport = 0. */
+struct vnet_quote {
+	__u32 saddr;
+	__u32 daddr;
+	__u16 sport;
+	__u16 dport;
+	__u8 proto;
+	__u8 pad[3];
+};
+
+/* An ICMP error (destination unreachable, e.g. "fragmentation needed"; time
+ * exceeded; parameter problem) carries the IP header and the first 8 bytes
+ * of the packet it is about. 1 and the quote's tuple if p is such an error
+ * (no IP options, not a later fragment) and the quote, within the datagram,
+ * is IPv4 (its options skipped; not a later fragment) with TCP/UDP/SCTP ports
+ * or an ICMP echo id; else 0. */
+static __always_inline int pkt_icmp_quote(struct __sk_buff *skb, const struct vnet_pkt *p, struct vnet_quote *q)
+{
+	struct iphdr in;
+	__u16 l4[4]; /* TCP/UDP/SCTP: sport, dport; ICMP: type+code, csum, id, seq */
+	__u32 off = ETH_HLEN + sizeof(struct iphdr) + 8;
+
+	if (p->proto != IPPROTO_ICMP || p->ihl != sizeof(struct iphdr) || (p->frag & IP_OFFSET) ||
+	    (p->icmp_type != VNET_ICMP_DEST_UNREACH && p->icmp_type != VNET_ICMP_TIME_EXCEEDED &&
+	     p->icmp_type != VNET_ICMP_PARAMETERPROB))
+		return 0;
+	if (bpf_skb_load_bytes(skb, off, &in, sizeof(in)) < 0 || in.version != 4 || in.ihl < 5 ||
+	    (bpf_ntohs(in.frag_off) & IP_OFFSET))
+		return 0;
+	off += in.ihl * 4;
+	if (off + sizeof(l4) > ETH_HLEN + (__u32)p->tot_len || bpf_skb_load_bytes(skb, off, l4, sizeof(l4)) < 0)
+		return 0;
+	__builtin_memset(q, 0, sizeof(*q));
+	q->saddr = in.saddr;
+	q->daddr = in.daddr;
+	q->proto = in.protocol;
+	if (in.protocol == IPPROTO_ICMP) {
+		__u8 type = ((__u8 *)l4)[0];
+
+		if (type != ICMP_ECHO && type != ICMP_ECHOREPLY)
+			return 0;
+		q->sport = l4[2];
+		return 1;
+	}
+	if (in.protocol != IPPROTO_TCP && in.protocol != IPPROTO_UDP && in.protocol != VNET_IPPROTO_SCTP)
+		return 0;
+	q->sport = l4[0];
+	q->dport = l4[1];
+	return 1;
 }
 
 static __always_inline int pkt_is_fragment(const struct vnet_pkt *p)

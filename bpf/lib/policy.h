@@ -21,7 +21,6 @@
 #include "pkt.h"
 #include "nat.h" /* is_stale, nat_timeout */
 
-#define VNET_IPPROTO_SCTP 132
 /* An established flow's last_seen is rewritten at most this often: fewer
  * writes to a line every CPU of a busy connection reads. Flow times are
  * bpf_ktime_get_coarse_ns() (CLOCK_MONOTONIC_COARSE, tick resolution): idle
@@ -34,6 +33,8 @@ enum pol_verdict {
 	POL_ESTABLISHED = 1, /* a flow this endpoint admitted */
 	POL_RULE = 2,        /* a new flow, admitted by a rule */
 	POL_DENY = 3,
+	POL_RELATED_ICMP = 4, /* an ICMP error about a flow this endpoint admitted */
+	POL_RELATED_FRAG = 5, /* a later fragment of a datagram this endpoint admitted */
 };
 
 /* Source and destination ports for policy: TCP/UDP/ICMP echo come from the
@@ -85,13 +86,68 @@ static __always_inline int pol_rules_allow(__u32 id, __u32 remote, __u8 proto, _
 	return bpf_map_lookup_elem(&vnet_pol_ports, &pk) != NULL;
 }
 
+/* The flow key, as `local` holds it, of the connection an ICMP error is
+ * about (pkt_icmp_quote): the quoted packet was sent by `local` (the error's
+ * destination) or to it; 0 if neither, or no such error. Like conntrack's
+ * RELATED, any router on the path may send the error. */
+static __always_inline int pol_icmp_error_flow(struct __sk_buff *skb, const struct vnet_pkt *p, __u32 local,
+					       struct vnet_pol_flow_key *fk)
+{
+	struct vnet_quote q;
+	int mine;
+
+	if (!pkt_icmp_quote(skb, p, &q))
+		return 0;
+	if (q.saddr == local)
+		mine = 1;
+	else if (q.daddr == local)
+		mine = 0;
+	else
+		return 0;
+	__builtin_memset(fk, 0, sizeof(*fk));
+	fk->family = VNET_AF_INET;
+	fk->kind = VNET_POL_FLOW_CONN;
+	fk->proto = q.proto;
+	fk->local[0] = local;
+	fk->remote[0] = mine ? q.daddr : q.saddr;
+	if (q.proto == IPPROTO_ICMP) {
+		fk->lport = q.sport; /* the echo id */
+		return 1;
+	}
+	fk->lport = mine ? q.sport : q.dport;
+	fk->rport = mine ? q.dport : q.sport;
+	return 1;
+}
+
+/* The record that lets the later fragments of p's datagram through: keyed by
+ * the IP id in place of ports (kind FRAG). */
+static __always_inline void pol_frag_key(const struct vnet_pol_flow_key *conn, const struct vnet_pkt *p,
+					 struct vnet_pol_flow_key *k)
+{
+	__builtin_memset(k, 0, sizeof(*k));
+	k->family = VNET_AF_INET;
+	k->kind = VNET_POL_FLOW_FRAG;
+	k->proto = p->proto;
+	k->local[0] = conn->local[0];
+	k->remote[0] = conn->remote[0];
+	k->lport = p->ip_id;
+}
+
+/* Is a live record at k (with p's protocol timeout)? */
+static __always_inline int pol_flow_live(const struct vnet_config *cfg, const struct vnet_pol_flow_key *k, __u64 now)
+{
+	struct vnet_flow_entry *e = bpf_map_lookup_elem(&vnet_pol_flows, k);
+
+	return e && !is_stale(e->last_seen_ns, now, nat_timeout(cfg, k->proto));
+}
+
 static __always_inline int pol_check(struct __sk_buff *skb, const struct vnet_config *cfg, const struct vnet_pkt *p,
 				     int dir)
 {
 	int egress = dir == VNET_POL_DIR_EGRESS;
 	__u32 isolated = egress ? VNET_POL_F_EGRESS_ISOLATED : VNET_POL_F_INGRESS_ISOLATED;
 	struct vnet_pol_ep_key ek = {};
-	struct vnet_pol_flow_key fk = {};
+	struct vnet_pol_flow_key fk = {}, rk;
 	struct vnet_flow_entry *flow, fresh;
 	struct vnet_pol_ep *ep;
 	__u16 sport, dport;
@@ -116,20 +172,41 @@ static __always_inline int pol_check(struct __sk_buff *skb, const struct vnet_co
 		fk.rport = egress ? dport : sport;
 	}
 	now = bpf_ktime_get_coarse_ns();
+	fresh.last_seen_ns = now;
 	flow = bpf_map_lookup_elem(&vnet_pol_flows, &fk);
 	if (flow && !is_stale(flow->last_seen_ns, now, nat_timeout(cfg, p->proto))) {
 		if (now > flow->last_seen_ns + VNET_POL_REFRESH_NS)
 			flow->last_seen_ns = now;
-		return (ep->flags & isolated) ? POL_ESTABLISHED : POL_FREE;
+		verdict = POL_ESTABLISHED;
+	} else {
+		verdict = POL_FREE;
+		if (ep->flags & isolated) {
+			if (!pol_rules_allow(egress ? ep->egress_id : ep->ingress_id, fk.remote[0], p->proto, dport, has_ports)) {
+				/* What conntrack calls RELATED, looked at only when the rules said no. */
+				if (p->frag & IP_OFFSET) {
+					pol_frag_key(&fk, p, &rk);
+					return pol_flow_live(cfg, &rk, now) ? POL_RELATED_FRAG : POL_DENY;
+				}
+				if (pol_icmp_error_flow(skb, p, fk.local[0], &rk) && pol_flow_live(cfg, &rk, now))
+					return POL_RELATED_ICMP;
+				return POL_DENY;
+			}
+			verdict = POL_RULE;
+		}
+		/* A later fragment belongs to its datagram, not to a connection of
+		 * its own: a port-less record would admit every later fragment
+		 * with that peer. */
+		if (!(p->frag & IP_OFFSET))
+			bpf_map_update_elem(&vnet_pol_flows, &fk, &fresh, BPF_ANY);
 	}
-	verdict = POL_FREE;
-	if (ep->flags & isolated) {
-		if (!pol_rules_allow(egress ? ep->egress_id : ep->ingress_id, fk.remote[0], p->proto, dport, has_ports))
-			return POL_DENY;
-		verdict = POL_RULE;
+	if (!(ep->flags & isolated))
+		return POL_FREE;
+	/* A first fragment admitted in an isolated direction: its datagram's
+	 * later fragments (no ports) pass on its IP id. */
+	if ((p->frag & (IP_MF | IP_OFFSET)) == IP_MF) {
+		pol_frag_key(&fk, p, &rk);
+		bpf_map_update_elem(&vnet_pol_flows, &rk, &fresh, BPF_ANY);
 	}
-	fresh.last_seen_ns = now;
-	bpf_map_update_elem(&vnet_pol_flows, &fk, &fresh, BPF_ANY);
 	return verdict;
 }
 
@@ -139,6 +216,10 @@ static __always_inline void pol_count(int verdict)
 		counter_inc(VNET_REASON_POLICY_ALLOW);
 	else if (verdict == POL_ESTABLISHED)
 		counter_inc(VNET_REASON_POLICY_ESTABLISHED);
+	else if (verdict == POL_RELATED_ICMP)
+		counter_inc(VNET_REASON_POLICY_RELATED_ICMP);
+	else if (verdict == POL_RELATED_FRAG)
+		counter_inc(VNET_REASON_POLICY_RELATED_FRAGMENT);
 }
 
 /* Drop, counted by reason and by endpoint + direction (metrics: drops by pod). */

@@ -28,9 +28,7 @@ export function servedAgent(agent: Agent, parts: ServedParts): Agent {
         });
       }
       if (prop === 'status' && policyHold) {
-        return async (): Promise<void> => {
-          throw new NotReadyError(policyHold.message);
-        };
+        return (): Promise<void> => Promise.reject(new NotReadyError(policyHold.message));
       }
       const value: unknown = Reflect.get(target, prop);
       return typeof value === 'function' ? (value as (...a: unknown[]) => unknown).bind(target) : value;

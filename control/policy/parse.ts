@@ -215,7 +215,7 @@ export function parsePolicy(np: NetworkPolicy, problems: PolicyProblem[]): Parse
   if (np.unreadable !== undefined) return broken(np.unreadable);
   if (isObject(spec)) {
     try {
-      select = compileSelector((spec.podSelector ?? {}) as LabelSelector);
+      select = compileSelector((spec.podSelector ?? {}));
     } catch (e) {
       if (!(e instanceof SelectorError)) throw e;
       return broken(`spec.podSelector: ${e.message}`);

@@ -45,7 +45,7 @@ Napi::Value Layouts(const Napi::CallbackInfo& info) {
   LAYOUT(vnet_pol_port_key, M(prefixlen), M(id), M(set), M(proto), M(port));
   LAYOUT(vnet_pol_port_val, M(allow));
   LAYOUT(vnet_pol_id_val, M(digest));
-  LAYOUT(vnet_pol_flow_key, M(local), M(remote), M(lport), M(rport), M(proto), M(family));
+  LAYOUT(vnet_pol_flow_key, M(local), M(remote), M(lport), M(rport), M(proto), M(family), M(kind));
   return out;
 }
 

@@ -40,7 +40,7 @@ t.test('addon layouts match the TS sizes', { skip }, async (t) => {
   t.same(l.vnet_pol_cidr_key!.offsets, { prefixlen: 0, id: 4, family: 8, addr: 12 });
   t.same(l.vnet_pol_match!.offsets, { set: 0, flags: 2 });
   t.same(l.vnet_pol_port_key!.offsets, { prefixlen: 0, id: 4, set: 8, proto: 10, port: 12 });
-  t.same(l.vnet_pol_flow_key!.offsets, { local: 0, remote: 16, lport: 32, rport: 34, proto: 36, family: 37 });
+  t.same(l.vnet_pol_flow_key!.offsets, { local: 0, remote: 16, lport: 32, rport: 34, proto: 36, family: 37, kind: 38 });
 });
 
 t.test('policy flags in TS equal the header', async (t) => {

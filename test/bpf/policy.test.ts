@@ -184,3 +184,62 @@ t.test('a bad rule changes nothing', { skip }, async (t) => {
   await t.rejects(f.dp.setPolicies([{ ip: POD1.ip, policy: policy(POD1.ip, { isolated: true, rules: [rule(null, [['TCP', 90, 80]])] }, OPEN) }]), { code: 'EINVALIDCONFIG' });
   t.same(await f.dp.policyState(), before, 'maps untouched (POD2 not written either)');
 });
+
+/** An ICMP error from `from` to `to` quoting the first 28 bytes (IP header + 8) of `about`, as a router sends it. */
+function icmpError(from: string, to: string, type: number, code: number, about: Buffer, dstMac?: string): Buffer {
+  return buildPacket({ src: from, dst: to, icmp: { type, code, id: 0, seq: type === 3 && code === 4 ? 1400 : 0 }, payload: about.subarray(14, 14 + 28), ...(dstMac ? { dstMac } : {}) });
+}
+
+t.test('related: ICMP errors and later fragments of admitted flows pass an isolated direction', { skip }, async (t) => {
+  const f = await openFixture(t, 'pol-related');
+  const ROUTER = '10.240.9.9';
+  // POD1: ingress default deny; egress TCP 443 and UDP 53 to VNET_HOST. POD2: ingress UDP 53 from the VNet, egress deny.
+  await f.dp.setPolicies([
+    { ip: POD1.ip, policy: policy(POD1.ip, DENY, { isolated: true, rules: [rule([`${VNET_HOST}/32`], [['TCP', 443], ['UDP', 53]])] }) },
+    { ip: POD2.ip, policy: policy(POD2.ip, { isolated: true, rules: [rule(['10.240.0.0/16'], [['UDP', 53]])] }, DENY) },
+  ]);
+  const out = syn(POD1.ip, VNET_HOST, 40000, 443);
+  t.equal(await verdict(f, 'to_nic', out), TC_ACT_OK, 'POD1 opens TCP 443');
+  f.delta();
+  const fragNeeded = (about: Buffer, from = ROUTER): Buffer => icmpError(from, POD1.ip, 3, 4, about, HOST_DST_MAC);
+  t.equal(await verdict(f, 'from_nic', fragNeeded(out)), TC_ACT_REDIRECT, 'fragmentation needed for that connection, from a router on the path');
+  t.same(f.delta(), { 'policy-related-icmp': 1, 'forwarded-from-nic': 1 });
+  t.equal(await verdict(f, 'from_nic', icmpError(ROUTER, POD1.ip, 11, 0, out, HOST_DST_MAC)), TC_ACT_REDIRECT, 'time exceeded, same connection');
+  t.equal(await verdict(f, 'from_nic', icmpError(ROUTER, POD1.ip, 12, 0, out, HOST_DST_MAC)), TC_ACT_REDIRECT, 'parameter problem, same connection');
+  f.delta();
+  t.equal(await verdict(f, 'from_nic', fragNeeded(syn(POD1.ip, VNET_HOST, 40001, 443))), TC_ACT_SHOT, 'about another source port: no such connection');
+  t.equal(await verdict(f, 'from_nic', fragNeeded(syn(POD1.ip, VNET_HOST, 40000, 444))), TC_ACT_SHOT, 'about another destination port');
+  t.equal(await verdict(f, 'from_nic', fragNeeded(syn(POD2.ip, VNET_HOST, 40000, 443))), TC_ACT_SHOT, "quoting another pod's packet");
+  t.equal(await verdict(f, 'from_nic', icmpError(ROUTER, POD1.ip, 5, 1, out, HOST_DST_MAC)), TC_ACT_SHOT, 'a redirect is not an error that relates');
+  t.equal(await verdict(f, 'from_nic', icmpError(ROUTER, POD1.ip, 3, 4, out.subarray(0, 14 + 24), HOST_DST_MAC)), TC_ACT_SHOT, 'a quote too short for the ports');
+  t.same(f.delta(), { 'drop-policy-ingress': 5 });
+
+  // Egress: POD2 answers a datagram its ingress admitted with port unreachable; its egress is default deny.
+  const query = buildPacket({ src: VNET_HOST, dst: POD2.ip, udp: { sport: 5353, dport: 53 }, dstMac: HOST_DST_MAC });
+  t.equal(await verdict(f, 'from_nic', query), TC_ACT_REDIRECT, 'UDP 53 into POD2');
+  f.delta();
+  t.equal(await verdict(f, 'to_nic', icmpError(POD2.ip, VNET_HOST, 3, 3, query)), TC_ACT_OK, 'its port unreachable leaves');
+  t.same(f.delta(), { 'policy-related-icmp': 1 });
+  const other = buildPacket({ src: VNET_HOST, dst: POD2.ip, udp: { sport: 5354, dport: 53 } });
+  t.equal(await verdict(f, 'to_nic', icmpError(POD2.ip, VNET_HOST, 3, 3, other)), TC_ACT_SHOT, 'about a datagram never admitted: dropped');
+
+  // Fragments: POD1's large UDP query and the large answer.
+  const frag = (src: string, dst: string, id: number, first: boolean, more: boolean): Buffer =>
+    first
+      ? buildPacket({ src, dst, ipId: id, moreFragments: more, udp: { sport: src === POD1.ip ? 5555 : 53, dport: src === POD1.ip ? 53 : 5555 }, payload: Buffer.alloc(1000) })
+      : buildPacket({ src, dst, ipId: id, moreFragments: more, fragOffset: 126, proto: 17, payload: Buffer.alloc(600) });
+  f.delta();
+  t.equal(await verdict(f, 'to_nic', frag(POD1.ip, VNET_HOST, 0x4242, false, false)), TC_ACT_SHOT, 'a later fragment before its first: no record');
+  t.equal(await verdict(f, 'to_nic', frag(POD1.ip, VNET_HOST, 0x4242, true, true)), TC_ACT_OK, 'first fragment, UDP 53: allowed');
+  t.equal(await verdict(f, 'to_nic', frag(POD1.ip, VNET_HOST, 0x4242, false, false)), TC_ACT_OK, 'its later fragment follows it');
+  t.equal(await verdict(f, 'to_nic', frag(POD1.ip, VNET_HOST, 0x4243, false, false)), TC_ACT_SHOT, 'a later fragment of another datagram');
+  t.equal(await verdict(f, 'to_nic', frag(POD1.ip, '10.240.7.7', 0x4242, false, false)), TC_ACT_SHOT, 'the same IP id to another peer');
+  t.same(f.delta(), { 'drop-policy-egress': 3, 'policy-allow': 1, 'policy-related-fragment': 1 });
+  // The fragmented answer, delivered by the stack (to_pod) into POD1's default-deny ingress.
+  t.equal(await verdict(f, 'to_pod', frag(VNET_HOST, POD1.ip, 0x0707, true, true)), TC_ACT_OK, 'first fragment of the answer: a reply');
+  t.equal(await verdict(f, 'to_pod', frag(VNET_HOST, POD1.ip, 0x0707, false, true)), TC_ACT_OK, 'a middle fragment');
+  t.equal(await verdict(f, 'to_pod', frag(VNET_HOST, POD1.ip, 0x0707, false, false)), TC_ACT_OK, 'the last fragment');
+  t.same(f.delta(), { 'policy-established': 1, 'policy-related-fragment': 2 });
+  const frags = (await f.dp.policyFlows()).filter((fl) => fl.kind === 'fragment').map((fl) => `${fl.local.ip}<>${fl.remote.ip}#${fl.local.port}`).sort();
+  t.same(frags, [`${POD1.ip}<>${VNET_HOST}#${0x0707}`, `${POD1.ip}<>${VNET_HOST}#${0x4242}`].sort(), 'one fragment record per admitted datagram, keyed by its IP id');
+});

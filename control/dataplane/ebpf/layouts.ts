@@ -387,6 +387,9 @@ export function encodePolPortVal(): Buffer {
   return b;
 }
 
+/** vnet_pol_flow_key.kind (VNET_POL_FLOW_*): a connection, or a fragmented datagram (lport = its IP id). */
+export const POL_FLOW = { conn: 0, frag: 1 } as const;
+
 /** vnet_pol_flows key, from the local endpoint's side. */
 export interface PolFlowKey {
   local: string;
@@ -394,6 +397,8 @@ export interface PolFlowKey {
   lport: number;
   rport: number;
   proto: number;
+  /** POL_FLOW; default conn */
+  kind?: number;
 }
 
 export function encodePolFlowKey(k: PolFlowKey): Buffer {
@@ -404,9 +409,10 @@ export function encodePolFlowKey(k: PolFlowKey): Buffer {
   b.writeUInt16BE(k.rport, 34);
   b.writeUInt8(k.proto, 36);
   b.writeUInt8(AF.ipv4, 37);
+  b.writeUInt8(k.kind ?? POL_FLOW.conn, 38);
   return b;
 }
 
-export function decodePolFlowKey(b: Buffer): PolFlowKey & { family: number } {
-  return { local: bytesToIp(b, 0), remote: bytesToIp(b, 16), lport: b.readUInt16BE(32), rport: b.readUInt16BE(34), proto: b.readUInt8(36), family: b.readUInt8(37) };
+export function decodePolFlowKey(b: Buffer): Required<PolFlowKey> & { family: number } {
+  return { local: bytesToIp(b, 0), remote: bytesToIp(b, 16), lport: b.readUInt16BE(32), rport: b.readUInt16BE(34), proto: b.readUInt8(36), family: b.readUInt8(37), kind: b.readUInt8(38) };
 }

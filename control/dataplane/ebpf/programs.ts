@@ -42,6 +42,7 @@ import {
   type EndpointValue,
   type MapKey,
   POL_DIR,
+  POL_FLOW,
   POL_F,
   decodePolEp,
   decodePolEpKey,
@@ -150,6 +151,8 @@ export interface PolicyDrops {
 
 export interface PolicyFlow {
   proto: ReturnType<typeof protoName>;
+  /** 'conn': a connection (ports, or the ICMP echo id as local port); 'fragment': a datagram whose first fragment was admitted (local.port = its IP id, for the later fragments). */
+  kind: 'conn' | 'fragment';
   local: { ip: string; port: number };
   remote: { ip: string; port: number };
   lastSeenNs: bigint;
@@ -437,7 +440,8 @@ export class EbpfPrograms {
   async policyFlows(): Promise<PolicyFlow[]> {
     return (await this.maps.polFlows.entries()).map(([k, v]) => {
       const f = decodePolFlowKey(k);
-      return { proto: protoName(f.proto), local: { ip: f.local, port: f.lport }, remote: { ip: f.remote, port: f.rport }, lastSeenNs: decodeFlowEntry(v) };
+      const kind: PolicyFlow['kind'] = f.kind === POL_FLOW.frag ? 'fragment' : 'conn';
+      return { proto: protoName(f.proto), kind, local: { ip: f.local, port: f.lport }, remote: { ip: f.remote, port: f.rport }, lastSeenNs: decodeFlowEntry(v) };
     });
   }
 

@@ -31,8 +31,18 @@ const POD_PORTS = [1000, 2000, 3000, 4000, 5000, 6000, 7000, 8000, 9000, 10000, 
 const REMOTE_PORTS = [53, 80, 443];
 const OTHER_MACS = ['ff:ff:ff:ff:ff:ff', '01:00:5e:00:00:fb', '02:aa:bb:cc:dd:ee'];
 
+/** A first fragment generated, so later fragments of the same datagram can follow (policy run). */
+interface FirstFragment {
+  prog: ProgName;
+  src: string;
+  dst: string;
+  proto: number;
+  id: number;
+}
+
 export class PacketGenerator {
   readonly flows: Flow[] = [];
+  private readonly firstFragments: FirstFragment[] = [];
 
   /** withToPod: also frames for to_pod (what the stack delivers to a pod), for the NetworkPolicy run. */
   constructor(
@@ -57,7 +67,7 @@ export class PacketGenerator {
     }
   }
 
-  private ipExtras(o: BuildOptions): string[] {
+  private ipExtras(o: BuildOptions, prog: ProgName, keepPayload = false): string[] {
     const r = this.rng;
     const tags: string[] = [];
     o.ttl = r.chance(0.08) ? r.pick([0, 1, 2]) : r.pick([64, 255, 17]);
@@ -66,15 +76,18 @@ export class PacketGenerator {
       o.ipOptions = Buffer.from([1, 1, 1, 0]);
       tags.push('ip-options');
     }
-    if (r.chance(0.05)) {
+    // The policy run fragments more: later fragments follow an admitted first one only if there is one.
+    if (r.chance(this.withToPod ? 0.12 : 0.05)) {
       o.moreFragments = true;
       tags.push('first-fragment');
+      if (this.withToPod && (prog === 'to_nic' || prog === 'to_pod')) this.firstFragments.push({ prog, src: o.src, dst: o.dst, proto: protoOf(o), id: o.ipId });
+      if (this.firstFragments.length > 64) this.firstFragments.shift();
     } else if (r.chance(0.04)) {
       o.fragOffset = r.range(1, 0x1fff);
       o.moreFragments = r.chance(0.5);
       tags.push('later-fragment');
     }
-    if (r.chance(0.5)) o.payload = this.rng.bytes(r.int(64));
+    if (r.chance(0.5) && !keepPayload) o.payload = this.rng.bytes(r.int(64));
     return tags;
   }
 
@@ -85,7 +98,13 @@ export class PacketGenerator {
   /** One packet: a new or repeated flow, or a reply to one, then maybe a mutation. */
   next(): GenPacket {
     const r = this.rng;
-    const prog = this.withToPod ? r.pick(['from_pod', 'to_pod', 'to_nic', 'to_nic', 'from_nic', 'from_nic'] as const) : r.pick(['from_pod', 'to_nic', 'to_nic', 'from_nic', 'from_nic'] as const);
+    const prog: ProgName = this.withToPod ? r.pick(['from_pod', 'to_pod', 'to_nic', 'to_nic', 'from_nic', 'from_nic'] as const) : r.pick(['from_pod', 'to_nic', 'to_nic', 'from_nic', 'from_nic'] as const);
+    // The policy run: now and then the rest of a datagram whose first fragment went through to_nic/to_pod, there again.
+    if (this.withToPod && this.firstFragments.length && r.chance(0.08)) {
+      const first = r.pick(this.firstFragments.slice(-4));
+      const o: BuildOptions = { src: first.src, dst: first.dst, ipId: first.id, proto: first.proto, fragOffset: r.range(1, 0x1fff), moreFragments: r.chance(0.5), payload: r.bytes(r.range(8, 64)) };
+      return { prog: first.prog, frame: buildPacket(o), ingressIfindex: POD1.ifindex, kind: 'later-fragment+of-a-first' };
+    }
     let o: BuildOptions;
     let kind: string;
     const known = this.flows.length > 0 && r.chance(0.45) ? r.pick(this.flows) : undefined;
@@ -150,13 +169,38 @@ export class PacketGenerator {
       }
       o.srcMac = POD1.podMac;
     }
+    if (this.withToPod && this.flows.length && r.chance(0.3)) ({ o, kind } = this.icmpError(prog, r.pick(this.flows.slice(-40))));
     if (this.flows.length > 4000) this.flows.splice(0, 1000); // bounded memory
-    const tags = this.ipExtras(o);
+    const tags = this.ipExtras(o, prog, kind === 'icmp-error');
     let frame = buildPacket(o);
     const mutation = r.chance(0.25) ? this.mutate(frame) : undefined;
     if (mutation) frame = mutation.frame;
     const ingress = prog === 'from_pod' ? r.pick([POD1.ifindex, POD1.ifindex, POD2.ifindex, POD2.ifindex, 7]) : POD1.ifindex;
     return { prog, frame, ingressIfindex: ingress, kind: [kind, ...tags, ...(mutation ? [mutation.name] : [])].join('+') };
+  }
+
+  /**
+   * An ICMP error quoting a packet of a known flow (the policy run): into the pod about what it sent (from a router
+   * or the remote), or from the pod about what it received. Mostly types that relate (3, 11, 12), sometimes a
+   * redirect; the quote is the usual IP header + 8 bytes, sometimes shorter or longer.
+   */
+  private icmpError(prog: GenPacket['prog'], flow: Flow): { o: BuildOptions; kind: string } {
+    const r = this.rng;
+    const toPod = prog === 'from_nic' || prog === 'to_pod';
+    const quoted: BuildOptions = toPod ? { src: flow.pod, dst: flow.remote } : { src: flow.remote, dst: flow.pod };
+    this.l4(quoted, flow.proto, toPod ? flow.podPort : flow.remotePort, toPod ? flow.remotePort : flow.podPort, false);
+    if (flow.proto === 'icmp') quoted.icmp = { type: r.pick([8, 0]), id: flow.podPort };
+    const q = buildPacket(quoted).subarray(14);
+    const payload = q.subarray(0, r.chance(0.85) ? 28 : r.chance(0.5) ? r.range(20, 27) : q.length);
+    const type = r.pick([3, 3, 11, 12, 5]);
+    // Routers on many addresses: an error from one peer admitted (or recorded) once says nothing about the next.
+    const router = `${r.pick(['10.240.9', '203.0.113', '172.16.1'])}.${r.range(1, 254)}`;
+    const o: BuildOptions = toPod
+      ? { src: r.chance(0.7) ? router : flow.remote, dst: flow.pod, ...(prog === 'from_nic' ? { dstMac: HOST_DST_MAC } : {}) }
+      : { src: flow.pod, dst: r.chance(0.5) ? flow.remote : router, srcMac: POD1.podMac };
+    o.icmp = { type, code: r.pick([0, 1, 3, 4]), id: 0, seq: 1400 };
+    o.payload = Buffer.from(payload);
+    return { o, kind: 'icmp-error' };
   }
 
   /** Malformed frames. BPF_PROG_TEST_RUN refuses IPv4 frames shorter than eth + iphdr (IPv6: + ipv6hdr). */
@@ -200,4 +244,8 @@ export class PacketGenerator {
       }
     }
   }
+}
+
+function protoOf(o: BuildOptions): number {
+  return o.tcp ? 6 : o.udp ? 17 : o.icmp ? 1 : (o.proto ?? 47);
 }

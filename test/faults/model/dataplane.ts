@@ -23,7 +23,17 @@ export interface ModelPolicy {
   ingress: DirectionPolicy;
   egress: DirectionPolicy;
 }
-type PolVerdict = 'free' | 'established' | 'rule' | 'deny';
+type PolVerdict = 'free' | 'established' | 'rule' | 'deny' | 'related-icmp' | 'related-fragment';
+/** The counter label of an admitting verdict (free: none). */
+const POL_LABEL: Record<Exclude<PolVerdict, 'deny'>, string[]> = {
+  free: [],
+  established: ['policy-established'],
+  rule: ['policy-allow'],
+  'related-icmp': ['policy-related-icmp'],
+  'related-fragment': ['policy-related-fragment'],
+};
+/** ICMP errors whose quote relates them to a flow: destination unreachable, time exceeded, parameter problem. */
+const ICMP_ERRORS = [3, 11, 12];
 const SCTP = 132;
 
 export interface ModelEndpoint {
@@ -115,7 +125,10 @@ export class DataplaneModel {
   /**
    * One policy check (docs/ebpf.md "NetworkPolicy"): no policy or neither direction isolated -> free; a connection
    * this endpoint admitted before -> established; this direction open -> free, recorded; the rules -> rule, recorded;
-   * else deny. Ports: TCP/UDP/ICMP echo from the parser, SCTP from the first 4 bytes of its header.
+   * else, in an isolated direction, what conntrack calls RELATED: a later fragment of a datagram whose first fragment
+   * this endpoint admitted (same peer, protocol and IP id), or an ICMP error quoting a packet of a recorded connection;
+   * else deny. Ports: TCP/UDP/ICMP echo from the parser, SCTP from the first 4 bytes of its header. An admitted first
+   * fragment in an isolated direction records its datagram.
    */
   private polCheck(p: ModelPkt, frame: Buffer, egress: boolean): PolVerdict {
     const local = egress ? p.saddr : p.daddr;
@@ -129,14 +142,23 @@ export class DataplaneModel {
     const [sport, dport] = ports ?? [0, 0];
     const key = p.proto === PROTO.ICMP ? tupleKey(local, remote, sport, 0, p.proto) : tupleKey(local, remote, egress ? sport : dport, egress ? dport : sport, p.proto);
     const dir = egress ? pol.egress : pol.ingress;
-    if (this.polFlows.has(key)) return dir.isolated ? 'established' : 'free';
+    const fragKey = `F|${tupleKey(local, remote, p.ipId, 0, p.proto)}`;
     let verdict: PolVerdict = 'free';
-    if (dir.isolated) {
-      const portForRules = ports && [PROTO.TCP, PROTO.UDP, SCTP].includes(p.proto) ? dport : null;
-      if (!rulesAllow(dir, remote, p.proto, portForRules)) return 'deny';
-      verdict = 'rule';
+    if (this.polFlows.has(key)) verdict = 'established';
+    else {
+      if (dir.isolated) {
+        const portForRules = ports && [PROTO.TCP, PROTO.UDP, SCTP].includes(p.proto) ? dport : null;
+        if (!rulesAllow(dir, remote, p.proto, portForRules)) {
+          if (p.frag & IP_OFFSET) return this.polFlows.has(fragKey) ? 'related-fragment' : 'deny';
+          const quoted = icmpErrorFlow(p, frame, local);
+          return quoted !== null && this.polFlows.has(quoted) ? 'related-icmp' : 'deny';
+        }
+        verdict = 'rule';
+      }
+      if ((p.frag & IP_OFFSET) === 0) this.polFlows.add(key); // a later fragment belongs to its datagram: no record of its own
     }
-    this.polFlows.add(key);
+    if (!dir.isolated) return 'free';
+    if ((p.frag & (IP_MF | IP_OFFSET)) === IP_MF) this.polFlows.add(fragKey);
     return verdict;
   }
 
@@ -148,8 +170,7 @@ export class DataplaneModel {
         reasons.push(c === 'egress' ? 'drop-policy-egress' : 'drop-policy-ingress');
         return false;
       }
-      if (v === 'rule') reasons.push('policy-allow');
-      if (v === 'established') reasons.push('policy-established');
+      reasons.push(...POL_LABEL[v]);
     }
     return true;
   }
@@ -160,7 +181,7 @@ export class DataplaneModel {
     const reasons: string[] = [];
     if (this.endpoints.has(p.saddr) && !this.polChecks(p, frame, ['egress'], reasons)) return { verdict: VERDICT.SHOT, reasons, data: null };
     const v = this.polCheck(p, frame, false);
-    if (v !== 'deny') return { verdict: VERDICT.OK, reasons: [...reasons, ...(v === 'rule' ? ['policy-allow'] : v === 'established' ? ['policy-established'] : [])], data: frame };
+    if (v !== 'deny') return { verdict: VERDICT.OK, reasons: [...reasons, ...POL_LABEL[v]], data: frame };
     // The node itself passes; kernel conntrack is empty in the test netns (no service replies).
     if (p.saddr === this.cfg.primaryIp) return { verdict: VERDICT.OK, reasons: [...reasons, 'policy-allow-host'], data: frame };
     return { verdict: VERDICT.SHOT, reasons: [...reasons, 'drop-policy-ingress'], data: null };
@@ -262,6 +283,30 @@ export class DataplaneModel {
     if (!this.polChecks(rewritten, data, ['ingress'], reasons)) return { verdict: VERDICT.SHOT, reasons, data: null };
     return forward(rewritten, data, ep, 'forwarded-from-nic', reasons);
   }
+}
+
+/**
+ * The policy flow key (as `local` holds it) of the packet an ICMP error quotes, or null: the error is destination
+ * unreachable, time exceeded or parameter problem (outer header without options, not a later fragment); the quote
+ * is an IPv4 header (its options skipped, not a later fragment) and 8 bytes of TCP/UDP/SCTP ports or an ICMP echo,
+ * all within the datagram; one of its addresses is `local` (the source: local sent it; else the destination).
+ */
+function icmpErrorFlow(p: ModelPkt, frame: Buffer, local: number): string | null {
+  if (p.proto !== PROTO.ICMP || p.ihl !== 20 || (p.frag & IP_OFFSET) !== 0 || !ICMP_ERRORS.includes(p.icmpType)) return null;
+  const inner = ETH_HLEN + 20 + 8;
+  if (frame.length < inner + 20 || frame[inner]! >> 4 !== 4 || (frame[inner]! & 0xf) < 5 || (frame.readUInt16BE(inner + 6) & IP_OFFSET) !== 0) return null;
+  const l4 = inner + (frame[inner]! & 0xf) * 4;
+  if (l4 + 8 > ETH_HLEN + p.totLen || l4 + 8 > frame.length) return null;
+  const [isrc, idst, iproto] = [frame.readUInt32BE(inner + 12), frame.readUInt32BE(inner + 16), frame[inner + 9]!];
+  if (isrc !== local && idst !== local) return null;
+  const mine = isrc === local;
+  const remote = mine ? idst : isrc;
+  if (iproto === PROTO.ICMP) {
+    return frame[l4] === ICMP_ECHO || frame[l4] === ICMP_ECHOREPLY ? tupleKey(local, remote, frame.readUInt16BE(l4 + 4), 0, iproto) : null;
+  }
+  if (iproto !== PROTO.TCP && iproto !== PROTO.UDP && iproto !== SCTP) return null;
+  const [s, d] = [frame.readUInt16BE(l4), frame.readUInt16BE(l4 + 2)];
+  return tupleKey(local, remote, mine ? s : d, mine ? d : s, iproto);
 }
 
 function pass(frame: Buffer, reason?: string): Prediction {

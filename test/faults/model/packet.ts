@@ -29,10 +29,12 @@ export interface ModelPkt {
   tcpFlags: number;
   icmpType: number;
   l4Off: number;
+  /** IP identification (host order) */
+  ipId: number;
 }
 
 export function parse(b: Buffer): ModelPkt {
-  const p: ModelPkt = { result: 'ok', saddr: 0, daddr: 0, totLen: 0, frag: 0, ihl: 0, ttl: 0, proto: 0, sport: 0, dport: 0, hasL4: false, tcpFlags: 0, icmpType: 0, l4Off: 0 };
+  const p: ModelPkt = { result: 'ok', saddr: 0, daddr: 0, totLen: 0, frag: 0, ihl: 0, ttl: 0, proto: 0, sport: 0, dport: 0, hasL4: false, tcpFlags: 0, icmpType: 0, l4Off: 0, ipId: 0 };
   if (b.length < ETH_HLEN || b.readUInt16BE(12) !== 0x0800) return { ...p, result: 'not-ipv4' };
   if (b.length < ETH_HLEN + 20) return { ...p, result: 'malformed' };
   p.saddr = b.readUInt32BE(26);
@@ -47,6 +49,7 @@ export function parse(b: Buffer): ModelPkt {
   p.ttl = b[22]!;
   p.proto = b[23]!;
   p.frag = b.readUInt16BE(20);
+  p.ipId = b.readUInt16BE(18);
   p.l4Off = ETH_HLEN + p.ihl;
   if (p.ihl !== 20 || (p.frag & IP_OFFSET) !== 0) return p; // options / later fragment: no ports
   const l4 = ETH_HLEN + 20;
