@@ -84,7 +84,10 @@ if ! compgen -G '/var/lib/apt/lists/*_Packages*' >/dev/null; then
   # No package lists at all (a machine that never ran apt-get update): nothing to check against.
   echo "check-image: apt check SKIPPED: no apt package lists (run apt-get update)"
 else
-  for p in $pkgs; do apt-cache show --no-all-versions "$p" >/dev/null 2>&1 || missing+=("$p"); done
+  # One apt-cache run for all names: without a pkgcache.bin (Debian images
+  # disable it) every run rebuilds the cache, about a CPU-second each.
+  found=" $(apt-cache show --no-all-versions $pkgs 2>/dev/null | sed -n 's/^Package: //p' | tr '\n' ' ') "
+  for p in $pkgs; do [[ "$found" == *" $p "* ]] || missing+=("$p"); done
   [ ${#missing[@]} = 0 ] || fail "apt packages not found: ${missing[*]}"
   echo "check-image: $(echo $pkgs | wc -w) apt packages exist: $(echo $pkgs)"
 fi

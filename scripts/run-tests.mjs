@@ -2,9 +2,19 @@
 // Runs the compiled tap suites (dist/test/<suite>/**/*.test.js) and ends with
 // the plain "N passed, N failed" line CI reads. Usage:
 //   node scripts/run-tests.mjs [suite ...] [-- extra tap args]
-// Suites: unit, bpf, lab (default: all). Build first: npm run build.
+// Suites: unit, bpf, lab, faults (default: all), or single files. Build first:
+// npm run build.
+//
+// Order: longest first, by test/durations.json (each file's last recorded
+// run time in ms; a file without an entry counts as 1 s in unit, 30 s
+// elsewhere; ties in name order), so with TEST_JOBS=2 the run does not end on
+// one long file running alone. scripts/tap-jobs.mjs runs them in that order
+// (the tap CLI would sort them by name); with extra tap args the tap CLI runs
+// them instead. TEST_DURATIONS=update rewrites test/durations.json with this
+// run's times (files that passed; the others keep their entries).
 import { spawn } from 'node:child_process';
-import { existsSync, readdirSync, statSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync, rmSync, statSync, writeFileSync } from 'node:fs';
+import os from 'node:os';
 import path from 'node:path';
 
 const argv = process.argv.slice(2);
@@ -44,8 +54,27 @@ if (files.length === 0) {
   process.exit(2);
 }
 
-const args = ['--disable-coverage', '--timeout', process.env.TEST_TIMEOUT ?? '900', '-j', process.env.TEST_JOBS ?? '2', ...extra, ...files];
-const child = spawn(path.join(root, 'node_modules', '.bin', 'tap'), args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
+/** A file with no recorded time: about a typical file of its suite, so a new long one does not start last. */
+const unknownMs = (file) => (file.includes(`${path.sep}unit${path.sep}`) ? 1_000 : 30_000);
+const durationsFile = path.join(root, 'test', 'durations.json');
+const keyOf = (file) => path.relative(testRoot, path.join(root, file)).replace(/\.test\.js$/, '');
+let durations = {};
+try {
+  durations = JSON.parse(readFileSync(durationsFile, 'utf8'));
+} catch {
+  // no list (or a broken one): name order
+}
+const expectedMs = (file) => (typeof durations[keyOf(file)] === 'number' ? durations[keyOf(file)] : unknownMs(file));
+files.sort((a, b) => expectedMs(b) - expectedMs(a) || a.localeCompare(b, 'en'));
+
+const timeout = process.env.TEST_TIMEOUT ?? '900';
+const jobs = process.env.TEST_JOBS ?? '2';
+const record = process.env.TEST_DURATIONS === 'update';
+const tookFile = path.join(os.tmpdir(), `vnet-test-durations-${process.pid}.json`);
+const [command, args] = extra.length
+  ? [path.join(root, 'node_modules', '.bin', 'tap'), ['--disable-coverage', '--timeout', timeout, '-j', jobs, ...extra, ...files]]
+  : [process.execPath, [path.join(root, 'scripts', 'tap-jobs.mjs'), timeout, jobs, record ? tookFile : '-', ...files]];
+const child = spawn(command, args, { cwd: root, stdio: ['ignore', 'pipe', 'inherit'] });
 let tail = '';
 child.stdout.on('data', (b) => {
   process.stdout.write(b);
@@ -58,6 +87,14 @@ child.on('close', (code) => {
     console.log(`${m[2]} passed, ${failed} failed${m[4] ? `, ${m[4]} skipped` : ''}`);
   } else {
     console.log(`0 passed, 1 failed`);
+  }
+  if (record && existsSync(tookFile)) {
+    const took = JSON.parse(readFileSync(tookFile, 'utf8'));
+    rmSync(tookFile, { force: true });
+    for (const [file, ms] of Object.entries(took)) durations[keyOf(file)] = Math.round(ms / 100) * 100;
+    const sorted = Object.entries(durations).sort(([ka, a], [kb, b]) => b - a || ka.localeCompare(kb, 'en'));
+    writeFileSync(durationsFile, `${JSON.stringify(Object.fromEntries(sorted), null, 1)}\n`);
+    console.log(`recorded ${Object.keys(took).length} file times in test/durations.json`);
   }
   process.exit(code ?? 1);
 });

@@ -11,107 +11,46 @@
 namespace vnet {
 namespace {
 
-#define FIELD(obj, type, member) obj.Set(#member, Napi::Number::New(env, offsetof(struct type, member)))
-
-Napi::Object Struct(Napi::Env env, size_t size) {
-  Napi::Object o = Napi::Object::New(env);
-  o.Set("size", Napi::Number::New(env, static_cast<double>(size)));
-  return o;
-}
+// LAYOUT(name, M(member), ...): out[name] = { size, offsets: { member: offset } }
+// as this compiler lays out struct name (M() needs S and offsets, set by LAYOUT).
+#define LAYOUT(name, ...)                                                             \
+  do {                                                                                \
+    using S = struct name;                                                            \
+    Napi::Object offsets = Napi::Object::New(env);                                    \
+    __VA_ARGS__;                                                                      \
+    Napi::Object layout = Napi::Object::New(env);                                     \
+    layout.Set("size", Napi::Number::New(env, static_cast<double>(sizeof(S))));       \
+    layout.Set("offsets", offsets);                                                   \
+    out.Set(#name, layout);                                                           \
+  } while (0)
+#define M(member) offsets.Set(#member, Napi::Number::New(env, static_cast<double>(offsetof(S, member))))
 
 // layouts() -> { [struct]: { size, offsets: { [member]: number } } }
 Napi::Value Layouts(const Napi::CallbackInfo& info) {
   Napi::Env env = info.Env();
   Napi::Object out = Napi::Object::New(env);
-
-  Napi::Object ep = Struct(env, sizeof(struct vnet_endpoint)), epo = Napi::Object::New(env);
-  FIELD(epo, vnet_endpoint, ifindex); FIELD(epo, vnet_endpoint, flags);
-  FIELD(epo, vnet_endpoint, pod_mac); FIELD(epo, vnet_endpoint, host_mac);
-  ep.Set("offsets", epo);
-  out.Set("vnet_endpoint", ep);
-
-  Napi::Object lk = Struct(env, sizeof(struct vnet_lpm_key)), lko = Napi::Object::New(env);
-  FIELD(lko, vnet_lpm_key, prefixlen); FIELD(lko, vnet_lpm_key, addr);
-  lk.Set("offsets", lko);
-  out.Set("vnet_lpm_key", lk);
-
-  Napi::Object ci = Struct(env, sizeof(struct vnet_cidr_info)), cio = Napi::Object::New(env);
-  FIELD(cio, vnet_cidr_info, flags);
-  ci.Set("offsets", cio);
-  out.Set("vnet_cidr_info", ci);
-
-  Napi::Object cf = Struct(env, sizeof(struct vnet_config)), cfo = Napi::Object::New(env);
-  FIELD(cfo, vnet_config, primary_ip); FIELD(cfo, vnet_config, nic_ifindex); FIELD(cfo, vnet_config, nic_mac);
-  FIELD(cfo, vnet_config, flags); FIELD(cfo, vnet_config, nat_port_min); FIELD(cfo, vnet_config, nat_port_max);
-  FIELD(cfo, vnet_config, ctl_flags);
-  FIELD(cfo, vnet_config, tcp_timeout_ns); FIELD(cfo, vnet_config, udp_timeout_ns);
-  FIELD(cfo, vnet_config, icmp_timeout_ns); FIELD(cfo, vnet_config, tcp_fin_timeout_ns);
-  FIELD(cfo, vnet_config, tcp_rst_timeout_ns);
-  cf.Set("offsets", cfo);
-  out.Set("vnet_config", cf);
-
-  Napi::Object nt = Struct(env, sizeof(struct vnet_nat_tuple)), nto = Napi::Object::New(env);
-  FIELD(nto, vnet_nat_tuple, saddr); FIELD(nto, vnet_nat_tuple, daddr); FIELD(nto, vnet_nat_tuple, sport);
-  FIELD(nto, vnet_nat_tuple, dport); FIELD(nto, vnet_nat_tuple, proto);
-  nt.Set("offsets", nto);
-  out.Set("vnet_nat_tuple", nt);
-
-  Napi::Object ne = Struct(env, sizeof(struct vnet_nat_entry)), neo = Napi::Object::New(env);
-  FIELD(neo, vnet_nat_entry, addr); FIELD(neo, vnet_nat_entry, port); FIELD(neo, vnet_nat_entry, flags);
-  FIELD(neo, vnet_nat_entry, last_seen_ns);
-  ne.Set("offsets", neo);
-  out.Set("vnet_nat_entry", ne);
-
-  Napi::Object fe = Struct(env, sizeof(struct vnet_flow_entry)), feo = Napi::Object::New(env);
-  FIELD(feo, vnet_flow_entry, last_seen_ns);
-  fe.Set("offsets", feo);
-  out.Set("vnet_flow_entry", fe);
-
-  Napi::Object pek = Struct(env, sizeof(struct vnet_pol_ep_key)), peko = Napi::Object::New(env);
-  FIELD(peko, vnet_pol_ep_key, family); FIELD(peko, vnet_pol_ep_key, dir); FIELD(peko, vnet_pol_ep_key, addr);
-  pek.Set("offsets", peko);
-  out.Set("vnet_pol_ep_key", pek);
-
-  Napi::Object pe = Struct(env, sizeof(struct vnet_pol_ep)), peo = Napi::Object::New(env);
-  FIELD(peo, vnet_pol_ep, ingress_id); FIELD(peo, vnet_pol_ep, egress_id); FIELD(peo, vnet_pol_ep, flags);
-  pe.Set("offsets", peo);
-  out.Set("vnet_pol_ep", pe);
-
-  Napi::Object pck = Struct(env, sizeof(struct vnet_pol_cidr_key)), pcko = Napi::Object::New(env);
-  FIELD(pcko, vnet_pol_cidr_key, prefixlen); FIELD(pcko, vnet_pol_cidr_key, id);
-  FIELD(pcko, vnet_pol_cidr_key, family); FIELD(pcko, vnet_pol_cidr_key, addr);
-  pck.Set("offsets", pcko);
-  out.Set("vnet_pol_cidr_key", pck);
-
-  Napi::Object pm = Struct(env, sizeof(struct vnet_pol_match)), pmo = Napi::Object::New(env);
-  FIELD(pmo, vnet_pol_match, set); FIELD(pmo, vnet_pol_match, flags);
-  pm.Set("offsets", pmo);
-  out.Set("vnet_pol_match", pm);
-
-  Napi::Object ppk = Struct(env, sizeof(struct vnet_pol_port_key)), ppko = Napi::Object::New(env);
-  FIELD(ppko, vnet_pol_port_key, prefixlen); FIELD(ppko, vnet_pol_port_key, id); FIELD(ppko, vnet_pol_port_key, set);
-  FIELD(ppko, vnet_pol_port_key, proto); FIELD(ppko, vnet_pol_port_key, port);
-  ppk.Set("offsets", ppko);
-  out.Set("vnet_pol_port_key", ppk);
-
-  Napi::Object ppv = Struct(env, sizeof(struct vnet_pol_port_val)), ppvo = Napi::Object::New(env);
-  FIELD(ppvo, vnet_pol_port_val, allow);
-  ppv.Set("offsets", ppvo);
-  out.Set("vnet_pol_port_val", ppv);
-
-  Napi::Object piv = Struct(env, sizeof(struct vnet_pol_id_val)), pivo = Napi::Object::New(env);
-  FIELD(pivo, vnet_pol_id_val, digest);
-  piv.Set("offsets", pivo);
-  out.Set("vnet_pol_id_val", piv);
-
-  Napi::Object pfk = Struct(env, sizeof(struct vnet_pol_flow_key)), pfko = Napi::Object::New(env);
-  FIELD(pfko, vnet_pol_flow_key, local); FIELD(pfko, vnet_pol_flow_key, remote); FIELD(pfko, vnet_pol_flow_key, lport);
-  FIELD(pfko, vnet_pol_flow_key, rport); FIELD(pfko, vnet_pol_flow_key, proto); FIELD(pfko, vnet_pol_flow_key, family);
-  FIELD(pfko, vnet_pol_flow_key, kind);
-  pfk.Set("offsets", pfko);
-  out.Set("vnet_pol_flow_key", pfk);
+  LAYOUT(vnet_endpoint, M(ifindex), M(flags), M(pod_mac), M(host_mac));
+  LAYOUT(vnet_lpm_key, M(prefixlen), M(addr));
+  LAYOUT(vnet_cidr_info, M(flags));
+  LAYOUT(vnet_config, M(primary_ip), M(nic_ifindex), M(nic_mac), M(flags), M(nat_port_min), M(nat_port_max),
+         M(ctl_flags), M(tcp_timeout_ns), M(udp_timeout_ns), M(icmp_timeout_ns), M(tcp_fin_timeout_ns),
+         M(tcp_rst_timeout_ns));
+  LAYOUT(vnet_nat_tuple, M(saddr), M(daddr), M(sport), M(dport), M(proto));
+  LAYOUT(vnet_nat_entry, M(addr), M(port), M(flags), M(last_seen_ns));
+  LAYOUT(vnet_flow_entry, M(last_seen_ns));
+  LAYOUT(vnet_pol_ep_key, M(family), M(dir), M(addr));
+  LAYOUT(vnet_pol_ep, M(ingress_id), M(egress_id), M(flags));
+  LAYOUT(vnet_pol_cidr_key, M(prefixlen), M(id), M(family), M(addr));
+  LAYOUT(vnet_pol_match, M(set), M(flags));
+  LAYOUT(vnet_pol_port_key, M(prefixlen), M(id), M(set), M(proto), M(port));
+  LAYOUT(vnet_pol_port_val, M(allow));
+  LAYOUT(vnet_pol_id_val, M(digest));
+  LAYOUT(vnet_pol_flow_key, M(local), M(remote), M(lport), M(rport), M(proto), M(family), M(kind));
   return out;
 }
+
+#undef M
+#undef LAYOUT
 
 // reasons() -> string[]: label of each counter index, in enum order.
 Napi::Value Reasons(const Napi::CallbackInfo& info) {

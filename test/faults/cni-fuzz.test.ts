@@ -20,6 +20,8 @@ import { Rng, scaled, seedFromEnv } from './helpers/scale.js';
 const IN_PROCESS = scaled(10_000, 50_000);
 const THROUGH_BINARY = scaled(80, 400);
 const CALL_TIMEOUT_MS = 10_000;
+/** Plugin processes at once in the binary part (the calls are independent). */
+const BINARY_PARALLEL = 4;
 const ERROR_CODES = new Set([1, 4, 6, 7]);
 const tally = new FaultTally('cni-fuzz');
 
@@ -126,19 +128,29 @@ t.test('CNI input fuzzing', async (t) => {
 
   await t.test(`${THROUGH_BINARY} calls through bin/azure-vnet and bin/azure-vnet-ipam`, async (t) => {
     const gen = new CniInputGenerator(new Rng(seed ^ 0x5a5a5a5a), dir, netns);
-    const failures: string[] = [];
-    for (let i = 0; i < THROUGH_BINARY; i++) {
-      const input = gen.next();
-      // An environment cannot carry NUL bytes: a real runtime could not send them.
-      for (const k of Object.keys(input.env)) input.env[k] = input.env[k]!.replace(/\0/g, '');
-      const r = await runBinary({ plugin: input.plugin, env: input.env, stdin: input.stdin, dir });
-      const out: Outcome = { exit: r.code, stdout: r.stdout, calls: r.calls.map((c) => c.method) };
-      const bad = problems(input, out, netnsExists);
-      tally.add('cni (binary)', input.kind.split('+')[0]!, bad.length ? 'INVARIANT BROKEN' : out.exit === 0 ? 'accepted (valid)' : 'rejected with a CNI error');
-      if (bad.length) failures.push(`${bad.join('; ')} <- ${JSON.stringify({ ...input, stdin: input.stdin.slice(0, 400) })} stderr=${r.stderr.slice(0, 300)}`);
-      for (const f of fs.readdirSync(dir)) if (f.startsWith('fake-calls-')) fs.rmSync(path.join(dir, f));
-    }
-    t.same(failures.slice(0, 10), [], `every invariant held for ${THROUGH_BINARY} binary calls (${failures.length} failures)`);
+    const inputs = Array.from({ length: THROUGH_BINARY }, () => gen.next());
+    const failures: Array<[number, string]> = [];
+    // BINARY_PARALLEL calls at once (a call is mostly process start-up), each
+    // worker with its own directory for the fake agent's call log.
+    let nextCall = 0;
+    const worker = async (w: number): Promise<void> => {
+      const logDir = path.join(dir, `binary-${w}`);
+      fs.mkdirSync(logDir);
+      for (let i = nextCall++; i < inputs.length; i = nextCall++) {
+        const input = inputs[i]!;
+        // An environment cannot carry NUL bytes: a real runtime could not send them.
+        for (const k of Object.keys(input.env)) input.env[k] = input.env[k]!.replace(/\0/g, '');
+        const r = await runBinary({ plugin: input.plugin, env: input.env, stdin: input.stdin, dir: logDir });
+        const out: Outcome = { exit: r.code, stdout: r.stdout, calls: r.calls.map((c) => c.method) };
+        const bad = problems(input, out, netnsExists);
+        tally.add('cni (binary)', input.kind.split('+')[0]!, bad.length ? 'INVARIANT BROKEN' : out.exit === 0 ? 'accepted (valid)' : 'rejected with a CNI error');
+        if (bad.length) failures.push([i, `${bad.join('; ')} <- ${JSON.stringify({ ...input, stdin: input.stdin.slice(0, 400) })} stderr=${r.stderr.slice(0, 300)}`]);
+        for (const f of fs.readdirSync(logDir)) if (f.startsWith('fake-calls-')) fs.rmSync(path.join(logDir, f));
+      }
+    };
+    await Promise.all(Array.from({ length: BINARY_PARALLEL }, (_, w) => worker(w)));
+    failures.sort(([a], [b]) => a - b);
+    t.same(failures.slice(0, 10).map(([, f]) => f), [], `every invariant held for ${THROUGH_BINARY} binary calls (${failures.length} failures)`);
   });
   tally.flush({ seed, inProcess: IN_PROCESS, binary: THROUGH_BINARY });
 });

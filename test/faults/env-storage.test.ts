@@ -163,12 +163,12 @@ if (MODES.includes('iptables')) {
         const ns = await VmMountNs.open(lab, vm, `: >> ${root}/xtables.lock\n[ -e /run/xtables.lock ] || : >> /run/xtables.lock\nmount --bind ${root}/xtables.lock /run/xtables.lock`);
         t.teardown(() => ns.close());
         const hold = async (): Promise<ChildProcess> => {
-          const holder = ns.start(['flock', '-x', '/run/xtables.lock', 'sh', '-c', 'echo HELD; exec sleep 10']);
+          // The lock sits on the holder's own fd 9 (flock(1) only takes it), so stopping
+          // the holder releases it at once; `flock FILE sleep` would leave it with the sleep.
+          const holder = ns.start(['sh', '-c', 'exec 9>>/run/xtables.lock && flock -x 9 && echo HELD && exec sleep 10']);
           await waitForLine(holder, /^HELD$/, 15_000, 'xtables lock holder');
           return holder;
         };
-        const released = (holder: ChildProcess): Promise<void> =>
-          holder.exitCode !== null || holder.signalCode !== null ? Promise.resolve() : new Promise((resolve) => holder.once('exit', () => resolve()));
 
         for (let i = 0; i < TRIES; i++) {
           const netns = await lab.addPodNetns(vm, `lock${i}`);
@@ -191,7 +191,9 @@ if (MODES.includes('iptables')) {
             const st = (await ns.sh('cat /var/lib/vnet-cni/state.json 2>/dev/null || echo "{}"')).stdout;
             t.notMatch(st, env.CNI_CONTAINERID, 'legacy: no record and no IP held for the pod');
             tally.add('xtables lock held 10 s', 'ADD (legacy backend)', ok ? `code 11 after the ${5} s wait, no pod state; retry succeeds` : 'WRONG');
-            await released(holder);
+            // The plugin has given up while the lock was held: release it now rather than
+            // sit out the rest of the holder's 10 s.
+            await stopChild(holder);
             const retry = await ns.plugin(env, stdin);
             t.equal(retry.code, 0, `legacy: ADD succeeds once the lock is free (${String(retry.json?.msg)})`);
           }
@@ -207,7 +209,7 @@ if (MODES.includes('iptables')) {
           } else {
             const ok = del.json?.code === 11 && /xtables lock/.test(String(del.json?.msg));
             t.ok(ok, `legacy: DEL answers code 11 naming the xtables lock (${String(del.json?.msg)})`);
-            await released(holder);
+            await stopChild(holder);
             const retry = await ns.plugin({ ...env, CNI_COMMAND: 'DEL' }, stdin);
             t.equal(retry.code, 0, `legacy: DEL succeeds once the lock is free (${String(retry.json?.msg)})`);
             tally.add('xtables lock held 10 s', 'DEL of the last pod (legacy backend)', ok && retry.code === 0 ? `code 11 after the ${5} s wait, record kept; retry removes the rules` : 'WRONG');

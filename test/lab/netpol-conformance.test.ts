@@ -4,22 +4,24 @@
 // over two lab VMs, every pod serving TCP and UDP on 80 and 81. Each step of
 // each case (test/lab/helpers/netpol-cases.ts) reaches the kernel the user's
 // way: `vnetctl daemon --policy-dir` in each VM, the step written there as
-// Namespace/Pod/NetworkPolicy YAML, and the test waits until the daemon shows
-// every endpoint programmed as compiled (VNET_NETPOL_VIA=driver: compiled here
+// Namespace/Pod/NetworkPolicy YAML, and the test waits until the daemon's DUMP
+// (what `vnetctl debug policy` shows) has every endpoint programmed as compiled
+// (VNET_NETPOL_VIA=driver: compiled here
 // and applied through the dataplane, helpers/netpol-driver.ts). Then every
 // model pod probes every model pod on
 // TCP/UDP 80/81 (4 x 81 pairs) and the resolver on UDP 53, and the observed
 // table must equal the written-out one, cell for cell. A mismatch prints the
 // table.
 //
-// Load-proof verdicts: the probes of a step run at once (one prober process
-// per source pod, bounded); a pair expected to connect retries until it does
+// Load-proof verdicts: the probes of a step run at once (from each source
+// pod's server process, which also probes; bounded); a pair expected to connect retries until it does
 // (up to ALLOW_MS), a pair expected to be blocked is given DENY_MS and keeps
 // trying through it, and only the expected-blocked pairs wait that long, all
 // at the same time. An answer counts only if it names the pod probed.
 //
-// CI runs the cases marked `ci` (one lab per dataplane for all of them);
-// VNET_NETPOL_FULL=1 (npm run test:netpol) runs every case.
+// CI runs the cases marked `ci` (one lab per dataplane for all of them, the
+// two dataplanes at the same time); VNET_NETPOL_FULL=1 (npm run test:netpol)
+// runs every case.
 import t from 'tap';
 import path from 'node:path';
 import { mkdirSync, readFileSync, renameSync, writeFileSync } from 'node:fs';
@@ -29,12 +31,12 @@ import { Lab } from '../../lab/lab.js';
 import { DEFAULT_SUBNET, defaultSpec } from '../../lab/spec.js';
 import { sleep, startChild, stopChild, waitForLine } from '../../lab/children.js';
 import { vmExecArgv } from '../../lab/vm-exec.js';
-import { run } from '../../control/exec.js';
 import { compilePolicies, type LocalEndpoint } from '../../control/policy/compile.js';
 import { MODES, REPO, VmCni, azureConflist, type PodHandle } from './helpers/cni-harness.js';
 import { COLUMNS, DNS, EVERY_POD, MODEL, expected, mismatchTable, nsOf, podOf, probeKey, selectedCases, snapshotOf, type Step, type World } from './helpers/netpol-cases.js';
 import type { PolicySnapshot } from '../../control/policy/types.js';
-import type { PolicyView } from '../../control/debug/views/policy.js';
+import { collectPolicy, type PolicyView } from '../../control/debug/views/policy.js';
+import { dumpFromDaemon } from '../../control/debug/node-state.js';
 import type { ProbeRequest, ProbeResults } from './helpers/netpol-pod.js';
 import type { EndpointPolicyUpdate } from '../../control/dataplane/types.js';
 
@@ -62,7 +64,7 @@ const SLOW_MS = 5_000;
 const ALLOW_MS = 20_000;
 /** A pair expected to be blocked: tried for this long (all such pairs at once). */
 const DENY_MS = 5_000;
-/** Prober processes at once (one per source pod). */
+/** Source pods probing at once (each through its own server process). */
 const PROBE_PARALLEL = 9;
 const VMS = ['vm1', 'vm2'] as const;
 type Vm = (typeof VMS)[number];
@@ -74,15 +76,20 @@ interface LabPod {
   hostVeth: string;
 }
 
+// The two dataplanes' runs at once, each in its own lab: a step spends most of
+// its time in the blocked pairs' DENY_MS window, which the other run can use.
+// Each verdict waits on its own condition, so sharing the machine changes
+// how long a run takes, not what it sees.
+t.jobs = 2;
 for (const mode of ['iptables', 'ebpf'] as const) {
   t.test(`NetworkPolicy conformance (upstream netpol model), ${mode}`, { skip: !MODES.includes(mode) && `VNET_TEST_MODES excludes ${mode}` }, async (t) => {
     const cases = selectedCases(FULL, process.env.VNET_NETPOL_ONLY);
     const t0 = Date.now();
     const lab = await Lab.up(defaultSpec(2, 8));
     t.teardown(() => lab.down());
-    const servers: ChildProcess[] = [];
+    const servers = new Map<string, ChildProcess>();
     t.teardown(async () => {
-      for (const s of servers) await stopChild(s, 1000);
+      for (const s of servers.values()) await stopChild(s, 1000);
     });
     const daemons: ChildProcess[] = [];
     t.teardown(async () => {
@@ -118,7 +125,7 @@ for (const mode of ['iptables', 'ebpf'] as const) {
       EVERY_POD.map(async (key) => {
         const spec = key === DNS ? 'udp:53' : 'tcp:80,tcp:81,udp:80,udp:81';
         const child = startChild(['nsenter', `--net=${pods.get(key)!.handle.netns}`, '--', process.execPath, POD_TOOL, 'serve', key, spec]);
-        servers.push(child);
+        servers.set(key, child);
         await waitForLine(child, /^LISTENING/, 30_000, `server of ${key}`);
       }),
     );
@@ -160,8 +167,10 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     /**
      * daemon: the step as YAML in each VM's policy directory (written aside and
      * renamed in, as docs/policy.md advises), then wait until the daemon's
-     * `debug policy --json` shows every local endpoint compiled and programmed
-     * with exactly what the compiler gives for the step.
+     * policy view (its DUMP over the socket, the view `vnetctl debug policy
+     * --json` prints; asked from here, as the CLI in the VM cost a node start
+     * and a kernel dump per poll) shows every local endpoint compiled and
+     * programmed with exactly what the compiler gives for the step.
      */
     const programDaemon = async (step: Step): Promise<void> => {
       const snap = snapshotOf(step, world);
@@ -173,15 +182,15 @@ for (const mode of ['iptables', 'ebpf'] as const) {
           writeFileSync(path.join(dir, '.cluster.yaml.tmp'), text);
           renameSync(path.join(dir, '.cluster.yaml.tmp'), path.join(dir, 'cluster.yaml'));
           const want = new Map(compileFor(snap, vm).map((e) => [e.address, JSON.stringify([e.ingress, e.egress])]));
+          const socket = path.join(lab.vmPaths(vm).run, path.basename(SOCKET));
           let last = '';
           const trail: string[] = [];
           for (;;) {
-            const res = await lab.execVm(vm, [process.execPath, VNETCTL, 'debug', 'policy', '--json', '--socket', SOCKET], { timeoutMs: 60_000 });
             let why: string | undefined;
             try {
-              why = notEnforced(JSON.parse(res.stdout) as PolicyView, want);
-            } catch {
-              why = `debug policy: ${(res.stderr || res.stdout).trim().slice(0, 300)}`;
+              why = notEnforced(collectPolicy(await dumpFromDaemon(socket), true), want);
+            } catch (err) {
+              why = `daemon DUMP: ${(err as Error).message.slice(0, 300)}`;
             }
             if (!why) break;
             if (why !== last) trail.push(`+${Date.now() - written} ms ${why}`);
@@ -199,6 +208,7 @@ for (const mode of ['iptables', 'ebpf'] as const) {
     const program = VIA === 'daemon' ? programDaemon : programDirect;
 
     /** Every model pod probes every column's targets; returns "from to proto/port" -> connected. */
+    let requestId = 0;
     const observe = async (step: Step): Promise<Map<string, boolean>> => {
       const seen = new Map<string, boolean>();
       const queue = [...MODEL];
@@ -210,16 +220,12 @@ for (const mode of ['iptables', 'ebpf'] as const) {
               req.probes.push({ key: `${to} ${col.proto}/${col.port}`, ip: world.ip(to), port: col.port, proto: col.proto, expect: expected(step, from, to, col.proto, col.port) });
             }
           }
-          const res = await run(['nsenter', `--net=${pods.get(from)!.handle.netns}`, '--', process.execPath, POD_TOOL, 'probe'], {
-            input: JSON.stringify(req),
-            timeoutMs: ALLOW_MS + 60_000,
-          });
-          let out: ProbeResults;
-          try {
-            out = JSON.parse(res.stdout.trim().split('\n').pop() ?? '') as ProbeResults;
-          } catch {
-            throw new Error(`prober in ${from} failed (exit ${res.code}): ${res.stderr.trim().slice(0, 500)}`);
-          }
+          // The pod's server process probes from its netns: one line in, one RESULT line out.
+          const server = servers.get(from)!;
+          const id = ++requestId;
+          const answer = waitForLine(server, new RegExp(`^RESULT ${id} (.*)$`), ALLOW_MS + 60_000, `prober in ${from}`);
+          server.stdin!.write(`${JSON.stringify({ id, ...req })}\n`);
+          const out = JSON.parse((await answer)[1]!) as ProbeResults;
           for (const col of COLUMNS) {
             for (const to of col.targets) seen.set(probeKey(from, to, col.proto, col.port), out[`${to} ${col.proto}/${col.port}`]?.name === to);
           }

@@ -2,6 +2,10 @@
 //   serve NAME tcp:80,tcp:81,udp:80,udp:81   every socket answers NAME ("x/a"): TCP
 //                                            writes it and closes, UDP echoes it back;
 //                                            prints "LISTENING" once all are bound.
+//                                            Then each stdin line {"id":N,...ProbeRequest}
+//                                            is probed from this pod, answered by a line
+//                                            "RESULT N {key: {name, ms}}": the pod's
+//                                            prober for every step, without a process each.
 //   probe < {"probes":[Probe...],"allowMs":N,"denyMs":N}
 //                                            runs every probe at once; prints one JSON
 //                                            line {key: {name, ms}} (name absent = no answer).
@@ -13,6 +17,7 @@
 import net from 'node:net';
 import dgram from 'node:dgram';
 import { readFileSync } from 'node:fs';
+import { createInterface } from 'node:readline';
 
 export interface Probe {
   key: string;
@@ -53,6 +58,10 @@ function serve(name: string, spec: string): void {
       s.bind(port, '0.0.0.0', bound);
     }
   }
+  createInterface({ input: process.stdin }).on('line', (line) => {
+    const req = JSON.parse(line) as ProbeRequest & { id: number };
+    void probeAll(req).then((out) => console.log(`RESULT ${req.id} ${JSON.stringify(out)}`));
+  });
 }
 
 /** One TCP connection: the server's name, or undefined (refused, reset, timed out). */
@@ -114,11 +123,14 @@ async function probeOne(p: Probe, req: ProbeRequest): Promise<{ name?: string; m
   return name === undefined ? { ms: Date.now() - start } : { name, ms: Date.now() - start };
 }
 
-async function probe(): Promise<void> {
-  const req = JSON.parse(readFileSync(0, 'utf8')) as ProbeRequest;
+async function probeAll(req: ProbeRequest): Promise<ProbeResults> {
   const out: ProbeResults = {};
   await Promise.all(req.probes.map(async (p) => (out[p.key] = await probeOne(p, req))));
-  console.log(JSON.stringify(out));
+  return out;
+}
+
+async function probe(): Promise<void> {
+  console.log(JSON.stringify(await probeAll(JSON.parse(readFileSync(0, 'utf8')) as ProbeRequest)));
 }
 
 const [cmd, ...args] = process.argv.slice(2);
