@@ -40,7 +40,7 @@ const PODS = 5000;
 /** A sample that takes longer than this is a broken run, not a slow one. */
 const SAMPLE_TIMEOUT_MS = 120_000;
 
-function podObj(p: { namespace: string; name: string; labels: Record<string, string>; ips: Array<{ address: string }> }): KubeObj {
+export function podObj(p: { namespace: string; name: string; labels: Record<string, string>; ips: Array<{ address: string }> }): KubeObj {
   return {
     apiVersion: 'v1', kind: 'Pod', metadata: { namespace: p.namespace, name: p.name, labels: p.labels },
     spec: { nodeName: 'other', containers: [{ name: 'c', image: 'x', ports: [{ name: 'http', containerPort: 8080 }] }] },
@@ -48,12 +48,12 @@ function podObj(p: { namespace: string; name: string; labels: Record<string, str
   };
 }
 
-function policyObj(np: NetworkPolicy): KubeObj {
+export function policyObj(np: NetworkPolicy): KubeObj {
   return { apiVersion: 'networking.k8s.io/v1', kind: 'NetworkPolicy', metadata: { namespace: np.metadata.namespace, name: np.metadata.name }, spec: np.spec };
 }
 
 /** The measured policy: selects app0 in ns0 (local endpoints p0, p100, p200), ingress from the web tier on `port`. */
-function measured(port: number): KubeObj {
+export function measured(port: number): KubeObj {
   return policyObj({
     metadata: { namespace: 'ns0', name: 'measured' },
     spec: { podSelector: { matchLabels: { app: 'app0' } }, ingress: [{ from: [{ podSelector: { matchLabels: { tier: 'web' } } }], ports: [{ port }] }] },

@@ -1,6 +1,6 @@
 // `npm run bench`: every scenario, one table. Flags:
 //   --quick              1 repeat, shorter runs, 64 pods instead of 250
-//   --only <name>[,...]  throughput, latency, ebpf-policy, snat-cps, cni-latency, iptables-policy, iptables-policy-cni, cri-sandbox, policy-compile, policy-latency (repeatable)
+//   --only <name>[,...]  throughput, latency, ebpf-policy, snat-cps, cni-latency, iptables-policy, iptables-policy-cni, cri-sandbox, policy-compile, policy-latency, policy-daemon (repeatable)
 //   --repeats N --seconds N
 //   --bulk-all           also bring 250 pods up/down in vnet standalone mode (slow)
 //   --vnet-16000         the scale run instead (see bench/vnet-16000.ts and
@@ -18,6 +18,7 @@ import { renderTable, type Row } from './lib/table.js';
 import { runLatency } from './latency.js';
 import { runPolicyCompile } from './policy-compile.js';
 import { runPolicyLatency } from './policy-latency.js';
+import { runPolicyDaemonScale } from './policy-daemon-scale.js';
 import { runEbpfPolicy } from './ebpf-policy.js';
 import { runSnatCps } from './snat-cps.js';
 import { runThroughput } from './throughput.js';
@@ -57,6 +58,7 @@ async function main(): Promise<void> {
   if (opts.only.includes('cri-sandbox')) rows.push(...(await runCriSandbox(opts)));
   if (opts.only.includes('policy-compile')) rows.push(...runPolicyCompile(opts));
   if (opts.only.includes('policy-latency')) rows.push(...(await runPolicyLatency(opts)));
+  if (opts.only.includes('policy-daemon')) rows.push(...(await runPolicyDaemonScale(opts)));
   const minutes = ((Date.now() - started) / 60_000).toFixed(1);
   console.log(`vnet-cni benchmarks (${opts.quick ? 'quick' : 'full'}; medians of ${opts.repeats} repeat(s); iperf3 ${opts.seconds} s; ${minutes} min; 2 shared cores: numbers are noisy)`);
   console.log(renderTable(rows));

@@ -22,7 +22,7 @@ export class VmDaemon {
   /** `extra`: more `vnetctl daemon` flags (e.g. --policy-dir DIR). */
   static async start(lab: Lab, vm: string, timeoutMs = 30_000, extra: string[] = []): Promise<VmDaemon> {
     const argv = vmExecArgv(lab.names, vm, [path.join(REPO, 'bin', 'vnetctl'), 'daemon', '--socket', DAEMON_SOCKET, '--state-dir', '/var/lib/vnet-cni', '--log-file', '/var/log/vnet-cni-daemon.log', ...extra]);
-    const child = startChild(argv, { stdout: 'ignore', stderr: 'ignore' });
+    const child = startChild(argv, { stdout: 'ignore', stderr: 2 });
     const daemon = new VmDaemon(vm, child);
     const hostSocket = path.join(lab.vmPaths(vm).run, path.basename(DAEMON_SOCKET));
     try {

@@ -1,7 +1,7 @@
 // Command-line flags of `npm run bench` (bench/run.ts).
 import { parseArgs } from 'node:util';
 
-export const SCENARIOS = ['throughput', 'latency', 'ebpf-policy', 'snat-cps', 'cni-latency', 'iptables-policy', 'iptables-policy-cni', 'cri-sandbox', 'policy-compile', 'policy-latency'] as const;
+export const SCENARIOS = ['throughput', 'latency', 'ebpf-policy', 'snat-cps', 'cni-latency', 'iptables-policy', 'iptables-policy-cni', 'cri-sandbox', 'policy-compile', 'policy-latency', 'policy-daemon'] as const;
 export type ScenarioName = (typeof SCENARIOS)[number] | 'vnet-16000';
 
 export interface BenchOptions {

@@ -9,7 +9,7 @@
 import fs from 'node:fs';
 import path from 'node:path';
 import { randomInt } from 'node:crypto';
-import { DataplaneError, DataplaneUnavailableError, InvalidConfigError, TryAgainError, UnsafeEnvironmentError } from '../../errors.js';
+import { DataplaneError, DataplaneUnavailableError, InvalidConfigError, UnsafeEnvironmentError } from '../../errors.js';
 import { isNativeError, native, repoRoot, type BpfMap, type BpfProgram, type TcTarget } from '../../../native/index.js';
 import {
   CFG_F,
@@ -60,6 +60,7 @@ import { compileDirection, type CompiledDirection } from './policy.js';
 import type { EndpointPolicy } from '../../policy/types.js';
 
 export { probeKernel } from './probe.js';
+import { withPinLock } from './pin-lock.js';
 
 /** Wireserver / Azure DNS: always reachable without SNAT. */
 export const WIRESERVER_CIDR = '168.63.129.16/32';
@@ -67,7 +68,6 @@ export const WIRESERVER_CIDR = '168.63.129.16/32';
 export const TC_HANDLE = 0x564e;
 export const TC_PRIORITY = 1;
 const BPFFS_MAGIC = 0xcafe4a11;
-const LOCK_TIMEOUT_MS = 10_000;
 const LAB_GUARD_FILE = '/run/vnet-cni-lab/.guard';
 const PROC_NET_INIT_INO = 0xeffffff9;
 
@@ -805,20 +805,6 @@ async function loadAndPin(root: string, objectPath = defaultObjectPath()): Promi
 
 export function defaultObjectPath(): string {
   return path.join(repoRoot(), 'bpf', 'vnet.bpf.o');
-}
-
-async function withPinLock<T>(root: string, fn: () => Promise<T>): Promise<T> {
-  const fd = fs.openSync(root, 'r');
-  try {
-    try {
-      await native().flock(fd, true, LOCK_TIMEOUT_MS);
-    } catch (err) {
-      throw new TryAgainError(`pin root ${root} is locked by another process`, { cause: err });
-    }
-    return await fn();
-  } finally {
-    fs.closeSync(fd); // closing the fd releases the flock
-  }
 }
 
 function safeReaddir(dir: string): string[] {
