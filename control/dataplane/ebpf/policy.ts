@@ -49,6 +49,8 @@ const ancestorKey = (p: Prefix, len: number): number => len * 0x100000000 + ((p.
 const contains = (outer: Prefix, inner: Prefix): boolean => outer.len <= inner.len && ((inner.net & mask(outer.len)) >>> 0) === outer.net;
 
 function prefixOf(cidr: string, what: string): Prefix {
+  const fast = canonicalPrefix(cidr);
+  if (fast) return fast;
   let c: Cidr;
   try {
     c = parseCidr(cidr);
@@ -58,10 +60,49 @@ function prefixOf(cidr: string, what: string): Prefix {
   return { net: ipToBytes(c.addr).readUInt32BE(0), len: c.prefixlen };
 }
 
+/**
+ * "a.b.c.d/n" in the compiler's canonical form (no leading zeros), parsed
+ * without building strings or Buffers: a 1,000-peer direction parses 1,000 of
+ * them. Anything else (undefined) goes through parseCidr and its errors.
+ */
+function canonicalPrefix(text: string): Prefix | undefined {
+  let ip = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  let i = 0;
+  for (; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (ch >= 48 && ch <= 57) {
+      if (digits > 0 && octet === 0) return undefined;
+      octet = octet * 10 + (ch - 48);
+      if (++digits > 3 || octet > 255) return undefined;
+    } else if (digits > 0 && ch === 46 && dots < 3) {
+      ip = ip * 256 + octet;
+      octet = digits = 0;
+      dots++;
+    } else if (digits > 0 && ch === 47 && dots === 3) {
+      break;
+    } else {
+      return undefined;
+    }
+  }
+  if (i === text.length) return undefined;
+  ip = ip * 256 + octet;
+  let len = 0;
+  digits = 0;
+  for (i++; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (ch < 48 || ch > 57 || (digits > 0 && len === 0)) return undefined;
+    len = len * 10 + (ch - 48);
+    if (++digits > 2 || len > 32) return undefined;
+  }
+  if (digits === 0) return undefined;
+  return { net: (ip & mask(len)) >>> 0, len };
+}
+
 function toCidr(p: Prefix): Cidr {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(p.net, 0);
-  return { addr: `${b[0]}.${b[1]}.${b[2]}.${b[3]}`, prefixlen: p.len };
+  return { addr: `${p.net >>> 24}.${(p.net >>> 16) & 255}.${(p.net >>> 8) & 255}.${p.net & 255}`, prefixlen: p.len };
 }
 
 function checkRange(r: PortRange): void {
@@ -133,12 +174,24 @@ export function compileDirection(dir: DirectionPolicy): CompiledDirection {
 
   const sets = new Map<string, number>(); // canonical union -> set index (1-based)
   const setRanges = new Map<number, Map<number, Array<[number, number]>>>();
+  // Only the prefix lengths some rule's cidr has can hold a containing cidr (longest first).
+  const cidrLens = [...new Set([...byCidr.keys()].map((k) => Math.floor(k / 0x100000000)))].sort((a, b) => b - a);
+  // The value depends only on the rules that apply, and most peers (pod /32s)
+  // share a few such sets: the port union is computed once per set.
+  const byRules = new Map<string, string>();
   const valueOf = (p: Prefix): string => {
     const rules = new Set(anyPeerRules);
-    for (let len = p.len; len >= 0; len--) {
+    for (const len of cidrLens) {
+      if (len > p.len) continue;
       for (const { rule, excepts } of byCidr.get(ancestorKey(p, len)) ?? []) if (!excepts.some((e) => contains(e, p))) rules.add(rule);
     }
     if (rules.size === 0) return 'none';
+    const key = [...rules].join(',');
+    let v = byRules.get(key);
+    if (v === undefined) byRules.set(key, (v = unionValue(rules)));
+    return v;
+  };
+  const unionValue = (rules: Set<number>): string => {
     const ranges: PortRange[] = [];
     for (const i of rules) {
       const ports = dir.rules[i]!.ports;
@@ -160,13 +213,15 @@ export function compileDirection(dir: DirectionPolicy): CompiledDirection {
   // Shortest first, so each prefix's nearest containing region is known: an entry
   // equal to it changes nothing and is left out.
   const ordered = [...regions.values()].sort((a, b) => a.len - b.len || a.net - b.net);
+  const regionLens = [...new Set(ordered.map((p) => p.len))].sort((a, b) => b - a);
   const values = new Map<number, string>();
   const cidrs: CidrEntry[] = [];
   for (const p of ordered) {
     const v = valueOf(p);
     values.set(keyOf(p), v);
     let inherited = 'none';
-    for (let len = p.len - 1; len >= 0; len--) {
+    for (const len of regionLens) {
+      if (len >= p.len) continue;
       const parent = values.get(ancestorKey(p, len));
       if (parent !== undefined) {
         inherited = parent;
