@@ -74,37 +74,66 @@ function isEmptyPeer(p: InternalPeer): boolean {
   return p.except.some((e) => cidrContains(e, p.cidr));
 }
 
-/** Dedupe, drop covered and empty peers, sort. Linear in the common case (many /32s, few blocks). */
+/** A plain peer's CIDR as one number, ordered as compareCidr4 orders CIDRs (base, then prefix). */
+function plainKey(base: number, prefix: number): number {
+  return base * 64 + prefix;
+}
+
+function maskOf(len: number): number {
+  return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
+}
+
+/**
+ * Dedupe, drop covered and empty peers, sort. Linear in the common case (many
+ * /32s, few blocks): peers without excepts (pod addresses, plain blocks) are
+ * keyed, checked and sorted as numbers, never as text.
+ */
 export function normalizePeers(peers: InternalPeer[]): InternalPeer[] {
-  const byKey = new Map<string, InternalPeer>();
-  for (const raw of new Set(peers)) {
+  const plain = new Map<number, InternalPeer>();
+  const blockByKey = new Map<string, InternalPeer>();
+  for (const raw of peers) {
+    if (raw.except.length === 0) {
+      plain.set(plainKey(raw.cidr.base, raw.cidr.prefix), raw);
+      continue;
+    }
     const p = normalizePeer(raw);
-    if (!isEmptyPeer(p)) byKey.set(peerKey(p), p);
+    if (!isEmptyPeer(p)) blockByKey.set(peerKey(p), p);
   }
-  const all = [...byKey.values()];
-  // Plain blocks (no except) by prefix length: a peer is covered if a strictly
-  // shorter plain block contains its network.
-  const plain = new Map<number, Set<number>>();
-  const withExcept: InternalPeer[] = [];
-  for (const p of all) {
-    if (p.except.length === 0) {
-      let s = plain.get(p.cidr.prefix);
-      if (!s) plain.set(p.cidr.prefix, (s = new Set()));
-      s.add(p.cidr.base);
-    } else {
-      withExcept.push(p);
+  const withExcept = [...blockByKey.values()];
+  // A peer is covered if a strictly shorter plain block contains its network
+  // (or, for a peer with excepts, an equal one).
+  const lens = new Set<number>();
+  for (const p of plain.values()) lens.add(p.cidr.prefix);
+  const plainLens = [...lens];
+  const coveredByPlain = (p: InternalPeer): boolean => {
+    const strict = p.except.length === 0;
+    for (const len of plainLens) {
+      if (len > p.cidr.prefix || (strict && len === p.cidr.prefix)) continue;
+      if (plain.has(plainKey((p.cidr.base & maskOf(len)) >>> 0, len))) return true;
     }
+    return false;
+  };
+  const coveredByBlock = (p: InternalPeer): boolean =>
+    withExcept.some((q) => q !== p && peerCovers(q, p) && !(peerCovers(p, q) && comparePeer(p, q) < 0));
+  const keys = new Float64Array(plain.size);
+  let n = 0;
+  for (const [k, p] of plain) {
+    if (plainLens.length > 1 && coveredByPlain(p)) continue;
+    if (withExcept.length > 0 && coveredByBlock(p)) continue;
+    keys[n++] = k;
   }
-  const prefixes = [...plain.keys()];
-  const kept = all.filter((p) => {
-    for (const len of prefixes) {
-      if (len > p.cidr.prefix || (len === p.cidr.prefix && p.except.length === 0)) continue;
-      const base = len === 0 ? 0 : (p.cidr.base & ((0xffffffff << (32 - len)) >>> 0)) >>> 0;
-      if (plain.get(len)!.has(base)) return false;
-    }
-    return !withExcept.some((q) => q !== p && peerCovers(q, p) && !(peerCovers(p, q) && comparePeer(p, q) < 0));
-  });
-  return kept.sort(comparePeer);
+  const sorted = keys.subarray(0, n).sort();
+  const blocks = withExcept.filter((p) => !coveredByPlain(p) && !coveredByBlock(p)).sort(comparePeer);
+  // Merge the two sorted runs (a plain peer before a block with the same CIDR: fewer excepts first).
+  const out: InternalPeer[] = [];
+  let j = 0;
+  for (let i = 0; i < n; i++) {
+    const k = sorted[i]!;
+    while (j < blocks.length && plainKey(blocks[j]!.cidr.base, blocks[j]!.cidr.prefix) < k) out.push(blocks[j++]!);
+    out.push(plain.get(k)!);
+  }
+  while (j < blocks.length) out.push(blocks[j++]!);
+  return out;
 }
 
 function portsKey(ports: PortRange[] | null): string {
@@ -113,6 +142,33 @@ function portsKey(ports: PortRange[] | null): string {
 
 function peersKey(peers: InternalPeer[] | null): string {
   return peers === null ? '*' : peers.map(peerKey).join(',');
+}
+
+/**
+ * Names equal peer lists alike within one normalizeRules call, without
+ * joining thousands of peers into a string: lists are bucketed by a hash and
+ * compared element by element.
+ */
+function peerListNamer(): (peers: InternalPeer[] | null) => string {
+  const names = new Map<InternalPeer[], string>();
+  const buckets = new Map<number, InternalPeer[][]>();
+  return (peers) => {
+    if (peers === null) return '*';
+    let name = names.get(peers);
+    if (name !== undefined) return name;
+    let h = peers.length;
+    for (const p of peers) {
+      h = Math.imul(h ^ p.cidr.base, 0x9e3779b1) ^ p.cidr.prefix;
+      for (const e of p.except) h = Math.imul(h ^ e.base, 0x85ebca6b) ^ e.prefix;
+    }
+    let bucket = buckets.get(h);
+    if (!bucket) buckets.set(h, (bucket = []));
+    let i = bucket.findIndex((b) => b.length === peers.length && b.every((q, k) => comparePeer(q, peers[k]!) === 0));
+    if (i < 0) i = bucket.push(peers) - 1;
+    name = `${h}.${i}`;
+    names.set(peers, name);
+    return name;
+  };
 }
 
 function toPeerCidr(p: InternalPeer): PeerCidr {
@@ -184,14 +240,24 @@ export function normalizeRules(atoms: RuleAtom[]): CompiledRule[] {
   if (open.length > 0) {
     rules = [{ peers: null, ports: null, sources: new Set(open.flatMap((r) => [...r.sources])) }];
   }
+  const peersName = peerListNamer();
   for (let before = Infinity; rules.length < before; ) {
     before = rules.length;
     rules = mergeBy(rules, (r) => portsKey(r.ports), 'peers');
-    rules = mergeBy(rules, (r) => peersKey(r.peers), 'ports');
+    rules = mergeBy(rules, (r) => peersName(r.peers), 'ports');
   }
+  // Ordered by "ports|peers" text. Merging left every rule its own ports, so
+  // the ports (and the "|" after them) decide: the peers' text, which can run
+  // to thousands of addresses, is only built for a tie.
+  const order = (a: { key: string; r: Work }, b: { key: string; r: Work }): number => {
+    if (a.key !== b.key) return a.key < b.key ? -1 : 1;
+    const pa = peersKey(a.r.peers);
+    const pb = peersKey(b.r.peers);
+    return pa < pb ? -1 : pa > pb ? 1 : 0;
+  };
   return rules
-    .map((r) => ({ key: `${portsKey(r.ports)}|${peersKey(r.peers)}`, r }))
-    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    .map((r) => ({ key: `${portsKey(r.ports)}|`, r }))
+    .sort(order)
     .map(({ r }) => ({
       peers: r.peers === null ? null : r.peers.map(toPeerCidr),
       ports: r.ports,
