@@ -93,21 +93,31 @@ function resolveRule(rule: ParsedRule, policyNs: string, c: Cluster): ResolvedRu
       },
     };
   }
-  const selected = new Set<Pod>();
-  for (const sp of rule.selectorPeers) {
-    const nsNames = sp.ns ? [...c.podsByNs.keys()].filter((n) => sp.ns!(c.nsLabels(n))) : [policyNs];
-    for (const ns of nsNames) {
-      for (const pod of c.podsByNs.get(ns)?.values() ?? []) if (!sp.pod || sp.pod(pod.labels)) selected.add(pod);
+  // The pods the selector peers choose (a pod chosen twice is visited twice).
+  const forEachSelected = (fn: (pod: Pod) => void): void => {
+    for (const sp of rule.selectorPeers) {
+      const nsNames = sp.ns ? [...c.podsByNs.keys()].filter((n) => sp.ns!(c.nsLabels(n))) : [policyNs];
+      for (const ns of nsNames) {
+        const pods = c.podsByNs.get(ns);
+        if (pods) for (const pod of pods.values()) if (!sp.pod || sp.pod(pod.labels)) fn(pod);
+      }
     }
-  }
+  };
+  // Duplicates are left to normalization, which drops them anyway.
   const peers: InternalPeer[] = rule.ipBlocks.map((b) => ({ cidr: b.cidr, except: b.except }));
-  for (const pod of selected) for (const ip of pod.ips) peers.push(c.hostPeer(ip));
+  forEachSelected((pod) => {
+    for (const ip of pod.ips) peers.push(c.hostPeer(ip));
+  });
   const inBlocks = (ip: number): boolean =>
     rule.ipBlocks.some((b) => cidrContainsIp(b.cidr, ip) && !b.except.some((e) => cidrContainsIp(e, ip)));
   return {
     rule,
     peers,
+    // Only egress named ports ask (in the same compile as the peers above, or
+    // after an invalidation: the cluster has not moved under the selectors).
     forEachPeerPod: (fn) => {
+      const selected = new Set<Pod>();
+      forEachSelected((pod) => selected.add(pod));
       for (const pod of c.pods()) {
         if (selected.has(pod)) {
           if (pod.ips.length > 0) fn(pod, pod.ips);

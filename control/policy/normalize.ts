@@ -17,6 +17,8 @@ export interface InternalPeer {
   except: Cidr4[];
   /** Cached text form (peers are shared: one object per pod address). */
   key?: string;
+  /** Cached sort key of the CIDR (see comparePeer). */
+  order?: number;
 }
 
 const PROTO_ORDER: Record<L4Protocol, number> = { TCP: 0, UDP: 1, SCTP: 2 };
@@ -53,9 +55,15 @@ function peerKey(p: InternalPeer): string {
   return (p.key ??= p.except.length === 0 ? formatCidr4(p.cidr) : `${formatCidr4(p.cidr)}-${p.except.map(formatCidr4).join(',')}`);
 }
 
+/** Base, then prefix, then excepts: one number per CIDR, cached on shared peers. */
+function orderOf(p: InternalPeer): number {
+  return (p.order ??= p.cidr.base * 64 + p.cidr.prefix);
+}
+
+/** Every peer compared was given its order by orderOf first. */
 function comparePeer(a: InternalPeer, b: InternalPeer): number {
-  const c = compareCidr4(a.cidr, b.cidr);
-  if (c !== 0) return c;
+  const c = a.order! - b.order!;
+  if (c !== 0 || (a.except.length === 0 && b.except.length === 0)) return c;
   const n = Math.min(a.except.length, b.except.length);
   for (let i = 0; i < n; i++) {
     const d = compareCidr4(a.except[i]!, b.except[i]!);
@@ -74,65 +82,42 @@ function isEmptyPeer(p: InternalPeer): boolean {
   return p.except.some((e) => cidrContains(e, p.cidr));
 }
 
-/** A plain peer's CIDR as one number, ordered as compareCidr4 orders CIDRs (base, then prefix). */
-function plainKey(base: number, prefix: number): number {
-  return base * 64 + prefix;
-}
-
-function maskOf(len: number): number {
-  return len === 0 ? 0 : (0xffffffff << (32 - len)) >>> 0;
-}
-
 /**
- * Dedupe, drop covered and empty peers, sort. Linear in the common case (many
- * /32s, few blocks): peers without excepts (pod addresses, plain blocks) are
- * keyed, checked and sorted as numbers, never as text.
+ * Dedupe, drop covered and empty peers, sort. Sorting first makes the rest one
+ * pass: duplicates are neighbours, and a plain block is followed by the peers
+ * inside it. Inputs are mostly concatenations of sorted lists (rules merged),
+ * which the sort merges as runs; nothing is keyed by text.
  */
 export function normalizePeers(peers: InternalPeer[]): InternalPeer[] {
-  const plain = new Map<number, InternalPeer>();
-  const blockByKey = new Map<string, InternalPeer>();
+  const all: InternalPeer[] = [];
+  let withExcept: InternalPeer[] | undefined;
   for (const raw of peers) {
-    if (raw.except.length === 0) {
-      plain.set(plainKey(raw.cidr.base, raw.cidr.prefix), raw);
-      continue;
-    }
     const p = normalizePeer(raw);
-    if (!isEmptyPeer(p)) blockByKey.set(peerKey(p), p);
-  }
-  const withExcept = [...blockByKey.values()];
-  // A peer is covered if a strictly shorter plain block contains its network
-  // (or, for a peer with excepts, an equal one).
-  const lens = new Set<number>();
-  for (const p of plain.values()) lens.add(p.cidr.prefix);
-  const plainLens = [...lens];
-  const coveredByPlain = (p: InternalPeer): boolean => {
-    const strict = p.except.length === 0;
-    for (const len of plainLens) {
-      if (len > p.cidr.prefix || (strict && len === p.cidr.prefix)) continue;
-      if (plain.has(plainKey((p.cidr.base & maskOf(len)) >>> 0, len))) return true;
+    orderOf(p);
+    if (p.except.length === 0) {
+      all.push(p);
+    } else if (!isEmptyPeer(p)) {
+      all.push(p);
+      (withExcept ??= []).push(p);
     }
-    return false;
-  };
-  const coveredByBlock = (p: InternalPeer): boolean =>
-    withExcept.some((q) => q !== p && peerCovers(q, p) && !(peerCovers(p, q) && comparePeer(p, q) < 0));
-  const keys = new Float64Array(plain.size);
-  let n = 0;
-  for (const [k, p] of plain) {
-    if (plainLens.length > 1 && coveredByPlain(p)) continue;
-    if (withExcept.length > 0 && coveredByBlock(p)) continue;
-    keys[n++] = k;
   }
-  const sorted = keys.subarray(0, n).sort();
-  const blocks = withExcept.filter((p) => !coveredByPlain(p) && !coveredByBlock(p)).sort(comparePeer);
-  // Merge the two sorted runs (a plain peer before a block with the same CIDR: fewer excepts first).
+  all.sort(comparePeer);
+  if (withExcept) withExcept = withExcept.sort(comparePeer).filter((p, i, l) => i === 0 || comparePeer(l[i - 1]!, p) !== 0);
+  // One pass over the sorted peers: duplicates are neighbours. `cover`: the
+  // last plain block not inside an earlier one. A plain block covering a peer
+  // comes before it, and everything between them lies inside it, so it is
+  // the cover when the peer comes.
   const out: InternalPeer[] = [];
-  let j = 0;
-  for (let i = 0; i < n; i++) {
-    const k = sorted[i]!;
-    while (j < blocks.length && plainKey(blocks[j]!.cidr.base, blocks[j]!.cidr.prefix) < k) out.push(blocks[j++]!);
-    out.push(plain.get(k)!);
+  let prev: InternalPeer | undefined;
+  let cover: InternalPeer | undefined;
+  for (const p of all) {
+    if (prev !== undefined && (prev === p || comparePeer(prev, p) === 0)) continue;
+    prev = p;
+    if (cover !== undefined && cidrContains(cover.cidr, p.cidr)) continue;
+    if (p.except.length === 0) cover = p;
+    if (withExcept && withExcept.some((q) => comparePeer(q, p) !== 0 && peerCovers(q, p) && !(peerCovers(p, q) && comparePeer(p, q) < 0))) continue;
+    out.push(p);
   }
-  while (j < blocks.length) out.push(blocks[j++]!);
   return out;
 }
 
@@ -142,6 +127,21 @@ function portsKey(ports: PortRange[] | null): string {
 
 function peersKey(peers: InternalPeer[] | null): string {
   return peers === null ? '*' : peers.map(peerKey).join(',');
+}
+
+// Rules' peer lists are shared by every direction made with them: hashed once.
+const listHashes = new WeakMap<InternalPeer[], number>();
+function peerListHash(peers: InternalPeer[]): number {
+  let h = listHashes.get(peers);
+  if (h === undefined) {
+    h = peers.length;
+    for (const p of peers) {
+      h = Math.imul(h ^ p.cidr.base, 0x9e3779b1) ^ p.cidr.prefix;
+      for (const e of p.except) h = Math.imul(h ^ e.base, 0x85ebca6b) ^ e.prefix;
+    }
+    listHashes.set(peers, h);
+  }
+  return h;
 }
 
 /**
@@ -156,14 +156,10 @@ function peerListNamer(): (peers: InternalPeer[] | null) => string {
     if (peers === null) return '*';
     let name = names.get(peers);
     if (name !== undefined) return name;
-    let h = peers.length;
-    for (const p of peers) {
-      h = Math.imul(h ^ p.cidr.base, 0x9e3779b1) ^ p.cidr.prefix;
-      for (const e of p.except) h = Math.imul(h ^ e.base, 0x85ebca6b) ^ e.prefix;
-    }
+    const h = peerListHash(peers);
     let bucket = buckets.get(h);
     if (!bucket) buckets.set(h, (bucket = []));
-    let i = bucket.findIndex((b) => b.length === peers.length && b.every((q, k) => comparePeer(q, peers[k]!) === 0));
+    let i = bucket.findIndex((b) => b === peers || (b.length === peers.length && b.every((q, k) => q === peers[k] || comparePeer(q, peers[k]!) === 0)));
     if (i < 0) i = bucket.push(peers) - 1;
     name = `${h}.${i}`;
     names.set(peers, name);
@@ -188,7 +184,7 @@ interface Work {
  * collected first and normalized once per group (merging pairwise would be
  * quadratic in a rule's peers: thousands of pod /32s are common).
  */
-function mergeBy(rules: Work[], key: (w: Work) => string, half: 'peers' | 'ports'): Work[] {
+function mergeBy(rules: Work[], key: (w: Work) => string, half: 'peers' | 'ports', peersName: (peers: InternalPeer[] | null) => string): Work[] {
   const groups = new Map<string, Work[]>();
   for (const r of rules) {
     const k = key(r);
@@ -204,7 +200,11 @@ function mergeBy(rules: Work[], key: (w: Work) => string, half: 'peers' | 'ports
     }
     const sources = new Set(g.flatMap((r) => [...r.sources]));
     if (half === 'peers') {
-      const peers = g.some((r) => r.peers === null) ? null : normalizePeers(g.flatMap((r) => r.peers!));
+      // Normalized lists: the union depends only on the distinct ones (many
+      // policies name the same pods), and one list is its own union.
+      const lists = new Map<string, InternalPeer[]>();
+      for (const r of g) if (r.peers !== null) lists.set(peersName(r.peers), r.peers);
+      const peers = g.some((r) => r.peers === null) ? null : lists.size === 1 ? [...lists.values()][0]! : normalizePeers([...lists.values()].flat());
       out.push({ peers, ports: g[0]!.ports, sources });
     } else {
       const ports = g.some((r) => r.ports === null) ? null : normalizePorts(g.flatMap((r) => r.ports!));
@@ -243,8 +243,8 @@ export function normalizeRules(atoms: RuleAtom[]): CompiledRule[] {
   const peersName = peerListNamer();
   for (let before = Infinity; rules.length < before; ) {
     before = rules.length;
-    rules = mergeBy(rules, (r) => portsKey(r.ports), 'peers');
-    rules = mergeBy(rules, (r) => peersName(r.peers), 'ports');
+    rules = mergeBy(rules, (r) => portsKey(r.ports), 'peers', peersName);
+    rules = mergeBy(rules, (r) => peersName(r.peers), 'ports', peersName);
   }
   // Ordered by "ports|peers" text. Merging left every rule its own ports, so
   // the ports (and the "|" after them) decide: the peers' text, which can run
