@@ -19,7 +19,7 @@
 //    local pod's for ingress, each peer pod's for egress (so an egress rule
 //    can compile into one rule per peer pod).
 import { cidrContainsIp, hostCidr4, parseIpv4 } from './cidr.js';
-import { normalizeRules, type InternalPeer, type RuleAtom } from './normalize.js';
+import { normalizeRules, PeerLists, type InternalPeer, type RuleAtom } from './normalize.js';
 import { ANY_NAMESPACE, parsePolicy, type NamedPort, type ParsedPolicy, type ParsedRule } from './parse.js';
 import type { DirectionPolicy, EndpointPolicy, IpFamily, L4Protocol, NetworkPolicy, PolicyNamespace, PolicyPod, PolicyProblem, PolicySnapshot, PortRange } from './types.js';
 
@@ -61,6 +61,8 @@ interface Pod {
   labels: Record<string, string>;
   ips: number[];
   namedPorts: Array<{ name: string; protocol: L4Protocol; port: number }>;
+  /** Its addresses as shared peers (Cluster.podPeers; a copy with other ips must drop it). */
+  peers?: InternalPeer[] | undefined;
 }
 
 /** The cluster as rules resolve against it: pods by namespace (only namespaces with pods), namespace labels, shared peers. */
@@ -70,6 +72,10 @@ interface Cluster {
   nsLabels(ns: string): Record<string, string>;
   /** One peer object per pod address, shared by every rule naming it. */
   hostPeer: (ip: number) => InternalPeer;
+  /** A pod's addresses as shared peers. */
+  podPeers: (pod: Pod) => InternalPeer[];
+  /** One list object per distinct resolved peer list: rules naming the same pods share it, and its normalization. */
+  peerLists: PeerLists;
   /** Counts a policy's peers resolved (CompilerWork). */
   resolved: () => void;
 }
@@ -106,7 +112,7 @@ function resolveRule(rule: ParsedRule, policyNs: string, c: Cluster): ResolvedRu
   // Duplicates are left to normalization, which drops them anyway.
   const peers: InternalPeer[] = rule.ipBlocks.map((b) => ({ cidr: b.cidr, except: b.except }));
   forEachSelected((pod) => {
-    for (const ip of pod.ips) peers.push(c.hostPeer(ip));
+    for (const p of c.podPeers(pod)) peers.push(p);
   });
   const inBlocks = (ip: number): boolean =>
     rule.ipBlocks.some((b) => cidrContainsIp(b.cidr, ip) && !b.except.some((e) => cidrContainsIp(e, ip)));
@@ -438,6 +444,8 @@ export class PolicyCompiler {
         if (!p) this.hostPeers.set(ip, (p = { cidr: hostCidr4(ip), except: [] }));
         return p;
       },
+      podPeers: (pod) => (pod.peers ??= pod.ips.map((ip) => this.cluster.hostPeer(ip))),
+      peerLists: new PeerLists(),
       resolved: () => void work.policiesResolved++,
     };
   }
@@ -448,6 +456,9 @@ export class PolicyCompiler {
 
   /** Bring the compiler to this snapshot and these local endpoints (in the order results are wanted). */
   update(snap: PolicySnapshot, locals: LocalEndpoint[]): this {
+    // Peer lists are shared among the rules resolved after one update (most
+    // are resolved then); older lists are not kept alive for it.
+    this.cluster.peerLists.clear();
     const prev = this.snap;
     this.snap = snap;
     // Policies, by object (a collection handed over as the same array is unchanged: the Kubernetes source does that).
@@ -611,7 +622,7 @@ export class PolicyCompiler {
     const slash = key.indexOf('/');
     const pod: Pod = base ?? { namespace: key.slice(0, slash), name: key.slice(slash + 1), labels: NO_LABELS, ips: [], namedPorts: [] };
     const extra = ips.filter((ip) => !pod.ips.includes(ip));
-    return extra.length === 0 ? pod : { ...pod, ips: [...pod.ips, ...extra] };
+    return extra.length === 0 ? pod : { ...pod, ips: [...pod.ips, ...extra], peers: undefined };
   }
 
   /** Drop the resolved peers of every policy a pod change moves. */

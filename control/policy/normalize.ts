@@ -144,25 +144,45 @@ function peerListHash(peers: InternalPeer[]): number {
   return h;
 }
 
+function samePeer(a: InternalPeer, b: InternalPeer): boolean {
+  if (a === b) return true;
+  if (a.cidr.base !== b.cidr.base || a.cidr.prefix !== b.cidr.prefix || a.except.length !== b.except.length) return false;
+  return a.except.every((e, i) => e.base === b.except[i]!.base && e.prefix === b.except[i]!.prefix);
+}
+
 /**
- * Names equal peer lists alike within one normalizeRules call, without
- * joining thousands of peers into a string: lists are bucketed by a hash and
- * compared element by element.
+ * Equal peer lists (the same peers in the same order) told apart from the
+ * rest without building text: bucketed by a hash, compared peer by peer.
+ * Many policies name the same pods: their lists are found equal here.
  */
+export class PeerLists {
+  private readonly buckets = new Map<number, InternalPeer[][]>();
+
+  /** The first list given that equals this one (this one, if none did). */
+  intern(peers: InternalPeer[]): InternalPeer[] {
+    const h = peerListHash(peers);
+    let bucket = this.buckets.get(h);
+    if (!bucket) this.buckets.set(h, (bucket = []));
+    const found = bucket.find((b) => b === peers || (b.length === peers.length && b.every((q, k) => samePeer(q, peers[k]!))));
+    if (found) return found;
+    bucket.push(peers);
+    return peers;
+  }
+
+  clear(): void {
+    this.buckets.clear();
+  }
+}
+
+/** Names equal peer lists alike within one normalizeRules call. */
 function peerListNamer(): (peers: InternalPeer[] | null) => string {
+  const lists = new PeerLists();
   const names = new Map<InternalPeer[], string>();
-  const buckets = new Map<number, InternalPeer[][]>();
   return (peers) => {
     if (peers === null) return '*';
-    let name = names.get(peers);
-    if (name !== undefined) return name;
-    const h = peerListHash(peers);
-    let bucket = buckets.get(h);
-    if (!bucket) buckets.set(h, (bucket = []));
-    let i = bucket.findIndex((b) => b === peers || (b.length === peers.length && b.every((q, k) => q === peers[k] || comparePeer(q, peers[k]!) === 0)));
-    if (i < 0) i = bucket.push(peers) - 1;
-    name = `${h}.${i}`;
-    names.set(peers, name);
+    const canon = lists.intern(peers);
+    let name = names.get(canon);
+    if (name === undefined) names.set(canon, (name = `${names.size}`));
     return name;
   };
 }
