@@ -118,7 +118,7 @@ function resolveRule(rule: ParsedRule, policyNs: string, c: Cluster): ResolvedRu
     rule.ipBlocks.some((b) => cidrContainsIp(b.cidr, ip) && !b.except.some((e) => cidrContainsIp(e, ip)));
   return {
     rule,
-    peers,
+    peers: c.peerLists.intern(peers),
     // Only egress named ports ask (in the same compile as the peers above, or
     // after an invalidation: the cluster has not moved under the selectors).
     forEachPeerPod: (fn) => {
