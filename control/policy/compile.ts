@@ -76,6 +76,8 @@ interface Cluster {
   podPeers: (pod: Pod) => InternalPeer[];
   /** One list object per distinct resolved peer list: rules naming the same pods share it, and its normalization. */
   peerLists: PeerLists;
+  /** The peers of rules written alike (key: namespace and peers text), resolved once since the last update. */
+  peersOf: (key: string, resolve: () => InternalPeer[]) => InternalPeer[];
   /** Counts a policy's peers resolved (CompilerWork). */
   resolved: () => void;
 }
@@ -109,16 +111,20 @@ function resolveRule(rule: ParsedRule, policyNs: string, c: Cluster): ResolvedRu
       }
     }
   };
-  // Duplicates are left to normalization, which drops them anyway.
-  const peers: InternalPeer[] = rule.ipBlocks.map((b) => ({ cidr: b.cidr, except: b.except }));
-  forEachSelected((pod) => {
-    for (const p of c.podPeers(pod)) peers.push(p);
+  // Many policies' rules read alike (the same peers in one namespace): resolved once per update.
+  const peers = c.peersOf(`${policyNs}\n${rule.peersText}`, () => {
+    // Duplicates are left to normalization, which drops them anyway.
+    const list: InternalPeer[] = rule.ipBlocks.map((b) => ({ cidr: b.cidr, except: b.except }));
+    forEachSelected((pod) => {
+      for (const p of c.podPeers(pod)) list.push(p);
+    });
+    return c.peerLists.intern(list);
   });
   const inBlocks = (ip: number): boolean =>
     rule.ipBlocks.some((b) => cidrContainsIp(b.cidr, ip) && !b.except.some((e) => cidrContainsIp(e, ip)));
   return {
     rule,
-    peers: c.peerLists.intern(peers),
+    peers,
     // Only egress named ports ask (in the same compile as the peers above, or
     // after an invalidation: the cluster has not moved under the selectors).
     forEachPeerPod: (fn) => {
@@ -425,6 +431,7 @@ export class PolicyCompiler {
   private readonly pods = new Map<string, Pod>();
   private readonly podsByNs = new Map<string, Map<string, Pod>>();
   private readonly hostPeers = new Map<number, InternalPeer>();
+  private readonly resolvedPeers = new Map<string, InternalPeer[]>();
   private readonly endpointStates = new Map<string, EndpointState>();
   private readonly ingressMemo = new Map<string, DirectionPolicy>();
   private readonly egressMemo = new Map<string, DirectionPolicy>();
@@ -446,6 +453,11 @@ export class PolicyCompiler {
       },
       podPeers: (pod) => (pod.peers ??= pod.ips.map((ip) => this.cluster.hostPeer(ip))),
       peerLists: new PeerLists(),
+      peersOf: (key, resolve) => {
+        let p = this.resolvedPeers.get(key);
+        if (!p) this.resolvedPeers.set(key, (p = resolve()));
+        return p;
+      },
       resolved: () => void work.policiesResolved++,
     };
   }
@@ -457,8 +469,9 @@ export class PolicyCompiler {
   /** Bring the compiler to this snapshot and these local endpoints (in the order results are wanted). */
   update(snap: PolicySnapshot, locals: LocalEndpoint[]): this {
     // Peer lists are shared among the rules resolved after one update (most
-    // are resolved then); older lists are not kept alive for it.
+    // are resolved then, against one cluster); older lists are not kept alive for it.
     this.cluster.peerLists.clear();
+    this.resolvedPeers.clear();
     const prev = this.snap;
     this.snap = snap;
     // Policies, by object (a collection handed over as the same array is unchanged: the Kubernetes source does that).
