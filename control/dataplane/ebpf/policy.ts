@@ -147,6 +147,8 @@ export function rangePrefixes(lo: number, hi: number): Array<{ port: number; bit
   return out;
 }
 
+const NO_EXCEPTS: Prefix[] = [];
+
 /** The entries for one isolated direction. Throws InvalidConfigError (and nothing is written) on a bad rule. */
 export function compileDirection(dir: DirectionPolicy): CompiledDirection {
   const anyPeerRules: number[] = [];
@@ -162,12 +164,13 @@ export function compileDirection(dir: DirectionPolicy): CompiledDirection {
     for (const peer of rule.peers) {
       if (peer.family !== 'ipv4') throw new InvalidConfigError(`policy peer family ${JSON.stringify(peer.family)} is not supported (IPv4 only)`);
       const c = prefixOf(peer.cidr, 'peer');
-      const excepts = peer.except.map((e) => prefixOf(e, 'except'));
-      regions.set(keyOf(c), c);
+      const excepts = peer.except.length === 0 ? NO_EXCEPTS : peer.except.map((e) => prefixOf(e, 'except'));
+      const k = keyOf(c);
+      regions.set(k, c);
       for (const e of excepts) regions.set(keyOf(e), e);
-      const list = byCidr.get(keyOf(c)) ?? [];
-      list.push({ rule: i, excepts });
-      byCidr.set(keyOf(c), list);
+      const list = byCidr.get(k);
+      if (list) list.push({ rule: i, excepts });
+      else byCidr.set(k, [{ rule: i, excepts }]);
     }
   });
   if (anyPeerRules.length) regions.set(0, { net: 0, len: 0 });
@@ -180,18 +183,20 @@ export function compileDirection(dir: DirectionPolicy): CompiledDirection {
   // share a few such sets: the port union is computed once per set.
   const byRules = new Map<string, string>();
   const valueOf = (p: Prefix): string => {
-    const rules = new Set(anyPeerRules);
+    const rules = [...anyPeerRules];
     for (const len of cidrLens) {
       if (len > p.len) continue;
-      for (const { rule, excepts } of byCidr.get(ancestorKey(p, len)) ?? []) if (!excepts.some((e) => contains(e, p))) rules.add(rule);
+      const list = byCidr.get(ancestorKey(p, len));
+      if (list === undefined) continue;
+      for (const { rule, excepts } of list) if (!rules.includes(rule) && !excepts.some((e) => contains(e, p))) rules.push(rule);
     }
-    if (rules.size === 0) return 'none';
-    const key = [...rules].join(',');
+    if (rules.length === 0) return 'none';
+    const key = rules.join(',');
     let v = byRules.get(key);
     if (v === undefined) byRules.set(key, (v = unionValue(rules)));
     return v;
   };
-  const unionValue = (rules: Set<number>): string => {
+  const unionValue = (rules: number[]): string => {
     const ranges: PortRange[] = [];
     for (const i of rules) {
       const ports = dir.rules[i]!.ports;
