@@ -413,7 +413,11 @@ function sameAddressing(a: Pod, b: Pod): boolean {
  *  - a namespace's labels: every policy with a namespace selector telling
  *    the old labels from the new, likewise.
  * Policies are told apart by object identity (the sources keep an object
- * until it changes), pods and namespaces by name and content.
+ * until it changes), pods and namespaces by name and content. Rules whose
+ * peers are written alike in one namespace (common: many policies admit the
+ * same tier or team) are resolved once per update and share one peer list,
+ * so a pod that is a peer of many policies costs one resolution per distinct
+ * rule, and their directions' unions skip the duplicate lists.
  */
 export class PolicyCompiler {
   private readonly authoritative: boolean;
