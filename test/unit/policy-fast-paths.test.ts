@@ -3,13 +3,16 @@
 // code): normalizePeers (numeric keys, one sorted pass), normalizeRules
 // (unions over distinct peer lists, peer lists named by hash, order by the
 // ports' text) and the ebpf compileDirection (canonical CIDRs parsed without
-// Buffers, one port union per rule set). Bounded: fixed seeds and counts; a
+// Buffers, one port union per rule set), and the peers shared by rules
+// written alike staying right under churn. Bounded: fixed seeds and counts; a
 // small address universe so that duplicates, nesting and excepts collide.
 import t from 'tap';
+import { world } from '../../bench/policy-compile.js';
 import { compileDirection } from '../../control/dataplane/ebpf/policy.js';
+import { compilePolicies, PolicyCompiler } from '../../control/policy/compile.js';
 import { formatCidr4, type Cidr4 } from '../../control/policy/cidr.js';
 import { normalizePeers, normalizeRules, type InternalPeer, type RuleAtom } from '../../control/policy/normalize.js';
-import type { CompiledRule, DirectionPolicy, L4Protocol, PortRange } from '../../control/policy/types.js';
+import type { CompiledRule, DirectionPolicy, L4Protocol, PolicySnapshot, PortRange } from '../../control/policy/types.js';
 import { randomDirection } from '../faults/model/policy.js';
 import { Rng } from '../faults/helpers/scale.js';
 import { compileDirectionV1, normalizePeersV1, normalizeRulesV1 } from './policy-reference-v1.js';
@@ -118,5 +121,23 @@ t.test('compileDirection: same entries and digest as before', async (t) => {
     ]) {
       t.equal(outcome(compileDirection, dir), outcome(compileDirectionV1, dir), `cidr ${JSON.stringify(cidr)}`);
     }
+  }
+});
+
+t.test('rules written alike share their peers, and churn keeps incremental == from scratch', async (t) => {
+  // The bench's world: every policy of a namespace admits the same web tier and team.
+  const { snap, locals } = world(60, 300, 30);
+  const c = new PolicyCompiler();
+  const same = (step: string, s: PolicySnapshot): void => {
+    t.equal(JSON.stringify(c.update(s, locals).result()), JSON.stringify(compilePolicies(s, locals)), step);
+  };
+  same('initial', snap);
+  let pods = snap.pods;
+  for (let i = 0; i < 12; i++) {
+    // A web-tier pod in ns0 comes and goes; another is relabelled out of the tier and back.
+    const extra = { namespace: 'ns0', name: `churn${i}`, labels: { app: 'app0', tier: 'web' }, ips: [{ family: 'ipv4' as const, address: `10.9.0.${i + 1}` }], namedPorts: [] };
+    pods = i % 2 === 0 ? [...pods, extra] : pods.filter((p) => !p.name.startsWith('churn'));
+    pods = pods.map((p) => (p.name === 'p20' ? { ...p, labels: { ...p.labels, tier: i % 3 === 0 ? 'db' : 'web' } } : p));
+    same(`step ${i}`, { ...snap, pods });
   }
 });
