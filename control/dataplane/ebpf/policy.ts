@@ -154,7 +154,7 @@ export function compileDirection(dir: DirectionPolicy): CompiledDirection {
   const anyPeerRules: number[] = [];
   // cidr key -> the rules it belongs to, each with that peer's excepts.
   const byCidr = new Map<number, Array<{ rule: number; excepts: Prefix[] }>>();
-  const regions = new Map<number, Prefix>();
+  const regions: Prefix[] = [];
   dir.rules.forEach((rule, i) => {
     for (const r of rule.ports ?? []) checkRange(r);
     if (rule.peers === null) {
@@ -166,14 +166,14 @@ export function compileDirection(dir: DirectionPolicy): CompiledDirection {
       const c = prefixOf(peer.cidr, 'peer');
       const excepts = peer.except.length === 0 ? NO_EXCEPTS : peer.except.map((e) => prefixOf(e, 'except'));
       const k = keyOf(c);
-      regions.set(k, c);
-      for (const e of excepts) regions.set(keyOf(e), e);
+      regions.push(c);
+      for (const e of excepts) regions.push(e);
       const list = byCidr.get(k);
       if (list) list.push({ rule: i, excepts });
       else byCidr.set(k, [{ rule: i, excepts }]);
     }
   });
-  if (anyPeerRules.length) regions.set(0, { net: 0, len: 0 });
+  if (anyPeerRules.length) regions.push({ net: 0, len: 0 });
 
   const sets = new Map<string, number>(); // canonical union -> set index (1-based)
   const setRanges = new Map<number, Map<number, Array<[number, number]>>>();
@@ -217,7 +217,7 @@ export function compileDirection(dir: DirectionPolicy): CompiledDirection {
 
   // Shortest first, so each prefix's nearest containing region is known: an entry
   // equal to it changes nothing and is left out.
-  const ordered = [...regions.values()].sort((a, b) => a.len - b.len || a.net - b.net);
+  const ordered = regions.sort((a, b) => a.len - b.len || a.net - b.net).filter((p, i, l) => i === 0 || p.len !== l[i - 1]!.len || p.net !== l[i - 1]!.net);
   const regionLens = [...new Set(ordered.map((p) => p.len))].sort((a, b) => b - a);
   const values = new Map<number, string>();
   const cidrs: CidrEntry[] = [];
