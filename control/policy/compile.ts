@@ -19,7 +19,7 @@
 //    local pod's for ingress, each peer pod's for egress (so an egress rule
 //    can compile into one rule per peer pod).
 import { cidrContainsIp, hostCidr4, parseIpv4 } from './cidr.js';
-import { normalizeRules, type InternalPeer, type RuleAtom } from './normalize.js';
+import { normalizeRules, PeerLists, type InternalPeer, type RuleAtom } from './normalize.js';
 import { ANY_NAMESPACE, parsePolicy, type NamedPort, type ParsedPolicy, type ParsedRule } from './parse.js';
 import type { DirectionPolicy, EndpointPolicy, IpFamily, L4Protocol, NetworkPolicy, PolicyNamespace, PolicyPod, PolicyProblem, PolicySnapshot, PortRange } from './types.js';
 
@@ -61,6 +61,8 @@ interface Pod {
   labels: Record<string, string>;
   ips: number[];
   namedPorts: Array<{ name: string; protocol: L4Protocol; port: number }>;
+  /** Its addresses as shared peers (Cluster.podPeers; a copy with other ips must drop it). */
+  peers?: InternalPeer[] | undefined;
 }
 
 /** The cluster as rules resolve against it: pods by namespace (only namespaces with pods), namespace labels, shared peers. */
@@ -70,6 +72,12 @@ interface Cluster {
   nsLabels(ns: string): Record<string, string>;
   /** One peer object per pod address, shared by every rule naming it. */
   hostPeer: (ip: number) => InternalPeer;
+  /** A pod's addresses as shared peers. */
+  podPeers: (pod: Pod) => InternalPeer[];
+  /** One list object per distinct resolved peer list: rules naming the same pods share it, and its normalization. */
+  peerLists: PeerLists;
+  /** The peers of rules written alike (key: namespace and peers text), resolved once since the last update. */
+  peersOf: (key: string, resolve: () => InternalPeer[]) => InternalPeer[];
   /** Counts a policy's peers resolved (CompilerWork). */
   resolved: () => void;
 }
@@ -93,21 +101,35 @@ function resolveRule(rule: ParsedRule, policyNs: string, c: Cluster): ResolvedRu
       },
     };
   }
-  const selected = new Set<Pod>();
-  for (const sp of rule.selectorPeers) {
-    const nsNames = sp.ns ? [...c.podsByNs.keys()].filter((n) => sp.ns!(c.nsLabels(n))) : [policyNs];
-    for (const ns of nsNames) {
-      for (const pod of c.podsByNs.get(ns)?.values() ?? []) if (!sp.pod || sp.pod(pod.labels)) selected.add(pod);
+  // The pods the selector peers choose (a pod chosen twice is visited twice).
+  const forEachSelected = (fn: (pod: Pod) => void): void => {
+    for (const sp of rule.selectorPeers) {
+      const nsNames = sp.ns ? [...c.podsByNs.keys()].filter((n) => sp.ns!(c.nsLabels(n))) : [policyNs];
+      for (const ns of nsNames) {
+        const pods = c.podsByNs.get(ns);
+        if (pods) for (const pod of pods.values()) if (!sp.pod || sp.pod(pod.labels)) fn(pod);
+      }
     }
-  }
-  const peers: InternalPeer[] = rule.ipBlocks.map((b) => ({ cidr: b.cidr, except: b.except }));
-  for (const pod of selected) for (const ip of pod.ips) peers.push(c.hostPeer(ip));
+  };
+  // Many policies' rules read alike (the same peers in one namespace): resolved once per update.
+  const peers = c.peersOf(`${policyNs}\n${rule.peersText}`, () => {
+    // Duplicates are left to normalization, which drops them anyway.
+    const list: InternalPeer[] = rule.ipBlocks.map((b) => ({ cidr: b.cidr, except: b.except }));
+    forEachSelected((pod) => {
+      for (const p of c.podPeers(pod)) list.push(p);
+    });
+    return c.peerLists.intern(list);
+  });
   const inBlocks = (ip: number): boolean =>
     rule.ipBlocks.some((b) => cidrContainsIp(b.cidr, ip) && !b.except.some((e) => cidrContainsIp(e, ip)));
   return {
     rule,
     peers,
+    // Only egress named ports ask (in the same compile as the peers above, or
+    // after an invalidation: the cluster has not moved under the selectors).
     forEachPeerPod: (fn) => {
+      const selected = new Set<Pod>();
+      forEachSelected((pod) => selected.add(pod));
       for (const pod of c.pods()) {
         if (selected.has(pod)) {
           if (pod.ips.length > 0) fn(pod, pod.ips);
@@ -391,7 +413,11 @@ function sameAddressing(a: Pod, b: Pod): boolean {
  *  - a namespace's labels: every policy with a namespace selector telling
  *    the old labels from the new, likewise.
  * Policies are told apart by object identity (the sources keep an object
- * until it changes), pods and namespaces by name and content.
+ * until it changes), pods and namespaces by name and content. Rules whose
+ * peers are written alike in one namespace (common: many policies admit the
+ * same tier or team) are resolved once per update and share one peer list,
+ * so a pod that is a peer of many policies costs one resolution per distinct
+ * rule, and their directions' unions skip the duplicate lists.
  */
 export class PolicyCompiler {
   private readonly authoritative: boolean;
@@ -409,6 +435,7 @@ export class PolicyCompiler {
   private readonly pods = new Map<string, Pod>();
   private readonly podsByNs = new Map<string, Map<string, Pod>>();
   private readonly hostPeers = new Map<number, InternalPeer>();
+  private readonly resolvedPeers = new Map<string, InternalPeer[]>();
   private readonly endpointStates = new Map<string, EndpointState>();
   private readonly ingressMemo = new Map<string, DirectionPolicy>();
   private readonly egressMemo = new Map<string, DirectionPolicy>();
@@ -428,6 +455,13 @@ export class PolicyCompiler {
         if (!p) this.hostPeers.set(ip, (p = { cidr: hostCidr4(ip), except: [] }));
         return p;
       },
+      podPeers: (pod) => (pod.peers ??= pod.ips.map((ip) => this.cluster.hostPeer(ip))),
+      peerLists: new PeerLists(),
+      peersOf: (key, resolve) => {
+        let p = this.resolvedPeers.get(key);
+        if (!p) this.resolvedPeers.set(key, (p = resolve()));
+        return p;
+      },
       resolved: () => void work.policiesResolved++,
     };
   }
@@ -438,6 +472,10 @@ export class PolicyCompiler {
 
   /** Bring the compiler to this snapshot and these local endpoints (in the order results are wanted). */
   update(snap: PolicySnapshot, locals: LocalEndpoint[]): this {
+    // Peer lists are shared among the rules resolved after one update (most
+    // are resolved then, against one cluster); older lists are not kept alive for it.
+    this.cluster.peerLists.clear();
+    this.resolvedPeers.clear();
     const prev = this.snap;
     this.snap = snap;
     // Policies, by object (a collection handed over as the same array is unchanged: the Kubernetes source does that).
@@ -601,7 +639,7 @@ export class PolicyCompiler {
     const slash = key.indexOf('/');
     const pod: Pod = base ?? { namespace: key.slice(0, slash), name: key.slice(slash + 1), labels: NO_LABELS, ips: [], namedPorts: [] };
     const extra = ips.filter((ip) => !pod.ips.includes(ip));
-    return extra.length === 0 ? pod : { ...pod, ips: [...pod.ips, ...extra] };
+    return extra.length === 0 ? pod : { ...pod, ips: [...pod.ips, ...extra], peers: undefined };
   }
 
   /** Drop the resolved peers of every policy a pod change moves. */

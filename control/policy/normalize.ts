@@ -17,6 +17,8 @@ export interface InternalPeer {
   except: Cidr4[];
   /** Cached text form (peers are shared: one object per pod address). */
   key?: string;
+  /** Cached sort key of the CIDR (see comparePeer). */
+  order?: number;
 }
 
 const PROTO_ORDER: Record<L4Protocol, number> = { TCP: 0, UDP: 1, SCTP: 2 };
@@ -53,9 +55,15 @@ function peerKey(p: InternalPeer): string {
   return (p.key ??= p.except.length === 0 ? formatCidr4(p.cidr) : `${formatCidr4(p.cidr)}-${p.except.map(formatCidr4).join(',')}`);
 }
 
+/** Base, then prefix, then excepts: one number per CIDR, cached on shared peers. */
+function orderOf(p: InternalPeer): number {
+  return (p.order ??= p.cidr.base * 64 + p.cidr.prefix);
+}
+
+/** Every peer compared was given its order by orderOf first. */
 function comparePeer(a: InternalPeer, b: InternalPeer): number {
-  const c = compareCidr4(a.cidr, b.cidr);
-  if (c !== 0) return c;
+  const c = a.order! - b.order!;
+  if (c !== 0 || (a.except.length === 0 && b.except.length === 0)) return c;
   const n = Math.min(a.except.length, b.except.length);
   for (let i = 0; i < n; i++) {
     const d = compareCidr4(a.except[i]!, b.except[i]!);
@@ -74,37 +82,43 @@ function isEmptyPeer(p: InternalPeer): boolean {
   return p.except.some((e) => cidrContains(e, p.cidr));
 }
 
-/** Dedupe, drop covered and empty peers, sort. Linear in the common case (many /32s, few blocks). */
+/**
+ * Dedupe, drop covered and empty peers, sort. Sorting first makes the rest one
+ * pass: duplicates are neighbours, and a plain block is followed by the peers
+ * inside it. Inputs are mostly concatenations of sorted lists (rules merged),
+ * which the sort merges as runs; nothing is keyed by text.
+ */
 export function normalizePeers(peers: InternalPeer[]): InternalPeer[] {
-  const byKey = new Map<string, InternalPeer>();
-  for (const raw of new Set(peers)) {
+  const all: InternalPeer[] = [];
+  let withExcept: InternalPeer[] | undefined;
+  for (const raw of peers) {
     const p = normalizePeer(raw);
-    if (!isEmptyPeer(p)) byKey.set(peerKey(p), p);
-  }
-  const all = [...byKey.values()];
-  // Plain blocks (no except) by prefix length: a peer is covered if a strictly
-  // shorter plain block contains its network.
-  const plain = new Map<number, Set<number>>();
-  const withExcept: InternalPeer[] = [];
-  for (const p of all) {
+    orderOf(p);
     if (p.except.length === 0) {
-      let s = plain.get(p.cidr.prefix);
-      if (!s) plain.set(p.cidr.prefix, (s = new Set()));
-      s.add(p.cidr.base);
-    } else {
-      withExcept.push(p);
+      all.push(p);
+    } else if (!isEmptyPeer(p)) {
+      all.push(p);
+      (withExcept ??= []).push(p);
     }
   }
-  const prefixes = [...plain.keys()];
-  const kept = all.filter((p) => {
-    for (const len of prefixes) {
-      if (len > p.cidr.prefix || (len === p.cidr.prefix && p.except.length === 0)) continue;
-      const base = len === 0 ? 0 : (p.cidr.base & ((0xffffffff << (32 - len)) >>> 0)) >>> 0;
-      if (plain.get(len)!.has(base)) return false;
-    }
-    return !withExcept.some((q) => q !== p && peerCovers(q, p) && !(peerCovers(p, q) && comparePeer(p, q) < 0));
-  });
-  return kept.sort(comparePeer);
+  all.sort(comparePeer);
+  if (withExcept) withExcept = withExcept.sort(comparePeer).filter((p, i, l) => i === 0 || comparePeer(l[i - 1]!, p) !== 0);
+  // One pass over the sorted peers: duplicates are neighbours. `cover`: the
+  // last plain block not inside an earlier one. A plain block covering a peer
+  // comes before it, and everything between them lies inside it, so it is
+  // the cover when the peer comes.
+  const out: InternalPeer[] = [];
+  let prev: InternalPeer | undefined;
+  let cover: InternalPeer | undefined;
+  for (const p of all) {
+    if (prev !== undefined && (prev === p || comparePeer(prev, p) === 0)) continue;
+    prev = p;
+    if (cover !== undefined && cidrContains(cover.cidr, p.cidr)) continue;
+    if (p.except.length === 0) cover = p;
+    if (withExcept && withExcept.some((q) => comparePeer(q, p) !== 0 && peerCovers(q, p) && !(peerCovers(p, q) && comparePeer(p, q) < 0))) continue;
+    out.push(p);
+  }
+  return out;
 }
 
 function portsKey(ports: PortRange[] | null): string {
@@ -113,6 +127,64 @@ function portsKey(ports: PortRange[] | null): string {
 
 function peersKey(peers: InternalPeer[] | null): string {
   return peers === null ? '*' : peers.map(peerKey).join(',');
+}
+
+// Rules' peer lists are shared by every direction made with them: hashed once.
+const listHashes = new WeakMap<InternalPeer[], number>();
+function peerListHash(peers: InternalPeer[]): number {
+  let h = listHashes.get(peers);
+  if (h === undefined) {
+    h = peers.length;
+    for (const p of peers) {
+      h = Math.imul(h ^ p.cidr.base, 0x9e3779b1) ^ p.cidr.prefix;
+      for (const e of p.except) h = Math.imul(h ^ e.base, 0x85ebca6b) ^ e.prefix;
+    }
+    listHashes.set(peers, h);
+  }
+  return h;
+}
+
+function samePeer(a: InternalPeer, b: InternalPeer): boolean {
+  if (a === b) return true;
+  if (a.cidr.base !== b.cidr.base || a.cidr.prefix !== b.cidr.prefix || a.except.length !== b.except.length) return false;
+  return a.except.every((e, i) => e.base === b.except[i]!.base && e.prefix === b.except[i]!.prefix);
+}
+
+/**
+ * Equal peer lists (the same peers in the same order) told apart from the
+ * rest without building text: bucketed by a hash, compared peer by peer.
+ * Many policies name the same pods: their lists are found equal here.
+ */
+export class PeerLists {
+  private readonly buckets = new Map<number, InternalPeer[][]>();
+
+  /** The first list given that equals this one (this one, if none did). */
+  intern(peers: InternalPeer[]): InternalPeer[] {
+    const h = peerListHash(peers);
+    let bucket = this.buckets.get(h);
+    if (!bucket) this.buckets.set(h, (bucket = []));
+    const found = bucket.find((b) => b === peers || (b.length === peers.length && b.every((q, k) => samePeer(q, peers[k]!))));
+    if (found) return found;
+    bucket.push(peers);
+    return peers;
+  }
+
+  clear(): void {
+    this.buckets.clear();
+  }
+}
+
+/** Names equal peer lists alike within one normalizeRules call. */
+function peerListNamer(): (peers: InternalPeer[] | null) => string {
+  const lists = new PeerLists();
+  const names = new Map<InternalPeer[], string>();
+  return (peers) => {
+    if (peers === null) return '*';
+    const canon = lists.intern(peers);
+    let name = names.get(canon);
+    if (name === undefined) names.set(canon, (name = `${names.size}`));
+    return name;
+  };
 }
 
 function toPeerCidr(p: InternalPeer): PeerCidr {
@@ -132,7 +204,7 @@ interface Work {
  * collected first and normalized once per group (merging pairwise would be
  * quadratic in a rule's peers: thousands of pod /32s are common).
  */
-function mergeBy(rules: Work[], key: (w: Work) => string, half: 'peers' | 'ports'): Work[] {
+function mergeBy(rules: Work[], key: (w: Work) => string, half: 'peers' | 'ports', peersName: (peers: InternalPeer[] | null) => string): Work[] {
   const groups = new Map<string, Work[]>();
   for (const r of rules) {
     const k = key(r);
@@ -148,7 +220,11 @@ function mergeBy(rules: Work[], key: (w: Work) => string, half: 'peers' | 'ports
     }
     const sources = new Set(g.flatMap((r) => [...r.sources]));
     if (half === 'peers') {
-      const peers = g.some((r) => r.peers === null) ? null : normalizePeers(g.flatMap((r) => r.peers!));
+      // Normalized lists: the union depends only on the distinct ones (many
+      // policies name the same pods), and one list is its own union.
+      const lists = new Map<string, InternalPeer[]>();
+      for (const r of g) if (r.peers !== null) lists.set(peersName(r.peers), r.peers);
+      const peers = g.some((r) => r.peers === null) ? null : lists.size === 1 ? [...lists.values()][0]! : normalizePeers([...lists.values()].flat());
       out.push({ peers, ports: g[0]!.ports, sources });
     } else {
       const ports = g.some((r) => r.ports === null) ? null : normalizePorts(g.flatMap((r) => r.ports!));
@@ -184,14 +260,24 @@ export function normalizeRules(atoms: RuleAtom[]): CompiledRule[] {
   if (open.length > 0) {
     rules = [{ peers: null, ports: null, sources: new Set(open.flatMap((r) => [...r.sources])) }];
   }
+  const peersName = peerListNamer();
   for (let before = Infinity; rules.length < before; ) {
     before = rules.length;
-    rules = mergeBy(rules, (r) => portsKey(r.ports), 'peers');
-    rules = mergeBy(rules, (r) => peersKey(r.peers), 'ports');
+    rules = mergeBy(rules, (r) => portsKey(r.ports), 'peers', peersName);
+    rules = mergeBy(rules, (r) => peersName(r.peers), 'ports', peersName);
   }
+  // Ordered by "ports|peers" text. Merging left every rule its own ports, so
+  // the ports (and the "|" after them) decide: the peers' text, which can run
+  // to thousands of addresses, is only built for a tie.
+  const order = (a: { key: string; r: Work }, b: { key: string; r: Work }): number => {
+    if (a.key !== b.key) return a.key < b.key ? -1 : 1;
+    const pa = peersKey(a.r.peers);
+    const pb = peersKey(b.r.peers);
+    return pa < pb ? -1 : pa > pb ? 1 : 0;
+  };
   return rules
-    .map((r) => ({ key: `${portsKey(r.ports)}|${peersKey(r.peers)}`, r }))
-    .sort((a, b) => (a.key < b.key ? -1 : a.key > b.key ? 1 : 0))
+    .map((r) => ({ key: `${portsKey(r.ports)}|`, r }))
+    .sort(order)
     .map(({ r }) => ({
       peers: r.peers === null ? null : r.peers.map(toPeerCidr),
       ports: r.ports,

@@ -41,6 +41,8 @@ export interface ParsedRule {
   all: boolean;
   ipBlocks: ParsedIpBlock[];
   selectorPeers: ParsedSelectorPeer[];
+  /** The peers as written (JSON): in one namespace, rules written alike choose the same peers. */
+  peersText: string;
   /** null: every port and protocol. */
   ports: ParsedPorts | null;
 }
@@ -148,7 +150,7 @@ function parseRule(v: unknown, dir: 'ingress' | 'egress', where: string): Parsed
   const peerField = dir === 'ingress' ? 'from' : 'to';
   rejectUnknown(v, [peerField, 'ports'], where);
   const peers = v[peerField];
-  const rule: ParsedRule = { all: false, ipBlocks: [], selectorPeers: [], ports: null };
+  const rule: ParsedRule = { all: false, ipBlocks: [], selectorPeers: [], peersText: JSON.stringify(peers ?? null), ports: null };
   if (peers === undefined || peers === null || (Array.isArray(peers) && peers.length === 0)) {
     rule.all = true;
   } else {

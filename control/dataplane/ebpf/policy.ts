@@ -49,6 +49,8 @@ const ancestorKey = (p: Prefix, len: number): number => len * 0x100000000 + ((p.
 const contains = (outer: Prefix, inner: Prefix): boolean => outer.len <= inner.len && ((inner.net & mask(outer.len)) >>> 0) === outer.net;
 
 function prefixOf(cidr: string, what: string): Prefix {
+  const fast = canonicalPrefix(cidr);
+  if (fast) return fast;
   let c: Cidr;
   try {
     c = parseCidr(cidr);
@@ -58,10 +60,49 @@ function prefixOf(cidr: string, what: string): Prefix {
   return { net: ipToBytes(c.addr).readUInt32BE(0), len: c.prefixlen };
 }
 
+/**
+ * "a.b.c.d/n" in the compiler's canonical form (no leading zeros), parsed
+ * without building strings or Buffers: a 1,000-peer direction parses 1,000 of
+ * them. Anything else (undefined) goes through parseCidr and its errors.
+ */
+function canonicalPrefix(text: string): Prefix | undefined {
+  let ip = 0;
+  let octet = 0;
+  let digits = 0;
+  let dots = 0;
+  let i = 0;
+  for (; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (ch >= 48 && ch <= 57) {
+      if (digits > 0 && octet === 0) return undefined;
+      octet = octet * 10 + (ch - 48);
+      if (++digits > 3 || octet > 255) return undefined;
+    } else if (digits > 0 && ch === 46 && dots < 3) {
+      ip = ip * 256 + octet;
+      octet = digits = 0;
+      dots++;
+    } else if (digits > 0 && ch === 47 && dots === 3) {
+      break;
+    } else {
+      return undefined;
+    }
+  }
+  if (i === text.length) return undefined;
+  ip = ip * 256 + octet;
+  let len = 0;
+  digits = 0;
+  for (i++; i < text.length; i++) {
+    const ch = text.charCodeAt(i);
+    if (ch < 48 || ch > 57 || (digits > 0 && len === 0)) return undefined;
+    len = len * 10 + (ch - 48);
+    if (++digits > 2 || len > 32) return undefined;
+  }
+  if (digits === 0) return undefined;
+  return { net: (ip & mask(len)) >>> 0, len };
+}
+
 function toCidr(p: Prefix): Cidr {
-  const b = Buffer.alloc(4);
-  b.writeUInt32BE(p.net, 0);
-  return { addr: `${b[0]}.${b[1]}.${b[2]}.${b[3]}`, prefixlen: p.len };
+  return { addr: `${p.net >>> 24}.${(p.net >>> 16) & 255}.${(p.net >>> 8) & 255}.${p.net & 255}`, prefixlen: p.len };
 }
 
 function checkRange(r: PortRange): void {
@@ -106,12 +147,14 @@ export function rangePrefixes(lo: number, hi: number): Array<{ port: number; bit
   return out;
 }
 
+const NO_EXCEPTS: Prefix[] = [];
+
 /** The entries for one isolated direction. Throws InvalidConfigError (and nothing is written) on a bad rule. */
 export function compileDirection(dir: DirectionPolicy): CompiledDirection {
   const anyPeerRules: number[] = [];
   // cidr key -> the rules it belongs to, each with that peer's excepts.
   const byCidr = new Map<number, Array<{ rule: number; excepts: Prefix[] }>>();
-  const regions = new Map<number, Prefix>();
+  const regions: Prefix[] = [];
   dir.rules.forEach((rule, i) => {
     for (const r of rule.ports ?? []) checkRange(r);
     if (rule.peers === null) {
@@ -121,24 +164,39 @@ export function compileDirection(dir: DirectionPolicy): CompiledDirection {
     for (const peer of rule.peers) {
       if (peer.family !== 'ipv4') throw new InvalidConfigError(`policy peer family ${JSON.stringify(peer.family)} is not supported (IPv4 only)`);
       const c = prefixOf(peer.cidr, 'peer');
-      const excepts = peer.except.map((e) => prefixOf(e, 'except'));
-      regions.set(keyOf(c), c);
-      for (const e of excepts) regions.set(keyOf(e), e);
-      const list = byCidr.get(keyOf(c)) ?? [];
-      list.push({ rule: i, excepts });
-      byCidr.set(keyOf(c), list);
+      const excepts = peer.except.length === 0 ? NO_EXCEPTS : peer.except.map((e) => prefixOf(e, 'except'));
+      const k = keyOf(c);
+      regions.push(c);
+      for (const e of excepts) regions.push(e);
+      const list = byCidr.get(k);
+      if (list) list.push({ rule: i, excepts });
+      else byCidr.set(k, [{ rule: i, excepts }]);
     }
   });
-  if (anyPeerRules.length) regions.set(0, { net: 0, len: 0 });
+  if (anyPeerRules.length) regions.push({ net: 0, len: 0 });
 
   const sets = new Map<string, number>(); // canonical union -> set index (1-based)
   const setRanges = new Map<number, Map<number, Array<[number, number]>>>();
+  // Only the prefix lengths some rule's cidr has can hold a containing cidr (longest first).
+  const cidrLens = [...new Set([...byCidr.keys()].map((k) => Math.floor(k / 0x100000000)))].sort((a, b) => b - a);
+  // The value depends only on the rules that apply, and most peers (pod /32s)
+  // share a few such sets: the port union is computed once per set.
+  const byRules = new Map<string, string>();
   const valueOf = (p: Prefix): string => {
-    const rules = new Set(anyPeerRules);
-    for (let len = p.len; len >= 0; len--) {
-      for (const { rule, excepts } of byCidr.get(ancestorKey(p, len)) ?? []) if (!excepts.some((e) => contains(e, p))) rules.add(rule);
+    const rules = [...anyPeerRules];
+    for (const len of cidrLens) {
+      if (len > p.len) continue;
+      const list = byCidr.get(ancestorKey(p, len));
+      if (list === undefined) continue;
+      for (const { rule, excepts } of list) if (!rules.includes(rule) && !excepts.some((e) => contains(e, p))) rules.push(rule);
     }
-    if (rules.size === 0) return 'none';
+    if (rules.length === 0) return 'none';
+    const key = rules.join(',');
+    let v = byRules.get(key);
+    if (v === undefined) byRules.set(key, (v = unionValue(rules)));
+    return v;
+  };
+  const unionValue = (rules: number[]): string => {
     const ranges: PortRange[] = [];
     for (const i of rules) {
       const ports = dir.rules[i]!.ports;
@@ -159,14 +217,16 @@ export function compileDirection(dir: DirectionPolicy): CompiledDirection {
 
   // Shortest first, so each prefix's nearest containing region is known: an entry
   // equal to it changes nothing and is left out.
-  const ordered = [...regions.values()].sort((a, b) => a.len - b.len || a.net - b.net);
+  const ordered = regions.sort((a, b) => a.len - b.len || a.net - b.net).filter((p, i, l) => i === 0 || p.len !== l[i - 1]!.len || p.net !== l[i - 1]!.net);
+  const regionLens = [...new Set(ordered.map((p) => p.len))].sort((a, b) => b - a);
   const values = new Map<number, string>();
   const cidrs: CidrEntry[] = [];
   for (const p of ordered) {
     const v = valueOf(p);
     values.set(keyOf(p), v);
     let inherited = 'none';
-    for (let len = p.len - 1; len >= 0; len--) {
+    for (const len of regionLens) {
+      if (len >= p.len) continue;
       const parent = values.get(ancestorKey(p, len));
       if (parent !== undefined) {
         inherited = parent;
