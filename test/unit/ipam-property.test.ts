@@ -17,6 +17,7 @@ import {
   type IpamState,
 } from '../../control/ipam/allocator.js';
 import type { Owner } from '../../control/ipam/types.js';
+import { Rng } from '../faults/helpers/scale.js';
 
 const SEEDS = [1, 7, 42, 2024, 90210];
 const OPS_PER_SEED = 3_000;
@@ -26,15 +27,6 @@ const OWNERS: Owner[] = Array.from({ length: 40 }, (_, i) => ({ containerId: `c$
 const keyOf = (o: Owner): string => `${o.containerId}/${o.ifName}`;
 const ipNumber = (ip: string): number => ip.split('.').reduce((n, octet) => n * 256 + Number(octet), 0);
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 /** The rules, stated plainly. */
 class NaiveModel {
@@ -100,7 +92,8 @@ function check(state: IpamState, model: NaiveModel, where: string): string | und
 
 for (const seed of SEEDS) {
   t.test(`seed ${seed}: ${OPS_PER_SEED} random operations agree with the naive model`, async (t) => {
-    const random = mulberry32(seed);
+    const rng = new Rng(seed);
+    const random = (): number => rng.next();
     const pick = <T>(items: readonly T[]): T => items[Math.floor(random() * items.length)]!;
     const maxPods = 24 + Math.floor(random() * 20);
     let state = emptyIpamState();

@@ -11,32 +11,12 @@
 import t from 'tap';
 import { compilePolicies, PolicyCompiler, type CompileResult, type LocalEndpoint } from '../../control/policy/compile.js';
 import type { LabelSelector, NetworkPolicy, NetworkPolicyPeer, NetworkPolicyPort, PolicyNamespace, PolicyPod, PolicySnapshot } from '../../control/policy/types.js';
+import { Rng } from '../faults/helpers/scale.js';
 
 const SEEDS = [1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12];
 const STEPS = 120;
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
-class Rand {
-  constructor(private readonly next: () => number) {}
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)]!;
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-}
 
 const NS = ['x', 'y', 'z', 'w'];
 const KEYS = ['app', 'tier'];
@@ -47,13 +27,13 @@ const NAMED = [
 ];
 const CIDRS = ['10.0.0.0/24', '10.0.0.0/28', '10.0.0.16/28', '0.0.0.0/0', '192.168.0.0/16'];
 
-function labels(r: Rand): Record<string, string> {
+function labels(r: Rng): Record<string, string> {
   const out: Record<string, string> = {};
   for (const k of KEYS) if (r.chance(0.6)) out[k] = r.pick(VALUES);
   return out;
 }
 
-function selector(r: Rand): LabelSelector {
+function selector(r: Rng): LabelSelector {
   const sel: LabelSelector = {};
   if (r.chance(0.6)) {
     sel.matchLabels = {};
@@ -67,7 +47,7 @@ function selector(r: Rand): LabelSelector {
   return sel;
 }
 
-function peer(r: Rand): NetworkPolicyPeer {
+function peer(r: Rng): NetworkPolicyPeer {
   switch (r.int(4)) {
     case 0:
       return { podSelector: selector(r) };
@@ -82,12 +62,12 @@ function peer(r: Rand): NetworkPolicyPeer {
   }
 }
 
-function port(r: Rand): NetworkPolicyPort {
+function port(r: Rng): NetworkPolicyPort {
   if (r.chance(0.4)) return { protocol: r.pick(NAMED).protocol, port: r.pick(NAMED).name };
   return r.chance(0.5) ? { port: r.pick([53, 80, 443]) } : { protocol: 'UDP', port: 53, endPort: 60 };
 }
 
-function rules(r: Rand, field: 'from' | 'to'): Array<{ from?: NetworkPolicyPeer[]; to?: NetworkPolicyPeer[]; ports?: NetworkPolicyPort[] }> {
+function rules(r: Rng, field: 'from' | 'to'): Array<{ from?: NetworkPolicyPeer[]; to?: NetworkPolicyPeer[]; ports?: NetworkPolicyPort[] }> {
   return Array.from({ length: 1 + r.int(2) }, () => {
     const rule: { from?: NetworkPolicyPeer[]; to?: NetworkPolicyPeer[]; ports?: NetworkPolicyPort[] } = {};
     if (r.chance(0.85)) rule[field] = Array.from({ length: 1 + r.int(2) }, () => peer(r));
@@ -96,7 +76,7 @@ function rules(r: Rand, field: 'from' | 'to'): Array<{ from?: NetworkPolicyPeer[
   });
 }
 
-function policy(r: Rand, namespace: string, name: string): NetworkPolicy {
+function policy(r: Rng, namespace: string, name: string): NetworkPolicy {
   // Now and then an invalid one: its problems must come and go with it.
   if (r.chance(0.05)) return { metadata: { namespace, name }, spec: { podSelector: { matchExpressions: [{ key: 'app', operator: 'In' }] } } };
   // A broken one without a namespace: it selects in every namespace (fail closed).
@@ -116,7 +96,7 @@ class World {
   locals = new Map<string, LocalEndpoint>();
   private next = 0;
 
-  constructor(private readonly r: Rand) {
+  constructor(private readonly r: Rng) {
     for (const name of NS) if (r.chance(0.7)) this.namespaces.set(name, { name, labels: labels(r) });
     for (let i = 0; i < 10; i++) this.addPod();
     for (let i = 0; i < 4; i++) this.addPolicy();
@@ -245,7 +225,7 @@ for (const podsAuthoritative of [false, true]) {
     let steps = 0;
     let failures = 0;
     for (const seed of SEEDS) {
-      const r = new Rand(mulberry32(seed * 7919 + (podsAuthoritative ? 1 : 0)));
+      const r = new Rng(seed * 7919 + (podsAuthoritative ? 1 : 0));
       const w = new World(r);
       const inc = new PolicyCompiler({ podsAuthoritative });
       const history: string[] = [];

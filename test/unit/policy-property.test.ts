@@ -17,36 +17,13 @@ import type {
   PolicyPod,
   PolicySnapshot,
 } from '../../control/policy/types.js';
+import { Rng } from '../faults/helpers/scale.js';
 
 const SEEDS = [1, 2, 3, 5, 8, 13, 21, 34, 55, 89];
 const WORLDS_PER_SEED = 40;
 const FLOWS_PER_WORLD = 300;
 
-function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let x = Math.imul(a ^ (a >>> 15), 1 | a);
-    x = (x + Math.imul(x ^ (x >>> 7), 61 | x)) ^ x;
-    return ((x ^ (x >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
-class Rand {
-  constructor(private readonly next: () => number) {}
-  int(n: number): number {
-    return Math.floor(this.next() * n);
-  }
-  pick<T>(xs: readonly T[]): T {
-    return xs[this.int(xs.length)]!;
-  }
-  chance(p: number): boolean {
-    return this.next() < p;
-  }
-  some<T>(xs: readonly T[], max: number): T[] {
-    return Array.from({ length: this.int(max + 1) }, () => this.pick(xs));
-  }
-}
 
 const NS = ['x', 'y', 'z'];
 const KEYS = ['app', 'tier'];
@@ -64,13 +41,13 @@ const EXTERNAL = ['10.0.0.40', '10.0.1.3', '192.168.7.7', '8.8.8.8'];
 const CIDRS = ['10.0.0.0/24', '10.0.0.0/27', '10.0.0.0/28', '10.0.0.16/28', '10.0.0.8/29', '0.0.0.0/0', '10.0.0.0/8', '192.168.0.0/16'];
 const EXCEPTS = ['10.0.0.0/30', '10.0.0.4/30', '10.0.0.8/31', '10.0.0.16/29', '10.0.0.20/32', '10.0.0.12/30'];
 
-function labels(r: Rand): Record<string, string> {
+function labels(r: Rng): Record<string, string> {
   const out: Record<string, string> = {};
   for (const k of KEYS) if (r.chance(0.6)) out[k] = r.pick(VALUES);
   return out;
 }
 
-function selector(r: Rand): LabelSelector {
+function selector(r: Rng): LabelSelector {
   const sel: LabelSelector = {};
   if (r.chance(0.5)) {
     sel.matchLabels = {};
@@ -97,7 +74,7 @@ function cidrIn(cidr: string, except: string[]): { cidr: string; except: string[
   };
 }
 
-function peer(r: Rand): NetworkPolicyPeer {
+function peer(r: Rng): NetworkPolicyPeer {
   switch (r.int(4)) {
     case 0:
       return { podSelector: selector(r) };
@@ -110,7 +87,7 @@ function peer(r: Rand): NetworkPolicyPeer {
   }
 }
 
-function port(r: Rand): NetworkPolicyPort {
+function port(r: Rng): NetworkPolicyPort {
   const p: NetworkPolicyPort = {};
   if (r.chance(0.8)) p.protocol = r.pick(PROTOS);
   const k = r.int(4);
@@ -122,7 +99,7 @@ function port(r: Rand): NetworkPolicyPort {
   return p;
 }
 
-function policy(r: Rand, i: number): NetworkPolicy {
+function policy(r: Rng, i: number): NetworkPolicy {
   const spec: NetworkPolicy['spec'] = { podSelector: selector(r) };
   if (r.chance(0.8)) spec.ingress = Array.from({ length: r.int(3) }, () => ({ ...(r.chance(0.8) ? { from: r.some([0, 1, 2], 3).map(() => peer(r)) } : {}), ...(r.chance(0.6) ? { ports: r.some([0], 3).map(() => port(r)) } : {}) }));
   if (r.chance(0.6)) spec.egress = Array.from({ length: r.int(3) }, () => ({ ...(r.chance(0.8) ? { to: r.some([0, 1, 2], 3).map(() => peer(r)) } : {}), ...(r.chance(0.6) ? { ports: r.some([0], 3).map(() => port(r)) } : {}) }));
@@ -130,7 +107,7 @@ function policy(r: Rand, i: number): NetworkPolicy {
   return { metadata: { namespace: r.pick(NS), name: `p${i}` }, spec };
 }
 
-function world(r: Rand): { snap: PolicySnapshot; locals: LocalEndpoint[] } {
+function world(r: Rng): { snap: PolicySnapshot; locals: LocalEndpoint[] } {
   const namespaces: PolicyNamespace[] = NS.filter(() => r.chance(0.8)).map((name) => ({ name, labels: labels(r) }));
   const pods: PolicyPod[] = [];
   const locals: LocalEndpoint[] = [];
@@ -255,7 +232,7 @@ t.test('compiled policy = reference semantics on random worlds and flows', async
   let isolatedFlows = 0;
   let mismatches = 0;
   for (const seed of SEEDS) {
-    const r = new Rand(mulberry32(seed));
+    const r = new Rng(seed);
     for (let wi = 0; wi < WORLDS_PER_SEED; wi++) {
       const w = world(r);
       if (w.locals.length === 0) continue;

@@ -38,6 +38,10 @@ export class Rng {
   pick<T>(items: readonly T[]): T {
     return items[this.int(items.length)]!;
   }
+  /** 0..max picks (repeats allowed). */
+  some<T>(items: readonly T[], max: number): T[] {
+    return Array.from({ length: this.int(max + 1) }, () => this.pick(items));
+  }
   bytes(n: number): Buffer {
     const b = Buffer.alloc(n);
     for (let i = 0; i < n; i++) b[i] = this.int(256);
