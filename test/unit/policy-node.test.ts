@@ -12,7 +12,7 @@ import path from 'node:path';
 import { Registry } from 'prom-client';
 import { pino } from 'pino';
 import { FakeNode, netConf } from './fakes/fake-node.js';
-import { NodePolicy, disableNodePolicy } from '../../control/policy/node.js';
+import { APPLY_CHUNK, NodePolicy, disableNodePolicy } from '../../control/policy/node.js';
 import type { Dataplane, EndpointPolicyUpdate } from '../../control/dataplane/types.js';
 import type { CniCall, DataplaneMode } from '../../control/types.js';
 import { hostVethName } from '../../control/netlink/veth.js';
@@ -33,10 +33,10 @@ spec:
   ingress: [ { from: [ { podSelector: { matchLabels: { app: db } } } ] } ]
 `;
 
-function setup(t: Test) {
+function setup(t: Test, poolSize?: number) {
   const dir = mkdtempSync(path.join(os.tmpdir(), `vnet-polnode-${process.pid}-`));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
-  const node = new FakeNode();
+  const node = new FakeNode(poolSize);
   const calls: EndpointPolicyUpdate[][] = [];
   // Record what the engine programs (the fake dataplane's applyPolicies does nothing).
   const orig = node.dataplane.bind(node);
@@ -132,3 +132,24 @@ t.test("a policy compiled for an address's previous pod is never programmed onto
   t.same(own, [], "the pod's own policy is programmed");
   t.same(calls.map((c) => c.map((u) => u.hostVeth)), [[hostVethName('web', 'eth0')]]);
 });
+
+t.test('a change that moves many endpoints is programmed in chunks, each under its own node-lock hold', async (t) => {
+  const { dir, node, calls, call } = setup(t, APPLY_CHUNK + 8);
+  const policy = new NodePolicy({ dir, logger, registry: new Registry() });
+  const { agent } = node.agent({ policy: policy.engine });
+  await policy.start(agent);
+  t.teardown(() => policy.stop());
+  const pods = Array.from({ length: APPLY_CHUNK + 8 }, (_, i) => `p${i}`);
+  for (const id of pods) await agent.add(call(id));
+  await settle(policy);
+  calls.length = 0;
+  put(dir, 'deny.yaml', 'kind: NetworkPolicy\nmetadata: { name: deny, namespace: shop }\nspec: { podSelector: {} }\n');
+  await waitForCalls(calls, pods.length);
+  await settle(policy);
+  t.same(calls.map((c) => c.length), [APPLY_CHUNK, 8], 'two holds of the lock, not one');
+  t.same(calls.flat().map((u) => u.policy.ingress.isolated), pods.map(() => true), 'every endpoint isolated');
+});
+
+async function waitForCalls(calls: EndpointPolicyUpdate[][], n: number): Promise<void> {
+  for (let i = 0; i < 2000 && calls.flat().length < n; i++) await new Promise((r) => setTimeout(r, 10));
+}
