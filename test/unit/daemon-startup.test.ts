@@ -16,8 +16,7 @@ import { startNode } from '../../control/daemon/startup.js';
 import { servedAgent } from '../../control/daemon/served.js';
 import { collectPolicy, renderPolicy } from '../../control/debug/views/policy.js';
 import { NotReadyError } from '../../control/errors.js';
-import type { Dataplane, EndpointPolicyUpdate } from '../../control/dataplane/types.js';
-import type { CniCall, DataplaneMode } from '../../control/types.js';
+import type { CniCall } from '../../control/types.js';
 import type { NodeState } from '../../control/store/node-store.js';
 import type { Logger } from '../../control/log.js';
 import { hostVethName } from '../../control/netlink/veth.js';
@@ -36,9 +35,7 @@ function setup(t: Test) {
   const dir = mkdtempSync(path.join(os.tmpdir(), `vnet-startup-${process.pid}-`));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const node = new FakeNode();
-  const calls: EndpointPolicyUpdate[][] = [];
-  const orig = node.dataplane.bind(node);
-  node.dataplane = (mode: DataplaneMode): Dataplane => ({ ...orig(mode), applyPolicies: async (_n, u) => void calls.push(u) });
+  const calls = node.recordPolicyApplies();
   const call = (id: string): CniCall => ({
     containerId: id, ifName: 'eth0', netns: node.addNetns(`/var/run/netns/${id}`), args: { K8S_POD_NAME: id, K8S_POD_NAMESPACE: 'shop' }, config: netConf(),
   });

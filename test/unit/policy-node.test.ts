@@ -13,8 +13,8 @@ import { Registry } from 'prom-client';
 import { pino } from 'pino';
 import { FakeNode, netConf } from './fakes/fake-node.js';
 import { APPLY_CHUNK, NodePolicy, disableNodePolicy } from '../../control/policy/node.js';
-import type { Dataplane, EndpointPolicyUpdate } from '../../control/dataplane/types.js';
-import type { CniCall, DataplaneMode } from '../../control/types.js';
+import type { EndpointPolicyUpdate } from '../../control/dataplane/types.js';
+import type { CniCall } from '../../control/types.js';
 import { hostVethName } from '../../control/netlink/veth.js';
 
 const logger = pino({ level: 'silent' });
@@ -37,10 +37,7 @@ function setup(t: Test, poolSize?: number) {
   const dir = mkdtempSync(path.join(os.tmpdir(), `vnet-polnode-${process.pid}-`));
   t.teardown(() => rmSync(dir, { recursive: true, force: true }));
   const node = new FakeNode(poolSize);
-  const calls: EndpointPolicyUpdate[][] = [];
-  // Record what the engine programs (the fake dataplane's applyPolicies does nothing).
-  const orig = node.dataplane.bind(node);
-  node.dataplane = (mode: DataplaneMode): Dataplane => ({ ...orig(mode), applyPolicies: async (_n, u) => void calls.push(u) });
+  const calls = node.recordPolicyApplies();
   const call = (id: string): CniCall => ({
     containerId: id, ifName: 'eth0', netns: node.addNetns(`/var/run/netns/${id}`), args: { K8S_POD_NAME: id, K8S_POD_NAMESPACE: 'shop' }, config: netConf(),
   });

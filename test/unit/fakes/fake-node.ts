@@ -11,7 +11,7 @@ import pino from 'pino';
 import { Agent, type AgentOptions } from '../../../control/agent/agent.js';
 import type { AgentPorts, FaultHooks, FaultPoint, HostNetwork, Processes, StateStore } from '../../../control/agent/ports.js';
 import type { EndpointOwner } from '../../../control/agent/owner.js';
-import type { Dataplane, EndpointPlan, NodeNetwork } from '../../../control/dataplane/types.js';
+import type { Dataplane, EndpointPlan, EndpointPolicyUpdate, NodeNetwork } from '../../../control/dataplane/types.js';
 import type { DataplaneMode, NetConf } from '../../../control/types.js';
 import type { NicPool, PoolSource } from '../../../control/ipam/types.js';
 import type { LinkInfo } from '../../../control/netlink/ip.js';
@@ -152,6 +152,14 @@ export class FakeNode {
   }
 
   // ---- Dataplane (one per mode) --------------------------------------------
+
+  /** Record every applyPolicies batch from now on (the fake dataplanes' applyPolicies programs nothing). */
+  recordPolicyApplies(): EndpointPolicyUpdate[][] {
+    const calls: EndpointPolicyUpdate[][] = [];
+    const orig = this.dataplane.bind(this);
+    this.dataplane = (mode: DataplaneMode): Dataplane => ({ ...orig(mode), applyPolicies: async (_n, u) => void calls.push(u) });
+    return calls;
+  }
 
   dataplane(mode: DataplaneMode): Dataplane {
     const s = this.dp[mode];
